@@ -1,0 +1,500 @@
+"""The `orgsync` command line.
+
+Every listing takes --json and then prints exactly one JSON document on stdout. Errors print one line
+on stderr and exit non-zero; secrets are read from files, stdin or a prompt, never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orgsync.domain.config import (
+    OrgRegistration,
+    RoleConfig,
+    Secret,
+    build_credentials,
+    build_filters,
+    check_account_id,
+    check_duration,
+    check_external_id,
+    check_nickname,
+    check_session_name,
+    parse_role_arn,
+)
+from orgsync.domain.errors import InvalidInput, OrgSyncError
+from orgsync.storage import repository as repo
+from orgsync.storage.models import Organization
+
+from . import services
+from .bootstrap import Runtime
+from .logs import configure_logging
+from .settings import get_settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Keep a cloud inventory in step with AWS Organizations."
+)
+org_app = typer.Typer(no_args_is_help=True, help="Register and inspect AWS Organizations.")
+cloud_app = typer.Typer(no_args_is_help=True, help="Inspect accounts (clouds); register standalone ones.")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage the credential encryption keys.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(org_app, name="org")
+app.add_typer(cloud_app, name="cloud")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Return when the work and all it caused has finished.")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def runtime(*, workers: bool = False, migrate: bool | None = None) -> Iterator[Runtime]:
+    settings = get_settings()
+    configure_logging(settings, quiet=True)
+    rt = Runtime.open(settings, migrate=migrate)
+    try:
+        if workers and rt.in_process:
+            rt.start_in_process_workers()
+        yield rt
+    finally:
+        rt.close()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _read_secret(path: str | None, what: str) -> str | None:
+    """A secret from a file, or from stdin with '-'; never from the command line itself."""
+    if path is None:
+        return None
+    if path == "-":
+        value = sys.stdin.readline()
+    else:
+        try:
+            value = Path(path).read_text()
+        except OSError as exc:
+            raise InvalidInput(what, f"cannot read {path}: {exc.strerror}") from None
+    value = value.strip()
+    if not value:
+        raise InvalidInput(what, "the file is empty")
+    return value
+
+
+def _wait(rt: Runtime, request_id: str, *, label: str, as_json: bool) -> services.WaitResult:
+    settings = rt.settings
+    if as_json:
+        return services.wait_for(rt, request_id, timeout=settings.wait_timeout_seconds)
+    with err.status(f"{label}…") as status:
+
+        def show(progress: dict[str, Any]) -> None:
+            status.update(f"{label}: {progress['done']} messages handled, {progress['pending']} pending")
+
+        return services.wait_for(rt, request_id, timeout=settings.wait_timeout_seconds, on_progress=show)
+
+
+def _finish_wait(result: services.WaitResult) -> None:
+    if not result.finished:
+        _fail(f"timed out after {result.seconds:.0f}s waiting for the sync to finish")
+    if result.failures:
+        actor, error = result.failures[0]
+        more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+        _fail(f"{actor}: {error}{more}")
+
+
+# -- org ----------------------------------------------------------------------------------------
+
+
+def _org_json(org: Organization, account_count: int) -> dict[str, Any]:
+    report = org.permission_report or {}
+    return {
+        "id": str(org.id),
+        "provider": org.provider,
+        "cloud_org_id": org.cloud_org_id,
+        "nickname": org.nickname,
+        "management_account_id": org.management_account_id,
+        "account_count": account_count,
+        "filters": org.filters,
+        "warnings": report.get("warnings", []),
+        "last_sync": {
+            "status": org.last_sync_status,
+            "started_at": org.last_sync_started_at.isoformat() if org.last_sync_started_at else None,
+            "finished_at": org.last_sync_finished_at.isoformat() if org.last_sync_finished_at else None,
+            "error": org.last_sync_error,
+        },
+        "created_at": org.created_at.isoformat(),
+    }
+
+
+@org_app.command("add")
+def org_add(
+    nickname: Annotated[str, typer.Option(help="A name for the organization (becomes a badge).")],
+    org_role_arn: Annotated[str, typer.Option(help="Role in the management account that reads the org.")],
+    org_session_name: Annotated[str, typer.Option(help="Session name for the management role.")],
+    member_role_name: Annotated[str, typer.Option(help="Role name (optionally with path) in every member account.")],
+    member_session_name: Annotated[str, typer.Option(help="Session name for member roles.")],
+    org_session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+    org_external_id: Annotated[str | None, typer.Option(help="External id of the management role.")] = None,
+    org_external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
+    member_session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+    member_external_id: Annotated[str | None, typer.Option(help="External id shared by member roles.")] = None,
+    member_external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
+    access_key_id: Annotated[str | None, typer.Option(help="IAM user key id (else the ambient credentials).")] = None,
+    secret_access_key_file: Annotated[str | None, typer.Option(help="File with the secret key ('-' = stdin).")] = None,
+    exclude_name_prefix: Annotated[list[str] | None, typer.Option(help="Skip accounts whose name starts so.")] = None,
+    limit_to_ou: Annotated[list[str] | None, typer.Option(help="Only these OUs and what is below them.")] = None,
+    auto_remove_suspended: Annotated[
+        bool, typer.Option("--auto-remove-suspended", help="Drop suspended accounts.")
+    ] = False,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register an AWS Organization: checks formats, the management role and its permissions, then syncs."""
+    registration = OrgRegistration(
+        nickname=check_nickname(nickname),
+        credentials=build_credentials(
+            org_role_arn=org_role_arn,
+            org_session_name=org_session_name,
+            org_session_duration=org_session_duration,
+            org_external_id=org_external_id or _read_secret(org_external_id_file, "org-external-id-file"),
+            member_role_name=member_role_name,
+            member_session_name=member_session_name,
+            member_session_duration=member_session_duration,
+            member_external_id=member_external_id or _read_secret(member_external_id_file, "member-external-id-file"),
+            access_key_id=access_key_id,
+            secret_access_key=_read_secret(secret_access_key_file, "secret-access-key-file"),
+        ),
+        filters=build_filters(exclude_name_prefix or (), limit_to_ou or (), auto_remove_suspended),
+    )
+    with runtime(workers=True) as rt:
+        registered = services.register_org(rt, registration)
+        result = None
+        if wait or rt.in_process:
+            result = _wait(rt, registered.request_id, label="syncing", as_json=as_json)
+        with rt.sessions() as s:
+            orgs = {str(o.id): (o, n) for o, n in repo.list_orgs(s)}
+        org, count = orgs[registered.org_id]
+        data = _org_json(org, count)
+        data["request_id"] = registered.request_id
+        data["notes"] = list(registered.report.notes)
+        if as_json:
+            _print_json(data)
+        else:
+            out.print(f"added organization {org.nickname} ({org.cloud_org_id}) as {org.id}")
+            for warning in registered.report.warnings:
+                out.print(f"warning: {warning}", markup=False)
+            if result is not None and result.finished:
+                out.print(f"synced: {count} accounts in {result.seconds:.1f}s")
+        if result is not None:
+            _finish_wait(result)
+
+
+@org_app.command("list")
+def org_list(as_json: JsonOpt = False) -> None:
+    """Registered organizations with their account counts and last sync."""
+    with runtime() as rt, rt.sessions() as s:
+        rows = [_org_json(o, n) for o, n in repo.list_orgs(s)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("nickname", "cloud org", "accounts", "last sync", "finished", "id")
+    for r in rows:
+        last = r["last_sync"]
+        table.add_row(
+            r["nickname"],
+            r["cloud_org_id"],
+            str(r["account_count"]),
+            last["status"] or "-",
+            last["finished_at"] or "-",
+            r["id"],
+        )
+    out.print(table)
+
+
+@org_app.command("show")
+def org_show(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")], as_json: JsonOpt = False
+) -> None:
+    """One organization: settings (never secrets), filters, warnings, last sync."""
+    with runtime() as rt, rt.sessions() as s:
+        found = repo.find_org(s, org)
+        count = dict((str(o.id), n) for o, n in repo.list_orgs(s))[str(found.id)]
+        data = _org_json(found, count)
+        creds = rt.keyring.open(found.credentials, "organizations", found.id)
+        data["management_role"] = {
+            "role_arn": creds.management.role_arn,
+            "session_name": creds.management.session_name,
+            "session_duration": creds.management.duration_seconds,
+            "external_id_set": creds.management.external_id is not None,
+        }
+        data["member_role"] = {
+            "role_name": creds.member.role_name,
+            "session_name": creds.member.session_name,
+            "session_duration": creds.member.duration_seconds,
+            "external_id_set": creds.member.external_id is not None,
+        }
+        data["credentials_source"] = "iam-user" if creds.access_key else "ambient"
+        if creds.access_key:
+            data["access_key_id"] = creds.access_key.access_key_id
+        run = repo.latest_sync_run(s, found.id)
+        if run is not None:
+            data["last_sync"].update(
+                {
+                    "accounts_in_scope": run.accounts_in_scope,
+                    "added": run.added,
+                    "updated": run.updated,
+                    "removed": run.removed,
+                    "rows_written": run.rows_written,
+                    "aws_calls": run.aws_calls,
+                    "duration_ms": run.duration_ms,
+                }
+            )
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("nickname", "id", "cloud_org_id", "management_account_id", "account_count", "credentials_source"):
+        out.print(f"{key:24} {data[key]}", markup=False)
+    out.print(f"{'management role':24} {data['management_role']['role_arn']}", markup=False)
+    out.print(f"{'member role':24} {data['member_role']['role_name']}", markup=False)
+    out.print(f"{'filters':24} {json.dumps(data['filters'])}", markup=False)
+    out.print(f"{'last sync':24} {json.dumps(data['last_sync'], default=str)}", markup=False)
+    for warning in data["warnings"]:
+        out.print(f"warning: {warning}", markup=False)
+
+
+@org_app.command("sync")
+def org_sync(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")],
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Request a sync of one organization now."""
+    with runtime(workers=True) as rt:
+        org_id, request_id = services.request_sync(rt, org, "requested from the CLI")
+        result = None
+        if wait or rt.in_process:
+            result = _wait(rt, request_id, label="syncing", as_json=as_json)
+        if as_json:
+            _print_json({"org_id": org_id, "request_id": request_id, "finished": bool(result and result.finished)})
+        else:
+            out.print(f"sync requested for {org_id} (request {request_id})")
+        if result is not None:
+            _finish_wait(result)
+
+
+# -- cloud --------------------------------------------------------------------------------------
+
+
+@cloud_app.command("add")
+def cloud_add(
+    account_id: Annotated[str, typer.Option(help="12-digit AWS account id.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    role_arn: Annotated[str, typer.Option(help="Role to assume in that account.")],
+    session_name: Annotated[str, typer.Option(help="Session name.")],
+    external_id: Annotated[str | None, typer.Option(help="External id of the role.")] = None,
+    external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
+    session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a standalone account after assuming its role."""
+    check_account_id(account_id, "account-id")
+    parse_role_arn(role_arn, "role-arn")
+    external = check_external_id(external_id or _read_secret(external_id_file, "external-id-file"), "external-id")
+    role = RoleConfig(
+        role_arn=role_arn,
+        session_name=check_session_name(session_name, "session-name"),
+        duration_seconds=check_duration(session_duration, "session-duration"),
+        external_id=None if external is None else Secret(external),
+    )
+    if not name.strip():
+        raise InvalidInput("name", "must not be empty")
+    with runtime() as rt:
+        cloud_id = services.add_cloud(rt, account_id, name.strip(), role)
+    if as_json:
+        _print_json({"id": cloud_id, "account_id": account_id, "name": name.strip(), "status": "ok"})
+    else:
+        out.print(f"added account {account_id} as {cloud_id}")
+
+
+@cloud_app.command("list")
+def cloud_list(
+    org: Annotated[str | None, typer.Option(help="Only accounts of this organization.")] = None,
+    badge: Annotated[str | None, typer.Option(help="KEY=VALUE: only accounts with this badge.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only accounts with this status.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accounts with their state, status, OU path and badges."""
+    badge_filter = None
+    if badge is not None:
+        key, sep, value = badge.partition("=")
+        if not sep or not key:
+            raise InvalidInput("badge", "expected KEY=VALUE")
+        badge_filter = (key, value)
+    with runtime() as rt, rt.sessions() as s:
+        org_id = repo.find_org(s, org).id if org else None
+        rows = repo.list_clouds(s, org_id=org_id, badge=badge_filter, status=status)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("account", "name", "aws state", "status", "org path", "managed")
+    for r in rows:
+        table.add_row(
+            r["account_id"],
+            r["name"],
+            r["aws_state"] or "-",
+            r["status"],
+            r["org_path"] or "-",
+            "yes" if r["managed"] else "no",
+        )
+    out.print(table)
+    out.print(f"{len(rows)} accounts")
+
+
+# -- operations ---------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(help="Worker processes.")] = 0,
+    threads: Annotated[int, typer.Option(help="Threads per process.")] = 0,
+    queues: Annotated[list[str] | None, typer.Option(help="Queues to consume (default: all).")] = None,
+) -> None:
+    """Run dramatiq worker processes consuming orgsync's queues from RabbitMQ."""
+    settings = get_settings()
+    if settings.in_process_broker:
+        _fail("orgsync worker needs ORGSYNC_BROKER_URL (without it, commands run their work in-process)")
+    from orgsync.workers.routes import QUEUES
+
+    unknown = sorted(set(queues or ()) - set(QUEUES))
+    if unknown:
+        _fail(f"unknown queue(s) {', '.join(unknown)}; orgsync's queues are {', '.join(QUEUES)}")
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "orgsync.app.worker_main:boot",
+        "--processes",
+        str(processes or settings.worker_processes),
+        "--threads",
+        str(threads or settings.worker_threads),
+        "--skip-logging",
+    ]
+    if queues:
+        args += ["--queues", *queues]
+    sys.stdout.flush()
+    os.execv(sys.executable, args)  # noqa: S606 - replaces this process with dramatiq's own supervisor
+
+
+@app.command()
+def queues(as_json: JsonOpt = False) -> None:
+    """Message counts of orgsync's queues (ready, delayed, dead letters)."""
+    from orgsync.workers.routes import QUEUES
+
+    settings = get_settings()
+    if settings.in_process_broker:
+        data: Any = {
+            "mode": "in-process",
+            "queues": [],
+            "note": "no ORGSYNC_BROKER_URL: messages live inside each command",
+        }
+    else:
+        from .broker_admin import queue_counts
+
+        assert settings.broker_url is not None
+        data = {"mode": "rabbitmq", "queues": queue_counts(settings.broker_url.get_secret_value(), QUEUES)}
+    if as_json:
+        _print_json(data)
+        return
+    if data["mode"] == "in-process":
+        out.print("in-process broker: " + data["note"])
+        return
+    table = Table("queue", "ready", "unacked", "delayed", "dead", "consumers")
+    for q in data["queues"]:
+        table.add_row(q["queue"], *(str(q[k]) for k in ("ready", "unacked", "delayed", "dead", "consumers")))
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every database migration."""
+    with runtime(migrate=True):
+        pass
+    out.print("database schema is up to date")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new random encryption key (put it first in ORGSYNC_ENCRYPTION_KEYS to start using it)."""
+    from orgsync.storage.vault import generate_key
+
+    sys.stdout.write(generate_key() + "\n")
+
+
+@keys_app.command("rotate")
+def keys_rotate(as_json: JsonOpt = False) -> None:
+    """Re-encrypt every stored credential block under the first key of the ring."""
+    from .keys import rotate
+
+    with runtime() as rt:
+        counts = rotate(rt)
+    if as_json:
+        _print_json(counts)
+    else:
+        out.print(
+            f"re-encrypted {counts['organizations']} organizations and {counts['clouds']} clouds under the first key"
+        )
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(help="Accounts in the generated organization.")] = 127,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
+) -> None:
+    """Run everything on one machine: embedded Postgres, in-process broker, a local AWS with a generated org."""
+    from .demo import run_demo
+
+    run_demo(accounts=accounts, seed=seed, console=out)
+
+
+def main() -> None:
+    debug = os.environ.get("ORGSYNC_DEBUG") == "1"
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("error: aborted")
+        sys.exit(130)
+    except OrgSyncError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        if debug:
+            raise
+        import click
+
+        if isinstance(exc, click.ClickException):
+            err.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        err.print(
+            f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            markup=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)

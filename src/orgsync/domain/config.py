@@ -1,0 +1,338 @@
+"""What an admin registers: role settings, optional IAM-user keys and scope filters, with format checks.
+
+Formats follow IAM and STS limits so that a typo is refused here, with the field named, before any
+AWS call is made.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import InvalidInput
+
+PARTITIONS = ("aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc")
+_NAME_CHARS = r"[\w+=,.@-]"
+_ROLE_PATH_AND_NAME = rf"(?:{_NAME_CHARS}+/)*{_NAME_CHARS}{{1,64}}"
+# re.ASCII: IAM's \w and \d are ASCII only; \Z, not $: `$` also matches before a trailing newline
+ROLE_ARN_RE = re.compile(
+    rf"^arn:(?P<partition>[a-z-]+):iam::(?P<account>\d{{12}}):role/(?P<name>{_ROLE_PATH_AND_NAME})\Z", re.ASCII
+)
+ROLE_NAME_RE = re.compile(rf"^{_ROLE_PATH_AND_NAME}\Z", re.ASCII)
+SESSION_NAME_RE = re.compile(rf"^{_NAME_CHARS}{{2,64}}\Z", re.ASCII)
+EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}\Z", re.ASCII)
+ACCOUNT_ID_RE = re.compile(r"^\d{12}\Z", re.ASCII)
+OU_ID_RE = re.compile(r"^ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}\Z")
+ACCESS_KEY_ID_RE = re.compile(r"^[A-Z0-9]{16,128}\Z")
+SECRET_ACCESS_KEY_RE = re.compile(r"^[A-Za-z0-9/+=]{16,128}\Z")
+MIN_SESSION_SECONDS = 900
+MAX_SESSION_SECONDS = 43200
+DEFAULT_SESSION_SECONDS = 3600
+
+
+class Secret:
+    """A value that must never be printed: repr/str show a mask, `reveal()` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def parse_role_arn(value: str, field_name: str) -> tuple[str, str, str]:
+    """Split an IAM role ARN into (partition, account id, role path+name) or raise InvalidInput."""
+    match = ROLE_ARN_RE.match(value or "")
+    if not match:
+        raise InvalidInput(
+            field_name, f"not an IAM role ARN (expected arn:aws:iam::<12 digits>:role/<name>): {value!r}"
+        )
+    if match["partition"] not in PARTITIONS:
+        raise InvalidInput(field_name, f"unknown AWS partition {match['partition']!r}")
+    if len(match["name"]) > 512:
+        raise InvalidInput(field_name, "role path and name are longer than 512 characters")
+    return match["partition"], match["account"], match["name"]
+
+
+def member_role_arn(partition: str, account_id: str, role_name: str) -> str:
+    """The ARN of the shared member role in one account."""
+    return f"arn:{partition}:iam::{account_id}:role/{role_name}"
+
+
+def _check(pattern: re.Pattern[str], value: str | None, field_name: str, what: str) -> str:
+    if value is None or not pattern.match(value):
+        raise InvalidInput(field_name, f"{what}: {value!r}" if value else f"{what}: missing")
+    return value
+
+
+def check_session_name(value: str | None, field_name: str) -> str:
+    return _check(SESSION_NAME_RE, value, field_name, "2-64 characters from letters, digits and +=,.@_-")
+
+
+def check_external_id(value: str | None, field_name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not EXTERNAL_ID_RE.match(value):
+        # the value itself is not echoed: an external id is a shared secret
+        raise InvalidInput(field_name, "2-1224 characters from letters, digits and +=,.@:/_-")
+    return value
+
+
+def check_duration(value: int | None, field_name: str) -> int:
+    if value is None:
+        return DEFAULT_SESSION_SECONDS
+    if not MIN_SESSION_SECONDS <= value <= MAX_SESSION_SECONDS:
+        raise InvalidInput(
+            field_name, f"must be between {MIN_SESSION_SECONDS} and {MAX_SESSION_SECONDS} seconds, got {value}"
+        )
+    return value
+
+
+def check_account_id(value: str | None, field_name: str) -> str:
+    return _check(ACCOUNT_ID_RE, value, field_name, "an AWS account id is 12 digits")
+
+
+def check_role_name(value: str | None, field_name: str) -> str:
+    name = (value or "").strip("/")
+    if not name or not ROLE_NAME_RE.match(name) or len(name) > 512:
+        raise InvalidInput(
+            field_name, f"not an IAM role name (optionally with a path, e.g. security/Reader): {value!r}"
+        )
+    return name
+
+
+def check_ou_id(value: str, field_name: str) -> str:
+    return _check(OU_ID_RE, value, field_name, "not an organizational unit id (ou-xxxx-xxxxxxxx)")
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    """How to assume one role: ARN, session name, duration, optional external id."""
+
+    role_arn: str
+    session_name: str
+    duration_seconds: int = DEFAULT_SESSION_SECONDS
+    external_id: Secret | None = None
+
+    @property
+    def partition(self) -> str:
+        return self.role_arn.split(":")[1]
+
+    @property
+    def account_id(self) -> str:
+        return self.role_arn.split(":")[4]
+
+
+@dataclass(frozen=True)
+class MemberRoleConfig:
+    """The role that exists under one name in every member account."""
+
+    role_name: str
+    session_name: str
+    duration_seconds: int = DEFAULT_SESSION_SECONDS
+    external_id: Secret | None = None
+
+    def for_account(self, partition: str, account_id: str) -> RoleConfig:
+        return RoleConfig(
+            role_arn=member_role_arn(partition, account_id, self.role_name),
+            session_name=self.session_name,
+            duration_seconds=self.duration_seconds,
+            external_id=self.external_id,
+        )
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """Long-term IAM-user keys used instead of the ambient credential chain."""
+
+    access_key_id: str
+    secret_access_key: Secret
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Everything secret or credential-like about an organization; stored encrypted as one block."""
+
+    management: RoleConfig
+    member: MemberRoleConfig
+    access_key: AccessKey | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """Plain values for the vault; only the vault ever serialises this."""
+        return {
+            "management": {
+                "role_arn": self.management.role_arn,
+                "session_name": self.management.session_name,
+                "duration_seconds": self.management.duration_seconds,
+                "external_id": _reveal(self.management.external_id),
+            },
+            "member": {
+                "role_name": self.member.role_name,
+                "session_name": self.member.session_name,
+                "duration_seconds": self.member.duration_seconds,
+                "external_id": _reveal(self.member.external_id),
+            },
+            "access_key": None
+            if self.access_key is None
+            else {
+                "access_key_id": self.access_key.access_key_id,
+                "secret_access_key": self.access_key.secret_access_key.reveal(),
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Credentials:
+        mgmt = _as_dict(data["management"])
+        member = _as_dict(data["member"])
+        key = data.get("access_key")
+        return cls(
+            management=RoleConfig(
+                role_arn=str(mgmt["role_arn"]),
+                session_name=str(mgmt["session_name"]),
+                duration_seconds=int(str(mgmt["duration_seconds"])),
+                external_id=_secret(mgmt.get("external_id")),
+            ),
+            member=MemberRoleConfig(
+                role_name=str(member["role_name"]),
+                session_name=str(member["session_name"]),
+                duration_seconds=int(str(member["duration_seconds"])),
+                external_id=_secret(member.get("external_id")),
+            ),
+            access_key=None
+            if not key
+            else AccessKey(
+                access_key_id=str(_as_dict(key)["access_key_id"]),
+                secret_access_key=Secret(str(_as_dict(key)["secret_access_key"])),
+            ),
+        )
+
+
+def _reveal(value: Secret | None) -> str | None:
+    return None if value is None else value.reveal()
+
+
+def _secret(value: object) -> Secret | None:
+    return None if value in (None, "") else Secret(str(value))
+
+
+def _as_dict(value: object) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError("credential block is not an object")
+    return value
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which accounts of the org are imported."""
+
+    exclude_name_prefixes: tuple[str, ...] = ()
+    limit_to_ou_ids: tuple[str, ...] = ()
+    auto_remove_suspended: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "exclude_name_prefixes": list(self.exclude_name_prefixes),
+            "limit_to_ou_ids": list(self.limit_to_ou_ids),
+            "auto_remove_suspended": self.auto_remove_suspended,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Filters:
+        prefixes = data.get("exclude_name_prefixes") or []
+        ous = data.get("limit_to_ou_ids") or []
+        assert isinstance(prefixes, list) and isinstance(ous, list)
+        return cls(
+            exclude_name_prefixes=tuple(str(p) for p in prefixes),
+            limit_to_ou_ids=tuple(str(o) for o in ous),
+            auto_remove_suspended=bool(data.get("auto_remove_suspended", False)),
+        )
+
+
+def build_filters(
+    exclude_name_prefixes: Iterable[str] = (), limit_to_ou_ids: Iterable[str] = (), auto_remove_suspended: bool = False
+) -> Filters:
+    prefixes: list[str] = []
+    for prefix in exclude_name_prefixes:
+        if not prefix or len(prefix) > 128:
+            raise InvalidInput("exclude-name-prefix", "a prefix is 1-128 characters")
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    ous: list[str] = []
+    for ou in limit_to_ou_ids:
+        check_ou_id(ou, "limit-to-ou")
+        if ou not in ous:
+            ous.append(ou)
+    return Filters(tuple(prefixes), tuple(ous), auto_remove_suspended)
+
+
+def check_nickname(value: str | None) -> str:
+    nickname = (value or "").strip()
+    if not nickname or len(nickname) > 128 or not nickname.isprintable():
+        raise InvalidInput("nickname", "1-128 printable characters")
+    return nickname
+
+
+@dataclass(frozen=True)
+class OrgRegistration:
+    """A complete, format-checked `org add` request."""
+
+    nickname: str
+    credentials: Credentials
+    filters: Filters = field(default_factory=Filters)
+
+
+def build_credentials(
+    *,
+    org_role_arn: str | None,
+    org_session_name: str | None,
+    org_session_duration: int | None = None,
+    org_external_id: str | None = None,
+    member_role_name: str | None,
+    member_session_name: str | None,
+    member_session_duration: int | None = None,
+    member_external_id: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> Credentials:
+    """Check every credential field's format; the first bad field raises InvalidInput."""
+    parse_role_arn(org_role_arn or "", "org-role-arn")
+    management = RoleConfig(
+        role_arn=org_role_arn or "",
+        session_name=check_session_name(org_session_name, "org-session-name"),
+        duration_seconds=check_duration(org_session_duration, "org-session-duration"),
+        external_id=_secret(check_external_id(org_external_id, "org-external-id")),
+    )
+    member = MemberRoleConfig(
+        role_name=check_role_name(member_role_name, "member-role-name"),
+        session_name=check_session_name(member_session_name, "member-session-name"),
+        duration_seconds=check_duration(member_session_duration, "member-session-duration"),
+        external_id=_secret(check_external_id(member_external_id, "member-external-id")),
+    )
+    access_key = None
+    if access_key_id or secret_access_key:
+        if not access_key_id:
+            raise InvalidInput("access-key-id", "required when a secret access key is given")
+        if not ACCESS_KEY_ID_RE.match(access_key_id):
+            raise InvalidInput("access-key-id", f"not an AWS access key id: {access_key_id!r}")
+        if not secret_access_key:
+            raise InvalidInput("secret-access-key-file", "required when an access key id is given")
+        if not SECRET_ACCESS_KEY_RE.match(secret_access_key):
+            raise InvalidInput(
+                "secret-access-key-file", "not an AWS secret access key (16-128 characters, A-Z a-z 0-9 / + =)"
+            )
+        access_key = AccessKey(access_key_id, Secret(secret_access_key))
+    return Credentials(management=management, member=member, access_key=access_key)

@@ -1,0 +1,45 @@
+"""Errors the domain raises; the outer layers turn them into exit codes or dead letters.
+
+Every message here is written for a person and never carries a secret.
+"""
+
+from __future__ import annotations
+
+
+class OrgSyncError(Exception):
+    """Base of every error orgsync raises on purpose."""
+
+
+class InvalidInput(OrgSyncError):
+    """A field of user input has the wrong format."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFound(OrgSyncError):
+    """A referenced organization or cloud does not exist."""
+
+
+class Conflict(OrgSyncError):
+    """The change would break a uniqueness or ownership rule."""
+
+
+class PermanentError(OrgSyncError):
+    """Retrying cannot help: the message is dead-lettered at once."""
+
+
+class MalformedMessage(PermanentError):
+    """A message body that does not decode into a known event."""
+
+
+class AwsStepFailed(OrgSyncError):
+    """An AWS call that a step depends on failed; `step` names it for the user."""
+
+    def __init__(self, step: str, message: str, *, code: str | None = None) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
+        self.message = message
+        self.code = code

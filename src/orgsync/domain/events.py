@@ -1,0 +1,208 @@
+"""Events and the one envelope codec every message goes through.
+
+Envelope (JSON object):
+    {"type": "OrgSyncRequested", "version": 1, "id": "<uuid>", "occurred_at": "<ISO 8601 UTC>",
+     "correlation_id": "<uuid, optional>", "data": {...}}
+
+Messages carry ids and plain values only, never credentials. `correlation_id` ties every follow-up to
+the request that caused it (it defaults to the envelope id), which is how `--wait` knows when a
+request and all it caused are done. Older versions of an event are upcast on decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+from .errors import MalformedMessage
+
+
+@dataclass(frozen=True)
+class Event:
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class OrgSyncRequested(Event):
+    """Someone asks for an org to be walked and its accounts brought up to date."""
+
+    TYPE: ClassVar[str] = "OrgSyncRequested"
+    org_id: str
+    reason: str = "requested"
+
+
+@dataclass(frozen=True)
+class AccountDiscovered(Event):
+    """A sync found an account that is new to the org (or whose role should be checked again)."""
+
+    TYPE: ClassVar[str] = "AccountDiscovered"
+    org_id: str
+    cloud_id: str
+    account_id: str
+
+
+@dataclass(frozen=True)
+class AccountRemoved(Event):
+    TYPE: ClassVar[str] = "AccountRemoved"
+    org_id: str
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OrgSyncCompleted(Event):
+    TYPE: ClassVar[str] = "OrgSyncCompleted"
+    org_id: str
+    sync_run_id: str
+    status: str
+    accounts: int
+    added: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class AccountValidated(Event):
+    TYPE: ClassVar[str] = "AccountValidated"
+    org_id: str | None
+    cloud_id: str
+    account_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class TagRefreshDue(Event):
+    TYPE: ClassVar[str] = "TagRefreshDue"
+    org_id: str | None = None
+    account_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class BadgeReconcileDue(Event):
+    TYPE: ClassVar[str] = "BadgeReconcileDue"
+    org_id: str | None = None
+    cloud_ids: tuple[str, ...] | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        OrgSyncRequested,
+        AccountDiscovered,
+        AccountRemoved,
+        OrgSyncCompleted,
+        AccountValidated,
+        TagRefreshDue,
+        BadgeReconcileDue,
+    )
+}
+
+# (type, from_version) -> function turning that version's data into the next version's data
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    event: Event
+    id: str
+    occurred_at: str
+    correlation_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = {}
+        for f in dataclasses.fields(self.event):
+            value = getattr(self.event, f.name)
+            data[f.name] = list(value) if isinstance(value, tuple) else value
+        return {
+            "type": self.event.TYPE,
+            "version": self.event.VERSION,
+            "id": self.id,
+            "occurred_at": self.occurred_at,
+            "correlation_id": self.correlation_id,
+            "data": data,
+        }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def wrap(event: Event, *, correlation_id: str | None = None, message_id: str | None = None) -> Envelope:
+    """A new envelope for `event`; follow-ups pass the correlation id of what caused them."""
+    mid = message_id or str(uuid.uuid4())
+    return Envelope(event, mid, now_iso(), correlation_id or mid)
+
+
+def decode(body: object) -> Envelope:
+    """Turn a received JSON object into an Envelope, or raise MalformedMessage with the reason."""
+    if not isinstance(body, Mapping):
+        raise MalformedMessage(f"envelope is not a JSON object but {type(body).__name__}")
+    missing = [k for k in ("type", "version", "id", "data") if k not in body]
+    if missing:
+        raise MalformedMessage(f"envelope lacks {', '.join(missing)}")
+    type_name, version, data = body["type"], body["version"], body["data"]
+    cls = EVENT_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise MalformedMessage(f"unknown message type {type_name!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise MalformedMessage(f"{type_name}: version must be a positive integer, got {version!r}")
+    if version > cls.VERSION:
+        raise MalformedMessage(f"{type_name}: unknown version {version} (this build reads up to {cls.VERSION})")
+    if not isinstance(data, Mapping):
+        raise MalformedMessage(f"{type_name}: data is not a JSON object")
+    message_id = body["id"]
+    try:
+        message_id = str(uuid.UUID(str(message_id)))
+    except ValueError:
+        raise MalformedMessage(f"{type_name}: id {message_id!r} is not a UUID") from None
+    payload = dict(data)
+    while version < cls.VERSION:
+        step = UPCASTERS.get((type_name, version))
+        if step is None:
+            raise MalformedMessage(f"{type_name}: no upcaster from version {version}")
+        payload = step(payload)
+        version += 1
+    event = _build(cls, payload)
+    correlation = body.get("correlation_id") or message_id
+    occurred_at = body.get("occurred_at") or now_iso()
+    return Envelope(event, message_id, str(occurred_at), str(correlation))
+
+
+def _build(cls: type[Event], data: Mapping[str, Any]) -> Event:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise MalformedMessage(f"{cls.TYPE}: unknown field(s) {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING:
+                raise MalformedMessage(f"{cls.TYPE}: missing field {name!r}")
+            continue
+        kwargs[name] = _coerce(cls.TYPE, name, str(f.type), data[name])
+    return cls(**kwargs)
+
+
+def _coerce(type_name: str, name: str, annotation: str, value: Any) -> Any:
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise MalformedMessage(f"{type_name}: field {name!r} must not be null")
+    if annotation.startswith("tuple"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise MalformedMessage(f"{type_name}: field {name!r} must be a list of strings")
+        return tuple(value)
+    if annotation.startswith("int"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise MalformedMessage(f"{type_name}: field {name!r} must be an integer")
+        return value
+    if not isinstance(value, str) or not value:
+        raise MalformedMessage(f"{type_name}: field {name!r} must be a non-empty string")
+    return value

@@ -1,0 +1,113 @@
+"""Judging the management role's permissions from probe calls and IAM's policy simulator.
+
+A probe is a cheap read-only call of the action itself: it is the ground truth. The simulator is a
+second opinion that cannot see global condition keys used in SCPs, so "simulator denied, probe
+allowed" is reported as a warning that explains the likely false positive, never as a failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+REQUIRED_ACTIONS = (
+    "organizations:DescribeOrganization",
+    "organizations:ListRoots",
+    "organizations:ListOrganizationalUnitsForParent",
+    "organizations:ListAccountsForParent",
+    "organizations:ListTagsForResource",
+    "organizations:ListPolicies",
+    "organizations:DescribePolicy",
+    "organizations:ListTargetsForPolicy",
+)
+ALLOWED, DENIED, UNKNOWN = "allowed", "denied", "unknown"
+GLOBAL_KEY_PREFIXES = ("aws:principal", "aws:sourceip", "aws:sourcevpc", "aws:calledvia", "aws:requestedregion")
+
+
+@dataclass(frozen=True)
+class PermissionReport:
+    probes: Mapping[str, str]
+    simulator: Mapping[str, str]
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    checked_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.checked_at,
+            "probes": dict(self.probes),
+            "simulator": dict(self.simulator),
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+        }
+
+
+def scps_with_global_conditions(policies: Iterable[tuple[str, str]]) -> list[str]:
+    """Names of SCPs (name, JSON content) whose conditions use global keys the simulator cannot see."""
+    names: list[str] = []
+    for name, content in policies:
+        try:
+            document = json.loads(content)
+        except (TypeError, ValueError):
+            continue
+        statements = document.get("Statement", []) if isinstance(document, dict) else []
+        if isinstance(statements, dict):
+            statements = [statements]
+        for statement in statements:
+            conditions = statement.get("Condition", {}) if isinstance(statement, dict) else {}
+            keys = [k.lower() for block in conditions.values() if isinstance(block, dict) for k in block]
+            if any(k.startswith(GLOBAL_KEY_PREFIXES) for k in keys):
+                names.append(name)
+                break
+    return names
+
+
+def assess(
+    probes: Mapping[str, str],
+    simulator: Mapping[str, str] | None,
+    *,
+    global_key_scps: Iterable[str] = (),
+    simulator_note: str | None = None,
+    checked_at: str = "",
+) -> PermissionReport:
+    """Combine probe results (allowed/denied/unknown) with simulator decisions into a report."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    notes: list[str] = [simulator_note] if simulator_note else []
+    scps = sorted(set(global_key_scps))
+    for action in REQUIRED_ACTIONS:
+        probe = probes.get(action, UNKNOWN)
+        decision = (simulator or {}).get(action)
+        if probe == DENIED:
+            errors.append(f"the management role is not allowed {action} (the probe call was denied)")
+        elif decision is not None and decision != ALLOWED and probe == UNKNOWN:
+            # no probe result: the simulator's denial can be neither confirmed nor called a false positive
+            warnings.append(f"IAM's policy simulator says {action} is {decision} and the call could not be probed")
+        elif decision is not None and decision != ALLOWED:
+            reason = (
+                f"; SCP(s) with global-key conditions: {', '.join(scps)}"
+                if scps
+                else "; it cannot evaluate SCP conditions on global keys such as aws:PrincipalArn"
+            )
+            warnings.append(
+                f"IAM's policy simulator says {action} is {decision}, but the call itself succeeded: "
+                f"most likely a false positive of the simulator{reason}"
+            )
+        elif probe == UNKNOWN:
+            notes.append(f"{action} could not be probed")
+    return PermissionReport(
+        probes=dict(probes),
+        simulator=dict(simulator or {}),
+        errors=tuple(errors),
+        warnings=tuple(warnings),
+        notes=tuple(notes),
+        checked_at=checked_at,
+    )

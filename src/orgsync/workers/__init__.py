@@ -1,0 +1,1 @@
+"""Message handling: broker setup, thin actors, the handlers they call and the outbox relay."""

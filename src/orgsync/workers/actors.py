@@ -1,0 +1,50 @@
+"""Thin dramatiq actors: decode the envelope, call the handler. Retries live in middleware.
+
+Actors are declared on a broker handed in by the composition root; nothing connects at import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+
+from orgsync.domain import events
+from orgsync.domain.errors import MalformedMessage, PermanentError
+
+from . import handlers
+from .deps import Deps
+from .routes import ORG_SYNC, Route
+
+TIME_LIMIT_MS = 30 * 60 * 1000
+
+
+def decode_for(args: tuple[Any, ...], kwargs: dict[str, Any], expected: type[events.Event]) -> events.Envelope:
+    """The single envelope argument of a message, decoded and checked to be of the expected type."""
+    if kwargs or len(args) != 1:
+        raise MalformedMessage(f"expected one envelope argument, got {len(args)} positional and {len(kwargs)} keyword")
+    envelope = events.decode(args[0])
+    if not isinstance(envelope.event, expected):
+        raise MalformedMessage(f"{envelope.event.TYPE} sent to the {expected.TYPE} actor")
+    return envelope
+
+
+def declare_actors(broker: dramatiq.Broker, deps: Deps, *, max_retries: int) -> dict[str, dramatiq.Actor[..., None]]:
+    def actor(route: Route, fn: Any) -> dramatiq.Actor[..., None]:
+        return dramatiq.actor(
+            fn,
+            broker=broker,
+            actor_name=route.actor_name,
+            queue_name=route.queue_name,
+            max_retries=max_retries,
+            min_backoff=500,
+            max_backoff=60_000,
+            time_limit=TIME_LIMIT_MS,
+            throws=(PermanentError,),
+        )
+
+    def org_sync_requested(*args: Any, **kwargs: Any) -> None:
+        """OrgSyncRequested -> AccountDiscovered*, AccountRemoved*, OrgSyncCompleted. Idempotent."""
+        handlers.sync_org(deps, decode_for(args, kwargs, events.OrgSyncRequested))
+
+    return {ORG_SYNC.actor_name: actor(ORG_SYNC, org_sync_requested)}

@@ -1,0 +1,37 @@
+"""What handlers need from the outside world, handed in by the composition root (orgsync.app)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from orgsync.aws.session import AwsGateway
+from orgsync.domain.events import Envelope, Event, wrap
+from orgsync.storage import repository as repo
+from orgsync.storage.vault import KeyRing
+
+from .routes import route_of
+
+
+@dataclass
+class Deps:
+    sessions: sessionmaker[Session]
+    keyring: Callable[[], KeyRing]
+    aws: AwsGateway
+    walk_concurrency: int = 8
+    after_commit: Callable[[], None] = lambda: None
+
+
+def emit(session: Session, event: Event, *, cause: Envelope | None = None) -> Envelope:
+    """Write `event` to the outbox in the caller's transaction, correlated with what caused it."""
+    envelope = wrap(event, correlation_id=None if cause is None else cause.correlation_id)
+    route = route_of(event.TYPE)
+    repo.add_outbox(
+        session,
+        envelope,
+        queue_name=None if route is None else route.queue_name,
+        actor_name=None if route is None else route.actor_name,
+    )
+    return envelope

@@ -1,0 +1,27 @@
+"""Which queue and actor consume each event type. Events without a consumer here are facts for other
+services: they are published to the `orgsync.events` topic exchange (routing key = event type)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orgsync.domain import events
+
+
+@dataclass(frozen=True)
+class Route:
+    queue_name: str
+    actor_name: str
+
+
+ORG_SYNC = Route("org-sync", "org_sync_requested")
+
+ROUTES: dict[str, Route] = {
+    events.OrgSyncRequested.TYPE: ORG_SYNC,
+}
+QUEUES = tuple(sorted({r.queue_name for r in ROUTES.values()}))
+EVENTS_EXCHANGE = "orgsync.events"
+
+
+def route_of(event_type: str) -> Route | None:
+    return ROUTES.get(event_type)
