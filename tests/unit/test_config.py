@@ -91,9 +91,7 @@ def test_malformed_role_arn_is_refused_naming_the_field(arn: str) -> None:
     with pytest.raises(InvalidInput) as exc:
         parse_role_arn(arn, "org-role-arn")
     assert exc.value.field == "org-role-arn"
-    assert exc.value.message == (
-        f"not an IAM role ARN (expected arn:aws:iam::<12 digits>:role/<name>): {arn!r}"
-    )
+    assert exc.value.message == (f"not an IAM role ARN (expected arn:aws:iam::<12 digits>:role/<name>): {arn!r}")
     assert str(exc.value) == f"org-role-arn: {exc.value.message}"
 
 
@@ -176,9 +174,7 @@ def test_bad_session_name_is_refused_with_the_rule(value: str | None, message: s
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 3600), (900, 900), (3600, 3600), (43200, 43200)])
-def test_duration_within_900_to_43200_is_accepted_and_none_means_one_hour(
-    value: int | None, expected: int
-) -> None:
+def test_duration_within_900_to_43200_is_accepted_and_none_means_one_hour(value: int | None, expected: int) -> None:
     assert check_duration(value, "org-session-duration") == expected
     assert DEFAULT_SESSION_SECONDS == 3600
 
@@ -326,9 +322,7 @@ def test_default_filters_keep_everything() -> None:
         ([], ["ou-abcd-12345678", ""], "limit-to-ou", "not an organizational unit id (ou-xxxx-xxxxxxxx): missing"),
     ],
 )
-def test_bad_filter_is_refused_naming_its_option(
-    prefixes: list[str], ous: list[str], field: str, message: str
-) -> None:
+def test_bad_filter_is_refused_naming_its_option(prefixes: list[str], ous: list[str], field: str, message: str) -> None:
     with pytest.raises(InvalidInput) as exc:
         build_filters(prefixes, ous)
     assert (exc.value.field, exc.value.message) == (field, message)
@@ -433,7 +427,9 @@ def test_bad_secret_access_key_never_appears_in_the_error(secret: str) -> None:
     assert secret.strip() not in repr(exc.value)
 
 
-@pytest.mark.parametrize(("field", "kwarg"), [("org-external-id", "org_external_id"), ("member-external-id", "member_external_id")])
+@pytest.mark.parametrize(
+    ("field", "kwarg"), [("org-external-id", "org_external_id"), ("member-external-id", "member_external_id")]
+)
 def test_bad_external_id_in_credentials_is_not_echoed(field: str, kwarg: str) -> None:
     secret = "my shared secret value"
     with pytest.raises(InvalidInput) as exc:
@@ -480,7 +476,7 @@ def test_credentials_without_secrets_survive_json_round_trip() -> None:
 
 
 def test_credentials_from_json_refuses_a_block_that_is_not_an_object() -> None:
-    with pytest.raises(ValueError, match="^credential block is not an object$"):
+    with pytest.raises(ValueError, match=r"^credential block is not an object$"):
         Credentials.from_json({"management": "oops", "member": {}})
 
 

@@ -103,19 +103,19 @@ def test_path_of_a_root_is_the_root_alone() -> None:
 
 
 def test_path_of_unknown_unit_raises_not_found() -> None:
-    with pytest.raises(NotFound, match="^organizational unit ou-nope is not in the tree$"):
+    with pytest.raises(NotFound, match=r"^organizational unit ou-nope is not in the tree$"):
         TREE.path("ou-nope")
 
 
 def test_path_of_a_unit_whose_parent_is_missing_raises_not_found() -> None:
     tree = OrgTree(_units(("ou-orphan", "Orphan", "ou-gone")), ())
-    with pytest.raises(NotFound, match="^organizational unit ou-gone is not in the tree$"):
+    with pytest.raises(NotFound, match=r"^organizational unit ou-gone is not in the tree$"):
         tree.path("ou-orphan")
 
 
 def test_path_never_loops_on_a_cycle() -> None:
     tree = OrgTree(_units(("ou-a", "A", "ou-b"), ("ou-b", "B", "ou-a")), ())
-    with pytest.raises(ValueError, match="^cycle in organization tree at ou-a$"):
+    with pytest.raises(ValueError, match=r"^cycle in organization tree at ou-a$"):
         tree.path("ou-a")
 
 
@@ -139,9 +139,7 @@ def test_org_path_joins_names_with_slashes() -> None:
         (("r-root",), set(UNITS)),
     ],
 )
-def test_scope_units_are_the_limited_ous_and_everything_below_them(
-    limits: tuple[str, ...], expected: set[str]
-) -> None:
+def test_scope_units_are_the_limited_ous_and_everything_below_them(limits: tuple[str, ...], expected: set[str]) -> None:
     assert scope_units(UNITS, limits) == frozenset(expected)
 
 
@@ -203,8 +201,16 @@ def test_limit_to_a_deep_ou_keeps_the_full_path_from_the_root() -> None:
     ("prefixes", "excluded"),
     [
         (("sandbox-",), {"400000000000": "sandbox-", "600000000000": "sandbox-"}),
-        (("prod-", "dev-"), {"200000000000": "prod-", "300000000000": "prod-", "500000000000": "prod-",
-                             "700000000000": "dev-", "800000000000": "dev-"}),
+        (
+            ("prod-", "dev-"),
+            {
+                "200000000000": "prod-",
+                "300000000000": "prod-",
+                "500000000000": "prod-",
+                "700000000000": "dev-",
+                "800000000000": "dev-",
+            },
+        ),
         (("Sandbox-",), {}),  # prefixes are case-sensitive
         (("lake",), {}),  # a prefix, not a substring
         (("management",), {"100000000000": "management"}),

@@ -82,27 +82,35 @@ def assess(
     errors: list[str] = []
     warnings: list[str] = []
     notes: list[str] = [simulator_note] if simulator_note else []
-    scps = sorted(set(global_key_scps))
+    contradicted: list[str] = []  # simulator denies, the call itself succeeded
+    unconfirmed: list[str] = []  # simulator denies, the call could not be probed
     for action in REQUIRED_ACTIONS:
         probe = probes.get(action, UNKNOWN)
         decision = (simulator or {}).get(action)
+        simulator_denies = decision is not None and decision != ALLOWED
         if probe == DENIED:
             errors.append(f"the management role is not allowed {action} (the probe call was denied)")
-        elif decision is not None and decision != ALLOWED and probe == UNKNOWN:
-            # no probe result: the simulator's denial can be neither confirmed nor called a false positive
-            warnings.append(f"IAM's policy simulator says {action} is {decision} and the call could not be probed")
-        elif decision is not None and decision != ALLOWED:
-            reason = (
-                f"; SCP(s) with global-key conditions: {', '.join(scps)}"
-                if scps
-                else "; it cannot evaluate SCP conditions on global keys such as aws:PrincipalArn"
-            )
-            warnings.append(
-                f"IAM's policy simulator says {action} is {decision}, but the call itself succeeded: "
-                f"most likely a false positive of the simulator{reason}"
-            )
+        elif simulator_denies and probe == UNKNOWN:
+            unconfirmed.append(f"{action} ({decision})")
+        elif simulator_denies:
+            contradicted.append(f"{action} ({decision})")
         elif probe == UNKNOWN:
             notes.append(f"{action} could not be probed")
+    if contradicted:
+        scps = sorted(set(global_key_scps))
+        reason = (
+            f"SCP(s) with conditions on global keys: {', '.join(scps)}"
+            if scps
+            else "it cannot evaluate SCP conditions on global keys such as aws:PrincipalArn"
+        )
+        warnings.append(
+            f"IAM's policy simulator reports {', '.join(contradicted)} as denied, but the calls themselves "
+            f"succeeded: most likely a false positive of the simulator; {reason}"
+        )
+    if unconfirmed:
+        warnings.append(
+            f"IAM's policy simulator reports {', '.join(unconfirmed)} as denied and the calls could not be probed"
+        )
     return PermissionReport(
         probes=dict(probes),
         simulator=dict(simulator or {}),

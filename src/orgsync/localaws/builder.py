@@ -224,7 +224,16 @@ def build_org(
     management_policy_actions: list[str] | tuple[str, ...] | None = None,
     with_scps: bool = True,
 ) -> BuiltOrg:
-    """Create `spec` in moto for the management account 123456789012 and return its ids."""
+    """Create `spec` in moto for the management account 123456789012 and return its ids.
+
+    The management account (name "management", under the root) is added to the spec's accounts.
+    Like AWS, `FullAWSAccess` (and moto's `RCPFullAWSAccess`) is attached to the root, every OU and
+    every account; `with_scps` adds a Deny of `organizations:*` for every principal but the
+    management role (attached to the root, conditioned on `aws:PrincipalArn`) and a Deny of
+    leaving the org (attached to the first OU). Member roles are registered per account's
+    `member_role` (the management account's is "ok"); a "wrong_external_id" role expects
+    `not-<member_external_id>-<account id>`.
+    """
     if not member_role_path.startswith("/") or not member_role_path.endswith("/"):
         raise ValueError("member_role_path must start and end with '/'")
     backend = organizations_backends[MANAGEMENT_ACCOUNT_ID][PARTITION]
@@ -243,8 +252,7 @@ def build_org(
     org.root_id = ids.make("r-", org_utils.ROOT_ID_SIZE)
     org.master_account_email = MANAGEMENT_ACCOUNT_EMAIL
     root = FakeRoot(org)
-    if with_scps:
-        root.policy_types = [{"Type": "SERVICE_CONTROL_POLICY", "Status": "ENABLED"}]
+    root.policy_types = [{"Type": "SERVICE_CONTROL_POLICY", "Status": "ENABLED"}]
     root_suffix = org.root_id.partition("-")[2]
 
     unit_objects: dict[str, FakeOrganizationalUnit] = {}
@@ -286,18 +294,32 @@ def build_org(
 
     management_role_arn = f"arn:aws:iam::{MANAGEMENT_ACCOUNT_ID}:role/{management_role_name}"
     ous = list(unit_objects.values())
-    policies: list[FakePolicy] = []
-    policy_ids: dict[str, str] = {}
+    full_access = _policy(
+        org,
+        org_utils.DEFAULT_SCP_POLICY_ID,
+        "FullAWSAccess",
+        "Allows access to every operation",
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+    )
+    full_access.aws_managed = True
+    rcp_full_access = FakePolicy(
+        org,
+        Name="RCPFullAWSAccess",
+        Description="Allows access to every resource",
+        Type="RESOURCE_CONTROL_POLICY",
+        Content=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )
+    rcp_full_access.id = org_utils.DEFAULT_RCP_POLICY_ID
+    rcp_full_access.aws_managed = True
+    _attach(full_access, [root, *ous, *accounts])
+    _attach(rcp_full_access, [root, *ous, *accounts])
+    policies = [full_access, rcp_full_access]
     if with_scps:
-        full_access = _policy(
-            org,
-            org_utils.DEFAULT_SCP_POLICY_ID,
-            "FullAWSAccess",
-            "Allows access to every operation",
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
-        )
-        full_access.aws_managed = True
-        _attach(full_access, [root, *ous, *accounts])
         protect = _policy(
             org,
             ids.make("p-", org_utils.POLICY_ID_SIZE),
@@ -317,7 +339,7 @@ def build_org(
             },
         )
         _attach(protect, [root])
-        policies = [full_access, protect]
+        policies.append(protect)
         if ous:
             deny_leave = _policy(
                 org,
@@ -337,7 +359,7 @@ def build_org(
             )
             _attach(deny_leave, [ous[0]])
             policies.append(deny_leave)
-        policy_ids = {p.name: p.id for p in policies}
+    policy_ids = {p.name: p.id for p in policies}
 
     backend.org = org
     backend.ou = [root, *ous]

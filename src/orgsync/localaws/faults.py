@@ -87,11 +87,7 @@ class FaultInjector:
             self._calls[name] += 1
             latency = self._latency_s
             fault: Fault | None = None
-            if (
-                service in THROTTLED_SERVICES
-                and self._throttle_rate > 0.0
-                and self._rng.random() < self._throttle_rate
-            ):
+            if service in THROTTLED_SERVICES and self._throttle_rate > 0.0 and self._rng.random() < self._throttle_rate:
                 self._throttled[name] += 1
                 code = "TooManyRequestsException" if service == "organizations" else "Throttling"
                 fault = Fault(code, "throttle")

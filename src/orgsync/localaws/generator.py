@@ -268,10 +268,7 @@ def generate_org(
     specs: list[AccountSpec] = []
     for i, (account_id, parent) in enumerate(zip(ids, parents, strict=True)):
         names = path_names(parent)
-        if 2 <= i < sandbox_count + 2:
-            stem = f"sandbox-{rng.choice(PEOPLE)}"
-        else:
-            stem = _name_stem(names)
+        stem = f"sandbox-{rng.choice(PEOPLE)}" if 2 <= i < sandbox_count + 2 else _name_stem(names)
         counters[stem] = counters.get(stem, 0) + 1
         name = f"{stem}-{counters[stem]:04d}"
         top = names[0].lower() if names else "core"

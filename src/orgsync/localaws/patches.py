@@ -68,8 +68,7 @@ XML_NAMESPACES = {
 }
 ORGANIZATIONS_DENIED = "You don't have permissions to access this resource."
 THROTTLE_MESSAGE = (
-    "AWS Organizations can't complete your request because another request is already in progress. "
-    "Try again later."
+    "AWS Organizations can't complete your request because another request is already in progress. Try again later."
 )
 DURATION_MESSAGE = "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
 
@@ -363,9 +362,7 @@ def _simulate_principal_policy(self: IamResponse) -> ActionResult:
     resources: list[str] = self._get_param("ResourceArns") or ["*"]
     entries: list[dict[str, Any]] = self._get_param("ContextEntries") or []
     account_id, policies = _principal_policies(source_arn)
-    context = {
-        str(e.get("ContextKeyName", "")): [str(v) for v in e.get("ContextKeyValues", [])] for e in entries
-    }
+    context = {str(e.get("ContextKeyName", "")): [str(v) for v in e.get("ContextKeyValues", [])] for e in entries}
     levels = scp_levels(account_id)
     results: list[dict[str, Any]] = []
     for action in actions:
@@ -387,9 +384,7 @@ def _simulate_principal_policy(self: IamResponse) -> ActionResult:
                 "MissingContextValues": list(evaluation.missing_context),
             }
             if evaluation.allowed_by_organizations is not None:
-                item["OrganizationsDecisionDetail"] = {
-                    "AllowedByOrganizations": evaluation.allowed_by_organizations
-                }
+                item["OrganizationsDecisionDetail"] = {"AllowedByOrganizations": evaluation.allowed_by_organizations}
             results.append(item)
     return ActionResult({"EvaluationResults": results, "IsTruncated": False})
 
@@ -505,9 +500,7 @@ def _list_accounts_for_parent(self: OrganizationsResponse) -> str:
     backend = self.organizations_backend
     parent_id = backend.validate_parent_id(self._get_param("ParentId"))
     accounts = [a for a in backend.accounts if a.parent_id == parent_id]
-    return _page(
-        self, "ListAccountsForParent", parent_id, accounts, attrgetter("id"), FakeAccount.describe, "Accounts"
-    )
+    return _page(self, "ListAccountsForParent", parent_id, accounts, attrgetter("id"), FakeAccount.describe, "Accounts")
 
 
 def _list_accounts(self: OrganizationsResponse) -> str:

@@ -134,9 +134,7 @@ def operator_holds(operator: str, expected: list[Any], actual: list[str]) -> boo
     return not hit if negated else hit
 
 
-def conditions_hold(
-    condition: Mapping[str, Any], context: Mapping[str, list[str]], missing: list[str]
-) -> bool:
+def conditions_hold(condition: Mapping[str, Any], context: Mapping[str, list[str]], missing: list[str]) -> bool:
     """Whether every condition block holds for `context` (keys lower-cased); records missing keys."""
     ok = True
     for operator, block in condition.items():

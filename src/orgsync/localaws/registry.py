@@ -89,11 +89,6 @@ class Registry:
     def role(self, account_id: str, name: str) -> MemberRole | None:
         return self._roles.get((account_id, name))
 
-    def has_account(self, account_id: str) -> bool:
-        """Whether any role is registered in `account_id` (the account is then a registry account)."""
-        with self._lock:
-            return any(key[0] == account_id for key in self._roles)
-
     def add_session(self, session: RoleSession) -> None:
         with self._lock:
             self._sessions[session.access_key_id] = session

@@ -1,0 +1,371 @@
+"""The envelope codec: what goes out decodes back, and what cannot be read says why."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orgsync.domain import events
+from orgsync.domain.errors import MalformedMessage, PermanentError
+from orgsync.domain.events import (
+    EVENT_TYPES,
+    UPCASTERS,
+    AccountDiscovered,
+    AccountRemoved,
+    AccountValidated,
+    BadgeReconcileDue,
+    Envelope,
+    Event,
+    OrgSyncCompleted,
+    OrgSyncRequested,
+    TagRefreshDue,
+    decode,
+    now_iso,
+    wrap,
+)
+
+MID = "0b8f5f5e-3c1a-4d7e-9a43-2d6f0c1e9b11"
+CID = "7d9a2b8c-1e4f-4a6b-8c3d-5e7f9a1b2c3d"
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _body(type_: str = "OrgSyncRequested", data: object = None, **extra: object) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": type_,
+        "version": 1,
+        "id": MID,
+        "occurred_at": "2024-05-01T10:00:00.000Z",
+        "data": {"org_id": "org-1"} if data is None else data,
+    }
+    body.update(extra)
+    return body
+
+
+def test_event_types_are_registered_by_name() -> None:
+    assert {
+        "OrgSyncRequested": OrgSyncRequested,
+        "AccountDiscovered": AccountDiscovered,
+        "AccountRemoved": AccountRemoved,
+        "OrgSyncCompleted": OrgSyncCompleted,
+        "AccountValidated": AccountValidated,
+        "TagRefreshDue": TagRefreshDue,
+        "BadgeReconcileDue": BadgeReconcileDue,
+    } == EVENT_TYPES
+    assert all(cls.VERSION == 1 for cls in EVENT_TYPES.values())
+
+
+def test_malformed_message_is_a_permanent_error() -> None:
+    assert issubclass(MalformedMessage, PermanentError)
+
+
+# --- wrap and encode ---------------------------------------------------------------------------------------
+
+
+def test_wrap_defaults_correlation_id_to_the_new_message_id() -> None:
+    envelope = wrap(OrgSyncRequested("org-1"))
+    assert envelope.correlation_id == envelope.id
+    assert str(uuid.UUID(envelope.id)) == envelope.id
+    assert ISO_UTC.match(envelope.occurred_at)
+
+
+def test_wrap_keeps_the_given_correlation_and_message_ids() -> None:
+    envelope = wrap(AccountDiscovered("org-1", "cloud-1", "123456789012"), correlation_id=CID, message_id=MID)
+    assert (envelope.id, envelope.correlation_id) == (MID, CID)
+
+
+def test_two_wraps_get_different_ids() -> None:
+    assert wrap(OrgSyncRequested("o")).id != wrap(OrgSyncRequested("o")).id
+
+
+def test_now_iso_is_utc_with_milliseconds_and_z() -> None:
+    assert ISO_UTC.match(now_iso())
+
+
+def test_envelope_to_json_is_the_documented_shape_with_tuples_as_lists() -> None:
+    envelope = Envelope(TagRefreshDue("org-1", ("111111111111", "222222222222")), MID, "2024-05-01T10:00:00.000Z", CID)
+    assert envelope.to_json() == {
+        "type": "TagRefreshDue",
+        "version": 1,
+        "id": MID,
+        "occurred_at": "2024-05-01T10:00:00.000Z",
+        "correlation_id": CID,
+        "data": {"org_id": "org-1", "account_ids": ["111111111111", "222222222222"]},
+    }
+
+
+# --- decode ------------------------------------------------------------------------------------------------
+
+
+def test_decode_reads_every_envelope_field() -> None:
+    envelope = decode(_body(data={"org_id": "org-1", "reason": "schedule"}, correlation_id=CID))
+    assert envelope == Envelope(OrgSyncRequested("org-1", "schedule"), MID, "2024-05-01T10:00:00.000Z", CID)
+
+
+@pytest.mark.parametrize("correlation", [None, "", "absent"])
+def test_decode_defaults_correlation_id_to_the_message_id(correlation: str | None) -> None:
+    body = _body()
+    if correlation != "absent":
+        body["correlation_id"] = correlation
+    assert decode(body).correlation_id == MID
+
+
+def test_decode_normalises_the_message_id() -> None:
+    envelope = decode(_body(id=MID.upper()))
+    assert (envelope.id, envelope.correlation_id) == (MID, MID)
+    assert decode(_body(id=MID.replace("-", ""))).id == MID
+
+
+def test_decode_without_occurred_at_uses_now() -> None:
+    body = _body()
+    del body["occurred_at"]
+    assert ISO_UTC.match(decode(body).occurred_at)
+
+
+@pytest.mark.parametrize(
+    ("type_", "data", "event"),
+    [
+        ("OrgSyncRequested", {"org_id": "o"}, OrgSyncRequested("o", "requested")),
+        ("TagRefreshDue", {}, TagRefreshDue(None, None)),
+        ("TagRefreshDue", {"org_id": None, "account_ids": None}, TagRefreshDue(None, None)),
+        ("TagRefreshDue", {"account_ids": []}, TagRefreshDue(None, ())),
+        ("BadgeReconcileDue", {"org_id": "o", "cloud_ids": ["c1", "c2"]}, BadgeReconcileDue("o", ("c1", "c2"))),
+        (
+            "AccountValidated",
+            {"org_id": None, "cloud_id": "c", "account_id": "a", "status": "ok"},
+            AccountValidated(None, "c", "a", "ok"),
+        ),
+        (
+            "OrgSyncCompleted",
+            {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 0, "added": 3, "removed": -1},
+            OrgSyncCompleted("o", "r", "ok", 0, 3, -1),
+        ),
+    ],
+)
+def test_decode_fills_defaults_and_accepts_null_for_optional_fields(
+    type_: str, data: dict[str, Any], event: Event
+) -> None:
+    assert decode(_body(type_, data)).event == event
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ([], "envelope is not a JSON object but list"),
+        ("text", "envelope is not a JSON object but str"),
+        (None, "envelope is not a JSON object but NoneType"),
+        (42, "envelope is not a JSON object but int"),
+        ({}, "envelope lacks type, version, id, data"),
+        ({"type": "OrgSyncRequested", "version": 1, "data": {}}, "envelope lacks id"),
+        ({"type": "OrgSyncRequested", "id": MID, "data": {}}, "envelope lacks version"),
+        ({"version": 1, "id": MID, "data": {}}, "envelope lacks type"),
+        ({"type": "OrgSyncRequested", "version": 1, "id": MID}, "envelope lacks data"),
+        (_body("AccountDeleted"), "unknown message type 'AccountDeleted'"),
+        (_body(["OrgSyncRequested"]), "unknown message type ['OrgSyncRequested']"),
+        (_body(None), "unknown message type None"),
+        (_body(version=2), "OrgSyncRequested: unknown version 2 (this build reads up to 1)"),
+        (_body(version=99), "OrgSyncRequested: unknown version 99 (this build reads up to 1)"),
+        (_body(version=0), "OrgSyncRequested: version must be a positive integer, got 0"),
+        (_body(version=-1), "OrgSyncRequested: version must be a positive integer, got -1"),
+        (_body(version="1"), "OrgSyncRequested: version must be a positive integer, got '1'"),
+        (_body(version=1.0), "OrgSyncRequested: version must be a positive integer, got 1.0"),
+        (_body(version=True), "OrgSyncRequested: version must be a positive integer, got True"),
+        (_body(data=["org-1"]), "OrgSyncRequested: data is not a JSON object"),
+        (_body(data="org-1"), "OrgSyncRequested: data is not a JSON object"),
+        (_body(id="not-a-uuid"), "OrgSyncRequested: id 'not-a-uuid' is not a UUID"),
+        (_body(id=12), "OrgSyncRequested: id 12 is not a UUID"),
+        (_body(id=None), "OrgSyncRequested: id None is not a UUID"),
+        (_body(data={}), "OrgSyncRequested: missing field 'org_id'"),
+        (_body(data={"org_id": "o", "extra": 1, "another": 2}), "OrgSyncRequested: unknown field(s) another, extra"),
+        (_body(data={"org_id": None}), "OrgSyncRequested: field 'org_id' must not be null"),
+        (_body(data={"org_id": ""}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (_body(data={"org_id": 5}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (_body(data={"org_id": ["o"]}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (_body(data={"org_id": True}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (
+            _body(
+                "OrgSyncCompleted",
+                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": "3", "added": 0, "removed": 0},
+            ),
+            "OrgSyncCompleted: field 'accounts' must be an integer",
+        ),
+        (
+            _body(
+                "OrgSyncCompleted",
+                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 1, "added": True, "removed": 0},
+            ),
+            "OrgSyncCompleted: field 'added' must be an integer",
+        ),
+        (
+            _body(
+                "OrgSyncCompleted",
+                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 1, "added": 0, "removed": 1.5},
+            ),
+            "OrgSyncCompleted: field 'removed' must be an integer",
+        ),
+        (
+            _body(
+                "OrgSyncCompleted",
+                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 1, "added": 0, "removed": None},
+            ),
+            "OrgSyncCompleted: field 'removed' must not be null",
+        ),
+        (
+            _body("TagRefreshDue", {"account_ids": [1, 2]}),
+            "TagRefreshDue: field 'account_ids' must be a list of strings",
+        ),
+        (
+            _body("TagRefreshDue", {"account_ids": "111111111111"}),
+            "TagRefreshDue: field 'account_ids' must be a list of strings",
+        ),
+        (
+            _body("BadgeReconcileDue", {"cloud_ids": {"c": 1}}),
+            "BadgeReconcileDue: field 'cloud_ids' must be a list of strings",
+        ),
+        (
+            _body("AccountValidated", {"org_id": None, "cloud_id": "c", "account_id": "a"}),
+            "AccountValidated: missing field 'status'",
+        ),
+    ],
+)
+def test_undecodable_message_raises_malformed_message_with_a_readable_reason(body: object, reason: str) -> None:
+    with pytest.raises(MalformedMessage) as exc:
+        decode(body)
+    assert str(exc.value) == reason
+
+
+def test_decoded_message_does_not_alias_the_received_data() -> None:
+    data = {"org_id": "o", "account_ids": ["a"]}
+    envelope = decode(_body("TagRefreshDue", data))
+    data["account_ids"].append("b")
+    assert envelope.event == TagRefreshDue("o", ("a",))
+
+
+# --- versions and upcasters --------------------------------------------------------------------------------
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Test upcaster: version 1 called the reason `why`."""
+    data = dict(data)
+    if "why" in data:
+        data["reason"] = data.pop("why")
+    return data
+
+
+def test_registered_upcaster_turns_an_old_version_into_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(OrgSyncRequested, "VERSION", 2)
+    monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), _v1_to_v2)
+    envelope = decode(_body(data={"org_id": "org-1", "why": "schedule"}))
+    assert envelope.event == OrgSyncRequested("org-1", "schedule")
+    # the current version is read as is, and is what is written
+    assert decode(_body(version=2, data={"org_id": "org-1", "reason": "cli"})).event == OrgSyncRequested("org-1", "cli")
+    assert wrap(OrgSyncRequested("org-1")).to_json()["version"] == 2
+
+
+def test_upcasters_chain_through_every_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def step(version: int, change: dict[str, Any]) -> Any:
+        def upcast(data: dict[str, Any]) -> dict[str, Any]:
+            calls.append(version)
+            return {**data, **change}
+
+        return upcast
+
+    monkeypatch.setattr(OrgSyncRequested, "VERSION", 3)
+    monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), step(1, {"reason": "from-v1"}))
+    monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 2), step(2, {"org_id": "renamed"}))
+    assert decode(_body(data={"org_id": "org-1"})).event == OrgSyncRequested("renamed", "from-v1")
+    assert calls == [1, 2]
+    calls.clear()
+    assert decode(_body(version=2, data={"org_id": "org-1"})).event == OrgSyncRequested("renamed", "requested")
+    assert calls == [2]
+
+
+def test_old_version_without_upcaster_is_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(OrgSyncRequested, "VERSION", 2)
+    with pytest.raises(MalformedMessage) as exc:
+        decode(_body())
+    assert str(exc.value) == "OrgSyncRequested: no upcaster from version 1"
+
+
+def test_upcaster_output_is_still_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(OrgSyncRequested, "VERSION", 2)
+    monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), lambda data: {})
+    with pytest.raises(MalformedMessage, match=r"^OrgSyncRequested: missing field 'org_id'$"):
+        decode(_body())
+
+
+def test_monkeypatched_versions_and_upcasters_are_restored() -> None:
+    assert OrgSyncRequested.VERSION == 1
+    assert ("OrgSyncRequested", 1) not in events.UPCASTERS
+
+
+# --- properties ------------------------------------------------------------------------------------------------
+
+_text = st.text(min_size=1, max_size=20)
+_opt_text = st.none() | _text
+_ids = st.none() | st.lists(st.text(max_size=12), max_size=4).map(tuple)
+_ints = st.integers(min_value=-(2**53), max_value=2**53)
+
+EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
+    OrgSyncRequested: st.builds(OrgSyncRequested, org_id=_text, reason=_text),
+    AccountDiscovered: st.builds(AccountDiscovered, org_id=_text, cloud_id=_text, account_id=_text),
+    AccountRemoved: st.builds(AccountRemoved, org_id=_text, account_id=_text, reason=_text),
+    OrgSyncCompleted: st.builds(
+        OrgSyncCompleted, org_id=_text, sync_run_id=_text, status=_text, accounts=_ints, added=_ints, removed=_ints
+    ),
+    AccountValidated: st.builds(AccountValidated, org_id=_opt_text, cloud_id=_text, account_id=_text, status=_text),
+    TagRefreshDue: st.builds(TagRefreshDue, org_id=_opt_text, account_ids=_ids),
+    BadgeReconcileDue: st.builds(BadgeReconcileDue, org_id=_opt_text, cloud_ids=_ids),
+}
+
+
+def test_every_event_type_has_a_round_trip_strategy() -> None:
+    assert set(EVENT_STRATEGIES) == set(EVENT_TYPES.values())
+
+
+@given(
+    event=st.one_of(*EVENT_STRATEGIES.values()),
+    correlation=st.none() | st.uuids().map(str),
+)
+def test_encode_then_decode_round_trips_every_event_type(event: Event, correlation: str | None) -> None:
+    envelope = wrap(event, correlation_id=correlation)
+    received = json.loads(json.dumps(envelope.to_json()))
+    assert decode(received) == envelope
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    type_=st.sampled_from([*EVENT_TYPES, "Nope"]) | _json,
+    version=st.sampled_from([0, 1, 2]) | _json,
+    id_=st.just(MID) | _json,
+    data=st.dictionaries(
+        st.sampled_from(["org_id", "cloud_id", "account_id", "account_ids", "cloud_ids", "accounts", "status", "x"]),
+        _json,
+        max_size=6,
+    )
+    | _json,
+)
+def test_decode_of_any_json_returns_an_envelope_or_raises_malformed_message(
+    type_: object, version: object, id_: object, data: object
+) -> None:
+    body = {"type": type_, "version": version, "id": id_, "data": data}
+    try:
+        envelope = decode(body)
+    except MalformedMessage as exc:
+        assert re.match(r"^(envelope is not a JSON object|envelope lacks|unknown message type|\w+: )", str(exc))
+    else:
+        assert isinstance(envelope.event, EVENT_TYPES[str(type_)])
+        assert envelope.correlation_id == envelope.id == MID
