@@ -205,7 +205,7 @@ def test_incomplete_walk_removes_nothing_but_still_upserts(rt, aws: BuiltOrg):
 
 
 def test_same_request_delivered_twice_is_handled_once(rt, aws: BuiltOrg):
-    registered = add_and_sync(rt, aws)
+    add_and_sync(rt, aws)
     with rt.sessions() as s:
         first = s.scalars(select(OutboxMessage.envelope).where(OutboxMessage.event_type == "OrgSyncRequested")).one()
         runs = s.scalar(select(func.count()).select_from(SyncRun))

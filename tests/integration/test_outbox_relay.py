@@ -29,7 +29,9 @@ CHILD = textwrap.dedent(
 
     database_url, broker_url, key, mode = sys.argv[1:5]
     rt = Runtime.open(
-        Settings(database_url=SecretStr(database_url), broker_url=SecretStr(broker_url), encryption_keys=SecretStr(key)),
+        Settings(
+            database_url=SecretStr(database_url), broker_url=SecretStr(broker_url), encryption_keys=SecretStr(key)
+        ),
         migrate=False,
     )
     if mode == "commit-then-die":

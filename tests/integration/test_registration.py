@@ -118,7 +118,7 @@ BAD_FORMATS = [
 
 @pytest.mark.parametrize(("override", "message"), BAD_FORMATS)
 def test_org_add_refuses_bad_formats_naming_the_field(capsys, cli_env, aws: BuiltOrg, override, message):
-    code, out, err = run(capsys, *add_args(aws, **override))
+    code, _, err = run(capsys, *add_args(aws, **override))
     assert code == 1
     assert err.startswith(message), err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -98,9 +98,12 @@ def test_built_org_matches_what_aws_reports(org: BuiltOrg, organizations: Any) -
     legacy = org.account("200000000002")
     assert legacy.ou_path_names == ["Root", "Many", "Unit03"]
     assert legacy.ou_path_ids == [org.root_id, org.units["many"], org.units["many/u03"]]
-    assert organizations.describe_organizational_unit(OrganizationalUnitId=org.units["many/u03"])[
-        "OrganizationalUnit"
-    ]["Name"] == "Unit03"
+    assert (
+        organizations.describe_organizational_unit(OrganizationalUnitId=org.units["many/u03"])["OrganizationalUnit"][
+            "Name"
+        ]
+        == "Unit03"
+    )
     management = org.account("123456789012")
     assert management.name == "management"
     assert management.ou_path_names == ["Root"]
@@ -109,9 +112,7 @@ def test_built_org_matches_what_aws_reports(org: BuiltOrg, organizations: Any) -
 
 
 def test_forty_five_accounts_under_one_parent_take_three_pages(org: BuiltOrg, organizations: Any) -> None:
-    pages = _pages(
-        organizations.list_accounts_for_parent, "Accounts", ParentId=org.units["big"], MaxResults=20
-    )
+    pages = _pages(organizations.list_accounts_for_parent, "Accounts", ParentId=org.units["big"], MaxResults=20)
     assert [len(p) for p in pages] == [20, 20, 5]
     ids = [a["Id"] for p in pages for a in p]
     assert ids == sorted(f"{100000000000 + i:012d}" for i in range(45))
@@ -219,9 +220,8 @@ def test_accounts_can_be_changed_with_ordinary_calls(org: BuiltOrg, organization
 
 
 def test_build_twice_is_refused() -> None:
-    with local_aws(generate_org(3)):
-        with pytest.raises(RuntimeError):
-            build_org(generate_org(3))
+    with local_aws(generate_org(3)), pytest.raises(RuntimeError):
+        build_org(generate_org(3))
 
 
 def test_spec_validation() -> None:

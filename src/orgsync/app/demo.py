@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,12 +24,22 @@ from .bootstrap import Runtime
 from .logs import configure_logging
 from .settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from orgsync.localaws.generator import OrgSpec
+
 DEMO_ROLE_SESSION = "orgsync-demo"
 
 
+def demo_spec(accounts: int, seed: int) -> OrgSpec:
+    """The demo's organization: a few suspended accounts and a few with a broken member role."""
+    from orgsync.localaws.generator import generate_org
+
+    few = 3 if accounts >= 30 else 0
+    return generate_org(accounts, seed=seed, suspended=few, missing_role=few, wrong_external_id=few // 2 + few % 2)
+
+
 def run_demo(*, accounts: int, seed: int, console: Console) -> None:
-    from orgsync.localaws.generator import generate_org  # the local AWS is only needed here
-    from orgsync.localaws.inprocess import local_aws
+    from orgsync.localaws.inprocess import local_aws  # the local AWS is only needed here
 
     base = get_settings()
     data_dir = base.data_dir / "demo"
@@ -38,7 +48,7 @@ def run_demo(*, accounts: int, seed: int, console: Console) -> None:
     configure_logging(settings, quiet=True)
     started = time.monotonic()
     console.print(f"[bold]orgsync demo[/bold]: generating an organization of {accounts} accounts (seed {seed})")
-    spec = generate_org(accounts, seed=seed)
+    spec = demo_spec(accounts, seed)
     with local_aws(spec) as org:
         console.print(
             f"local AWS ready: organization {org.org_id}, management account {org.management_account_id}, "
@@ -93,7 +103,9 @@ def _sync_with_progress(rt: Runtime, request_id: str, console: Console) -> servi
 
         def show(state: dict[str, Any]) -> None:
             total = state["done"] + state["pending"]
-            progress.update(task, total=total or None, completed=state["done"], detail=f"{state['done']}/{total} messages")
+            progress.update(
+                task, total=total or None, completed=state["done"], detail=f"{state['done']}/{total} messages"
+            )
 
         result = services.wait_for(rt, request_id, timeout=rt.settings.wait_timeout_seconds, on_progress=show)
         progress.update(task, detail="done" if result.ok else "failed")
@@ -123,4 +135,3 @@ def _print_listings(rt: Runtime, console: Console) -> None:
             f"({total / max(1, run.accounts_in_scope):.3f} per account), {run.rows_written} rows written, "
             f"{run.duration_ms} ms"
         )
-

@@ -1,0 +1,14 @@
+# orgsync: one image for every role (worker, scheduler, CLI). Build: docker build -t orgsync .
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 orgsync
+COPY --from=build /install /usr/local
+USER orgsync
+ENV PYTHONUNBUFFERED=1 ORGSYNC_LOG_FORMAT=json
+ENTRYPOINT ["orgsync"]
+CMD ["--help"]

@@ -1,0 +1,36 @@
+"""`orgsync demo` as a user runs it: no services configured, embedded Postgres, in-process broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from orgsync.app.demo import demo_spec
+
+ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
+
+
+def test_demo_runs_on_embedded_defaults_and_leaves_a_browsable_inventory(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORGSYNC_", "AWS_"))}
+    env["ORGSYNC_DATA_DIR"] = str(tmp_path)
+    demo = subprocess.run(
+        [ORGSYNC, "demo", "--accounts", "30", "--seed", "4"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "sync ok" in demo.stdout
+
+    demo_dir = tmp_path / "demo"
+    assert stat.S_IMODE((demo_dir / "encryption.keys").stat().st_mode) == 0o600
+    env["ORGSYNC_DATA_DIR"] = str(demo_dir)
+    listed = subprocess.run([ORGSYNC, "cloud", "list", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    spec = demo_spec(30, seed=4)
+    expected = {a.account_id for a in spec.accounts} | {"123456789012"}
+    assert {c["account_id"] for c in json.loads(listed.stdout)} == expected
+    orgs = subprocess.run([ORGSYNC, "org", "list", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    [org] = json.loads(orgs.stdout)
+    assert (org["nickname"], org["account_count"], org["last_sync"]["status"]) == ("demo-org", 31, "succeeded")
