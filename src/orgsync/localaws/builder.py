@@ -17,7 +17,7 @@ import random
 import string
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from moto.iam.models import iam_backends
 from moto.organizations import utils as org_utils
@@ -146,7 +146,7 @@ def _new_account(
     status_id: str,
 ) -> FakeAccount:
     """A moto FakeAccount without its constructor (which would create an IAM backend and role)."""
-    account = FakeAccount.__new__(FakeAccount)
+    account: Any = FakeAccount.__new__(FakeAccount)
     account.type = "ACCOUNT"
     account.region = org.region
     account.organization_id = org.id
@@ -163,7 +163,7 @@ def _new_account(
     account.attached_policies = []
     account.tags = dict(tags)
     account.legacy_status = legacy_status
-    return account
+    return cast(FakeAccount, account)
 
 
 def _attach(policy: FakePolicy, holders: list[Any]) -> None:
@@ -359,7 +359,7 @@ def build_org(
             )
             _attach(deny_leave, [ous[0]])
             policies.append(deny_leave)
-    policy_ids = {p.name: p.id for p in policies}
+    policy_ids = {str(p.name): p.id for p in policies}
 
     backend.org = org
     backend.ou = [root, *ous]

@@ -26,8 +26,8 @@ UNSET_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_ORGAN
 def _environment() -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in (*DUMMY_ENV, *UNSET_ENV)}
     try:
-        for name, value in DUMMY_ENV.items():
-            os.environ.setdefault(name, value)
+        for name, dummy in DUMMY_ENV.items():
+            os.environ.setdefault(name, dummy)
         for name in UNSET_ENV:
             os.environ.pop(name, None)
         yield

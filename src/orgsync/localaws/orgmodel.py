@@ -125,8 +125,8 @@ def scp_levels(account_id: str) -> list[list[Mapping[str, Any]]] | None:
     if account is None:
         return None
     units = {ou.id: ou for ou in backend.ou}
-    chain = []
-    parent_id = account.parent_id
+    chain: list[Any] = []
+    parent_id: str | None = account.parent_id
     while parent_id in units and len(chain) <= len(units):
         chain.append(units[parent_id])
         parent_id = units[parent_id].parent_id
@@ -150,4 +150,4 @@ def set_account_state(account_id: str, state: str, *, legacy_status: bool | None
     account.state = state
     account.status = status
     if legacy_status is not None:
-        account.legacy_status = legacy_status
+        setattr(account, "legacy_status", legacy_status)  # noqa: B010 - an attribute moto does not declare

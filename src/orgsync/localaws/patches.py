@@ -33,7 +33,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult, BaseResponse
 from moto.core.utils import utcnow
 from moto.iam import models as iam_models
@@ -208,34 +208,31 @@ def _assume_role(self: TokenResponse) -> Any:
     session_name = self._get_param("RoleSessionName") or ""
     external_id = self._get_param("ExternalId")
     duration = self._get_int_param("DurationSeconds", 3600)
-    denied = _xml_error(
-        "sts",
-        403,
-        "AccessDenied",
-        f"User: {_caller_arn(self.access_key, self.current_account)} is not authorized to perform: "
-        f"sts:AssumeRole on resource: {role_arn}",
-    )
     parsed = split_role_arn(role_arn)
-    if parsed is None:
-        raise denied
-    account_id, path, name = parsed
-    member = REGISTRY.role(account_id, name)
-    iam_role = None if member is not None else _iam_role(account_id, role_arn)
-    if member is not None:
-        if member.path != path or (member.external_id is not None and external_id != member.external_id):
-            raise denied
+    member = REGISTRY.role(parsed[0], parsed[2]) if parsed is not None else None
+    iam_role = _iam_role(parsed[0], role_arn) if parsed is not None and member is None else None
+    if member is not None and parsed is not None:
+        trusted = member.path == parsed[1] and (member.external_id is None or external_id == member.external_id)
         max_session = member.max_session_duration
     elif iam_role is not None:
-        if not _trust_allows(iam_role.assume_role_policy_document, external_id):
-            raise denied
+        trusted = _trust_allows(iam_role.assume_role_policy_document, external_id)
         max_session = int(iam_role.max_session_duration or 3600)
     else:
-        raise denied
+        trusted, max_session = False, 0
+    if not trusted or parsed is None:
+        caller = _caller_arn(self.access_key, self.current_account)
+        raise _xml_error(
+            "sts",
+            403,
+            "AccessDenied",
+            f"User: {caller} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+        )
+    account_id, _, name = parsed
     if duration > max_session:
         raise _xml_error("sts", 400, "ValidationError", DURATION_MESSAGE)
 
     if iam_role is not None:
-        result = _ORIG_ASSUME_ROLE(self)
+        result: Any = _ORIG_ASSUME_ROLE(self)
         assumed = result.result["Credentials"]
         REGISTRY.add_session(
             RoleSession(
