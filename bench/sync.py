@@ -1,15 +1,16 @@
 """Benchmark one AWS Organization sync through the real pipeline.
 
 A database and a RabbitMQ vhost of its own, a local AWS server with a generated org, `orgsync worker`
-processes, and the CLI as a user runs it: `orgsync org add --wait` (register + first sync), then
-`orgsync org sync --wait` with nothing changed. Reports AWS calls per API (the handler's sync_runs row
-and the server's own count), rows written (sync_runs and Postgres row versions), wall times and the
-peak RSS of the workers and the local AWS. Everything it creates is removed at the end.
+processes, and the CLI as a user runs it: `orgsync org add --wait` (register, first sync and all the
+work it causes), then `orgsync org sync --wait` with nothing changed. Reports AWS calls per API (the
+handler's sync_runs row and the server's own count), rows written (sync_runs and Postgres row
+versions), wall times, the follow-up messages, and the peak RSS / CPU of the workers and the local AWS.
+Everything it creates is removed at the end, also on error or Ctrl-C.
 
     .venv/bin/python bench/sync.py [--accounts 1000] [--workers 2] [--threads 8]
                                    [--latency-ms 0] [--throttle-rate 0] [--seed 7] [--json]
 
-ORGSYNC_AWS_CALLS_PER_SECOND, ORGSYNC_WALK_CONCURRENCY etc. in the environment reach the workers.
+ORGSYNC_* settings in the environment (e.g. ORGSYNC_AWS_RATE_LIMITS) reach the workers and the CLI.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +48,10 @@ PG_ADMIN_URL = os.environ.get("ORGSYNC_BENCH_PG_URL", "postgresql://postgres@127
 AMQP_BASE = os.environ.get("ORGSYNC_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 MEMBER_EXTERNAL_ID = "bench-member-external-id"
 SYNC_QUEUE = "org-sync"
-
-# table -> SQL expression of its primary key, for the row-version comparison
-DATA_TABLES = {
-    "clouds": "id::text",
-    "badges": "cloud_id::text || '|' || key",
-    "org_units": "organization_id::text || '|' || id",
-    "resource_tags": "cloud_id::text || '|' || key",
-}
-BOOKKEEPING_TABLES = {
-    "organizations": "id::text",
-    "sync_runs": "id::text",
-    "outbox": "id::text",
-    "processed_messages": "message_id::text",
-}
-ALL_TABLES = {**DATA_TABLES, **BOOKKEEPING_TABLES}
+# tables that record the work rather than the inventory (not part of sync_runs.rows_written)
+BOOKKEEPING = ("organizations", "sync_runs", "outbox", "processed_messages")
+SECRET_SETTINGS = {"database_url", "broker_url", "encryption_keys", "encryption_keys_file", "data_dir"}
+STATS_IDLE_FLUSH_S = 11.0  # Postgres backends flush table statistics within ~10 s of going idle
 
 
 class BenchError(RuntimeError):
@@ -70,6 +61,10 @@ class BenchError(RuntimeError):
 def log(message: str) -> None:
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
     sys.stderr.flush()
+
+
+def epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
 
 
 # -- resources -----------------------------------------------------------------------------------
@@ -181,40 +176,47 @@ def wait_for_consumers(amqp_url: str, queue: str, count: int, proc: subprocess.P
     raise BenchError(f"queue {queue} had {consumers} consumers after {timeout:.0f}s, expected {count}")
 
 
-# -- memory --------------------------------------------------------------------------------------
+# -- memory and CPU ------------------------------------------------------------------------------
 
 
 @dataclass
-class Peak:
-    """Peak RSS within one phase: the sum over a process tree at one instant, and the largest process."""
+class Usage:
+    """One phase of one process tree: peak RSS (sum at one instant, largest process) and CPU seconds."""
 
-    sum_bytes: int = 0
-    max_bytes: int = 0
+    peak_sum_bytes: int = 0
+    peak_max_bytes: int = 0
     processes: int = 0
     samples: int = 0
+    cpu_first: float | None = None
+    cpu_last: float = 0.0
 
-    def merge(self, other: Peak) -> Peak:
-        return Peak(
-            max(self.sum_bytes, other.sum_bytes),
-            max(self.max_bytes, other.max_bytes),
-            max(self.processes, other.processes),
-            self.samples + other.samples,
-        )
+    @property
+    def cpu_s(self) -> float:
+        return 0.0 if self.cpu_first is None else self.cpu_last - self.cpu_first
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "peak_sum_bytes": self.peak_sum_bytes,
+            "peak_max_bytes": self.peak_max_bytes,
+            "processes": self.processes,
+            "samples": self.samples,
+            "cpu_s": round(self.cpu_s, 2),
+        }
 
 
-class MemorySampler:
-    """Samples the RSS of labelled process trees every `interval` seconds, keeping peaks per phase."""
+class ProcessSampler:
+    """Samples RSS and CPU time of labelled process trees every `interval` seconds, per phase."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.phase = "startup"
-        self.peaks: dict[str, dict[str, Peak]] = {}
+        self.usage: dict[str, dict[str, Usage]] = {}
         self._targets: dict[str, tuple[psutil.Process, bool]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
-    def __enter__(self) -> MemorySampler:
+    def __enter__(self) -> ProcessSampler:
         self._thread.start()
         return self
 
@@ -229,6 +231,7 @@ class MemorySampler:
             self.sample()
 
     def unwatch(self, label: str) -> None:
+        self.sample()
         with self._lock:
             self._targets.pop(label, None)
 
@@ -244,21 +247,27 @@ class MemorySampler:
             phase = self.phase
         for label, (root, tree) in targets.items():
             sizes: list[int] = []
+            cpu = 0.0
             procs = [root]
             if tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     procs += root.children(recursive=True)
             for proc in procs:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied), proc.oneshot():
                     sizes.append(proc.memory_info().rss)
+                    times = proc.cpu_times()
+                    cpu += times.user + times.system
             if not sizes:
                 continue
             with self._lock:
-                peak = self.peaks.setdefault(label, {}).setdefault(phase, Peak())
-                peak.sum_bytes = max(peak.sum_bytes, sum(sizes))
-                peak.max_bytes = max(peak.max_bytes, max(sizes))
-                peak.processes = max(peak.processes, len(sizes))
-                peak.samples += 1
+                usage = self.usage.setdefault(label, {}).setdefault(phase, Usage())
+                usage.peak_sum_bytes = max(usage.peak_sum_bytes, sum(sizes))
+                usage.peak_max_bytes = max(usage.peak_max_bytes, max(sizes))
+                usage.processes = max(usage.processes, len(sizes))
+                usage.samples += 1
+                if usage.cpu_first is None:
+                    usage.cpu_first = cpu
+                usage.cpu_last = max(usage.cpu_last, cpu)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -267,12 +276,15 @@ class MemorySampler:
     def report(self) -> dict[str, dict[str, dict[str, Any]]]:
         with self._lock:
             result: dict[str, dict[str, dict[str, Any]]] = {}
-            for label, phases in self.peaks.items():
-                overall = Peak()
-                for peak in phases.values():
-                    overall = overall.merge(peak)
-                result[label] = {phase: asdict(peak) for phase, peak in phases.items()}
-                result[label]["overall"] = asdict(overall)
+            for label, phases in self.usage.items():
+                result[label] = {phase: usage.to_json() for phase, usage in phases.items()}
+                result[label]["overall"] = {
+                    "peak_sum_bytes": max(u.peak_sum_bytes for u in phases.values()),
+                    "peak_max_bytes": max(u.peak_max_bytes for u in phases.values()),
+                    "processes": max(u.processes for u in phases.values()),
+                    "samples": sum(u.samples for u in phases.values()),
+                    "cpu_s": round(sum(u.cpu_s for u in phases.values()), 2),
+                }
             return result
 
 
@@ -295,7 +307,7 @@ def run_cli(
     *args: str,
     timeout: float,
     stdin: str | None = None,
-    sampler: MemorySampler | None = None,
+    sampler: ProcessSampler | None = None,
 ) -> CliRun:
     """Run `orgsync ARGS` to completion (killed after `timeout`); raises BenchError if it fails."""
     started_at = time.time()
@@ -333,25 +345,55 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
 
-def row_versions(url: str) -> dict[str, dict[str, str]]:
+def table_keys(url: str) -> dict[str, sql.Composable]:
+    """Every table of the schema -> an SQL expression of its primary key (ctid if it has none)."""
+    with connect(url) as conn:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                " ORDER BY tablename"
+            ).fetchall()
+        ]
+        keys: dict[str, sql.Composable] = {}
+        for table in tables:
+            columns = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
+                    " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                    " WHERE i.indrelid = %s::regclass AND i.indisprimary"
+                    " ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                    (f'public."{table}"',),
+                ).fetchall()
+            ]
+            if columns:
+                parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
+                keys[table] = sql.SQL("concat_ws('|', {})").format(parts)
+            else:
+                keys[table] = sql.SQL("ctid::text")
+    return keys
+
+
+def row_versions(url: str, keys: dict[str, sql.Composable]) -> dict[str, dict[str, str]]:
     """Per table: primary key -> xmin||ctid (a new value means a new row version)."""
     with connect(url) as conn:
         return {
             table: dict(
                 conn.execute(
                     sql.SQL("SELECT {key}, xmin::text || ctid::text FROM {table}").format(
-                        key=sql.SQL(key), table=sql.Identifier(table)
+                        key=key, table=sql.Identifier(table)
                     )
                 ).fetchall()
             )
-            for table, key in ALL_TABLES.items()
+            for table, key in keys.items()
         }
 
 
 def version_diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
-    """Rows inserted, updated (new version of the same key) and deleted per table."""
+    """Rows inserted, updated (a new version of the same key) and deleted per table, net over the window."""
     diff: dict[str, dict[str, int]] = {}
-    for table in ALL_TABLES:
+    for table in sorted(set(before) | set(after)):
         old, new = before.get(table, {}), after.get(table, {})
         diff[table] = {
             "inserted": len(new.keys() - old.keys()),
@@ -362,48 +404,56 @@ def version_diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, s
     return diff
 
 
-def tuple_stats(url: str) -> dict[str, dict[str, int]]:
-    """pg_stat_user_tables n_tup_ins / n_tup_upd / n_tup_del of the data tables (a fresh snapshot)."""
+def tuple_stats(url: str, tables: list[str]) -> dict[str, dict[str, int]]:
+    """pg_stat_user_tables n_tup_ins / n_tup_upd / n_tup_del (a fresh statistics snapshot)."""
     with connect(url) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         rows = conn.execute(
-            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = ANY(%s)",
-            (list(DATA_TABLES),),
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+            " WHERE schemaname = 'public' AND relname = ANY(%s)",
+            (tables,),
         ).fetchall()
     found = {name: {"inserted": ins, "updated": upd, "deleted": dele} for name, ins, upd, dele in rows}
-    return {t: found.get(t, {"inserted": 0, "updated": 0, "deleted": 0}) for t in DATA_TABLES}
+    return {t: found.get(t, {"inserted": 0, "updated": 0, "deleted": 0}) for t in tables}
 
 
 def stat_deltas(
     url: str, baseline: dict[str, dict[str, int]], expected: dict[str, dict[str, int]], timeout: float
 ) -> dict[str, Any]:
-    """Tuple-counter deltas since `baseline`, read until they match `expected` or `timeout` passes.
+    """Tuple-counter deltas since `baseline` (row versions written, every one of them).
 
-    Worker backends flush their statistics when idle, at most once a second and otherwise after up
-    to 10 s, so the counters lag the commits a little.
+    Worker backends flush their statistics when idle, at most once a second and otherwise within
+    ~10 s, so this reads until the deltas equal the net row changes in `expected`, or stop moving for
+    STATS_IDLE_FLUSH_S (a row inserted and then updated in the window counts twice here), or `timeout`.
+    Only the inventory tables are compared; the bookkeeping ones always differ (outbox rows are
+    inserted, then stamped sent).
     """
+    tables = list(baseline)
+    data = [t for t in tables if t not in BOOKKEEPING]
+    wanted = {t: {k: v for k, v in expected.get(t, {}).items() if k != "rows"} for t in tables}
     deadline = time.monotonic() + timeout
+    previous: dict[str, dict[str, int]] | None = None
+    stable_since = time.monotonic()
     while True:
-        now = tuple_stats(url)
-        deltas = {t: {k: now[t][k] - baseline[t][k] for k in now[t]} for t in DATA_TABLES}
-        wanted = {t: {k: v for k, v in expected[t].items() if k != "rows"} for t in DATA_TABLES}
-        if deltas == wanted or time.monotonic() > deadline:
-            return {"tables": deltas, "matches_row_versions": deltas == wanted}
+        now = tuple_stats(url, tables)
+        deltas = {t: {k: now[t][k] - baseline[t][k] for k in now[t]} for t in tables}
+        if deltas != previous:
+            previous, stable_since = deltas, time.monotonic()
+        matches = all(deltas[t] == wanted[t] for t in data)
+        if matches or time.monotonic() - stable_since >= STATS_IDLE_FLUSH_S or time.monotonic() > deadline:
+            return {"tables": deltas, "matches_net_row_changes": matches}
         time.sleep(0.5)
 
 
 def sync_run(url: str, request_id: str) -> dict[str, Any]:
+    """The sync_runs row the handler wrote for this request."""
     with connect(url) as conn:
-        row = conn.execute(
-            "SELECT status, error, started_at, finished_at, duration_ms, accounts_seen, accounts_in_scope,"
-            " added, updated, removed, rows_written, aws_calls, throttles FROM sync_runs WHERE message_id = %s",
-            (request_id,),
-        ).fetchone()
+        cursor = conn.execute("SELECT * FROM sync_runs WHERE message_id = %s", (request_id,))
+        row = cursor.fetchone()
+        names = [d.name for d in cursor.description or ()]
     if row is None:
         raise BenchError(f"no sync_runs row for request {request_id}")
-    keys = "status error started_at finished_at duration_ms accounts_seen accounts_in_scope added updated removed"
-    data = dict(zip([*keys.split(), "rows_written", "aws_calls", "throttles"], row, strict=True))
-    return data
+    return dict(zip(names, row, strict=True))
 
 
 def outbox_times(url: str, request_id: str) -> tuple[float | None, float | None]:
@@ -412,31 +462,52 @@ def outbox_times(url: str, request_id: str) -> tuple[float | None, float | None]
         row = conn.execute("SELECT created_at, sent_at FROM outbox WHERE message_id = %s", (request_id,)).fetchone()
     if row is None:
         return None, None
-    created, sent = row
-    return created.timestamp(), (sent.timestamp() if sent is not None else None)
+    return epoch(row[0]), epoch(row[1])
 
 
-def wait_outbox_drained(url: str, timeout: float) -> dict[str, Any]:
-    """Until every outbox row is published; returns the count and when the last one was sent."""
+def follow_up(url: str, request_id: str) -> dict[str, Any]:
+    """What the request caused: outbox events per type, and processed messages per actor with their span."""
+    with connect(url) as conn:
+        events = dict(
+            conn.execute(
+                "SELECT event_type, count(*) FROM outbox WHERE correlation_id = %s GROUP BY 1 ORDER BY 1",
+                (request_id,),
+            ).fetchall()
+        )
+        rows = conn.execute(
+            "SELECT actor_name, count(*), count(*) FILTER (WHERE status <> 'done'), min(processed_at),"
+            " max(processed_at) FROM processed_messages WHERE correlation_id = %s GROUP BY 1 ORDER BY 1",
+            (request_id,),
+        ).fetchall()
+        unsent, last_sent = conn.execute(
+            "SELECT count(*) FILTER (WHERE sent_at IS NULL), max(sent_at) FROM outbox WHERE correlation_id = %s",
+            (request_id,),
+        ).fetchone() or (0, None)
+    actors = {
+        actor: {"messages": n, "not_done": bad, "first_at": epoch(first), "last_at": epoch(last)}
+        for actor, n, bad, first, last in rows
+    }
+    return {"events": events, "actors": actors, "unsent": unsent, "last_sent_at": epoch(last_sent)}
+
+
+def wait_outbox_drained(url: str, timeout: float) -> int:
+    """Until every outbox row is published (bounded); returns how many are still unsent."""
     deadline = time.monotonic() + timeout
     while True:
         with connect(url) as conn:
-            unsent, total, last_sent = conn.execute(
-                "SELECT count(*) FILTER (WHERE sent_at IS NULL), count(*), max(sent_at) FROM outbox"
-            ).fetchone() or (0, 0, None)
+            row = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
+        unsent = int(row[0]) if row else 0
         if unsent == 0 or time.monotonic() > deadline:
-            return {
-                "rows": total,
-                "unsent": unsent,
-                "last_sent_at": last_sent.timestamp() if last_sent is not None else None,
-            }
+            return unsent
         time.sleep(0.25)
 
 
-def clouds_of_org(url: str, org_id: str) -> int:
+def cloud_statuses(url: str, org_id: str) -> dict[str, int]:
     with connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM clouds WHERE organization_id = %s", (org_id,)).fetchone()
-    return int(row[0]) if row else 0
+        rows = conn.execute(
+            "SELECT status, count(*) FROM clouds WHERE organization_id = %s GROUP BY 1 ORDER BY 2 DESC", (org_id,)
+        ).fetchall()
+    return {str(status): int(n) for status, n in rows}
 
 
 # -- AWS call accounting -------------------------------------------------------------------------
@@ -444,8 +515,8 @@ def clouds_of_org(url: str, org_id: str) -> int:
 
 def call_table(run: dict[str, Any], server: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     """Per `service:Action`: the handler's logical calls and throttles, the server's requests and throttles."""
-    run_calls = (run.get("aws_calls") or {}).get("calls", {})
-    run_throttles = (run.get("aws_calls") or {}).get("throttles", {})
+    aws_calls = run.get("aws_calls") or {}
+    run_calls, run_throttles = aws_calls.get("calls", {}), aws_calls.get("throttles", {})
     names = sorted(set(run_calls) | set(server.get("calls", {})))
     return {
         name: {
@@ -456,6 +527,34 @@ def call_table(run: dict[str, Any], server: dict[str, dict[str, int]]) -> dict[s
         }
         for name in names
     }
+
+
+def rate_limits(settings: Settings) -> tuple[dict[str, float], bool]:
+    """The client-side AWS rate limits: ({service or "*": calls/s}, whether one bucket is shared)."""
+    text = getattr(settings, "aws_rate_limits", None)
+    if isinstance(text, str) and text.strip():
+        limits = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            service, _, value = part.partition("=")
+            limits[service.strip()] = float(value)
+        return limits, False
+    return {"*": float(getattr(settings, "aws_calls_per_second", 0) or 0)}, True
+
+
+def rate_floor(calls: dict[str, dict[str, int]], limits: dict[str, float], shared: bool) -> dict[str, Any]:
+    """Least time the handler's requests (retries too) need under the client-side rate limit."""
+    per_service: dict[str, int] = {}
+    for name, counts in calls.items():
+        service = name.partition(":")[0]
+        per_service[service] = per_service.get(service, 0) + counts["sync_run"] + counts["sync_run_throttles"]
+    if shared:
+        rate = limits["*"]
+        return {"seconds": round(sum(per_service.values()) / rate, 2) if rate else None, "service": "all"}
+    floors = {s: n / limits.get(s, limits.get("*", 0) or float("inf")) for s, n in per_service.items() if n}
+    if not floors:
+        return {"seconds": 0.0, "service": None}
+    service = max(floors, key=lambda s: floors[s])
+    return {"seconds": round(floors[service], 2), "service": service}
 
 
 # -- one sync ------------------------------------------------------------------------------------
@@ -470,98 +569,110 @@ class SyncMeasure:
     server_stats: dict[str, dict[str, int]]
     row_changes: dict[str, dict[str, int]]
     pg_stat: dict[str, Any]
-    outbox: dict[str, Any]
+    follow_up: dict[str, Any]
     request_created_at: float | None
     request_sent_at: float | None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self, accounts: int) -> dict[str, Any]:
+    def to_json(self, accounts: int, limits: tuple[dict[str, float], bool]) -> dict[str, Any]:
         run = self.run
         calls = call_table(run, self.server_stats)
         total_run = sum(c["sync_run"] for c in calls.values())
         total_server = sum(c["server"] for c in calls.values())
-        started = run["started_at"].timestamp()
-        finished = run["finished_at"].timestamp()
+        started, finished = run["started_at"].timestamp(), run["finished_at"].timestamp()
         timeline: dict[str, float | None] = {
             "cli_start_to_request_written_s": None,
             "request_written_to_published_s": None,
             "published_to_handler_start_s": None,
-            "request_written_to_handler_start_s": None,
             "handler_s": round(finished - started, 3),
             "handler_end_to_cli_exit_s": round(self.cli.finished_at - finished, 3),
         }
         if self.request_created_at is not None:
             timeline["cli_start_to_request_written_s"] = round(self.request_created_at - self.cli.started_at, 3)
-            timeline["request_written_to_handler_start_s"] = round(started - self.request_created_at, 3)
             if self.request_sent_at is not None:
                 timeline["request_written_to_published_s"] = round(self.request_sent_at - self.request_created_at, 3)
                 timeline["published_to_handler_start_s"] = round(started - self.request_sent_at, 3)
-        last_sent = self.outbox.get("last_sent_at")
+        actors = {}
+        for actor, a in self.follow_up["actors"].items():
+            span = (a["last_at"] - a["first_at"]) if a["first_at"] and a["last_at"] else 0.0
+            actors[actor] = {
+                "messages": a["messages"],
+                "not_done": a["not_done"],
+                "first_s_after_handler": round(a["first_at"] - finished, 3) if a["first_at"] else None,
+                "last_s_after_handler": round(a["last_at"] - finished, 3) if a["last_at"] else None,
+                "per_second": round(a["messages"] / span, 1) if span > 0 else None,
+            }
+        data_tables = [t for t in self.row_changes if t not in BOOKKEEPING]
+        net_data = sum(
+            self.row_changes[t]["inserted"] + self.row_changes[t]["updated"] + self.row_changes[t]["deleted"]
+            for t in data_tables
+        )
+        last_sent = self.follow_up.get("last_sent_at")
         return {
-            "command": "orgsync " + " ".join(a for a in self.cli.args if not a.startswith("arn:")),
+            "command": "orgsync " + " ".join(self.cli.args[:2]),
             "request_id": self.request_id,
-            "status": run["status"],
-            "error": run["error"],
+            "status": run.get("status"),
+            "error": run.get("error"),
             "cli_seconds": round(self.cli.seconds, 3),
-            "handler_duration_ms": run["duration_ms"],
+            "handler_duration_ms": run.get("duration_ms"),
             "timeline": timeline,
-            "accounts_seen": run["accounts_seen"],
-            "accounts_in_scope": run["accounts_in_scope"],
-            "added": run["added"],
-            "updated": run["updated"],
-            "removed": run["removed"],
-            "rows_written": run["rows_written"],
-            "row_versions_changed": self.row_changes,
-            "data_row_versions_changed": sum(
-                v["inserted"] + v["updated"] + v["deleted"] for t, v in self.row_changes.items() if t in DATA_TABLES
-            ),
+            **{k: run.get(k) for k in ("accounts_seen", "accounts_in_scope", "added", "updated", "removed")},
+            "rows_written": run.get("rows_written"),
+            "data_rows_changed_net": net_data,
+            "rows_written_matches": run.get("rows_written") == net_data,
+            "row_changes": self.row_changes,
             "pg_stat_user_tables_deltas": self.pg_stat,
+            "follow_up": {
+                "events": self.follow_up["events"],
+                "actors": actors,
+                "events_all_published_s_after_handler": round(last_sent - finished, 3) if last_sent else None,
+            },
             "aws": {
                 "calls": calls,
                 "sync_run_total": total_run,
                 "server_total": total_server,
-                "sync_run_throttles": int(run["throttles"] or 0),
+                "sync_run_throttles": int(run.get("throttles") or 0),
                 "server_throttled": sum(c["server_throttled"] for c in calls.values()),
                 "calls_per_account": round(total_run / accounts, 4) if accounts else None,
                 "server_requests_per_account": round(total_server / accounts, 4) if accounts else None,
-            },
-            "outbox": {
-                "rows_total": self.outbox.get("rows"),
-                "unsent": self.outbox.get("unsent"),
-                "events_published_s_after_handler": round(last_sent - finished, 3) if last_sent else None,
+                "rate_limit_floor": rate_floor(calls, *limits),
             },
             **self.extra,
         }
 
 
-def measure_sync(
-    label: str,
-    *,
-    env: dict[str, str],
-    url: str,
-    aws: LocalAwsServer,
-    sampler: MemorySampler,
-    args: list[str],
-    stdin: str | None,
-    timeout: float,
-) -> SyncMeasure:
-    before = row_versions(url)
-    stats_before = tuple_stats(url)
-    aws.reset_stats()
-    sampler.set_phase(label)
+@dataclass
+class Context:
+    env: dict[str, str]
+    url: str
+    aws: LocalAwsServer
+    sampler: ProcessSampler
+    keys: dict[str, sql.Composable]
+    timeout: float
+
+
+def measure_sync(ctx: Context, label: str, args: list[str], stdin: str | None = None) -> SyncMeasure:
+    """Run one CLI command that requests a sync and waits; measure everything around it."""
+    before = row_versions(ctx.url, ctx.keys)
+    stats_before = tuple_stats(ctx.url, list(ctx.keys))
+    ctx.aws.reset_stats()
+    ctx.sampler.set_phase(label)
     log(f"{label}: orgsync {' '.join(args[:2])} …")
-    cli = run_cli(env, *args, stdin=stdin, timeout=timeout, sampler=sampler)
-    sampler.set_phase(f"after {label}")
-    server = aws.stats()
+    cli = run_cli(ctx.env, *args, stdin=stdin, timeout=ctx.timeout, sampler=ctx.sampler)
+    ctx.sampler.set_phase(f"after {label}")
+    server = ctx.aws.stats()
     request_id = str(json.loads(cli.stdout)["request_id"])
-    run = sync_run(url, request_id)
-    log(f"{label}: {cli.seconds:.2f}s end to end, handler {run['duration_ms']} ms, status {run['status']}")
-    created, sent = outbox_times(url, request_id)
-    outbox = wait_outbox_drained(url, timeout=timeout)
-    after = row_versions(url)
+    run = sync_run(ctx.url, request_id)
+    log(f"{label}: {cli.seconds:.2f}s end to end, handler {run.get('duration_ms')} ms, status {run.get('status')}")
+    created, sent = outbox_times(ctx.url, request_id)
+    unsent = wait_outbox_drained(ctx.url, timeout=ctx.timeout)
+    if unsent:
+        log(f"{label}: {unsent} outbox rows still unsent")
+    after = row_versions(ctx.url, ctx.keys)
     changes = version_diff(before, after)
-    pg_stat = stat_deltas(url, stats_before, changes, timeout=15)
-    return SyncMeasure(label, cli, request_id, run, server, changes, pg_stat, outbox, created, sent)
+    pg_stat = stat_deltas(ctx.url, stats_before, changes, timeout=30)
+    effects = follow_up(ctx.url, request_id)
+    return SyncMeasure(label, cli, request_id, run, server, changes, pg_stat, effects, created, sent)
 
 
 # -- the benchmark -------------------------------------------------------------------------------
@@ -597,11 +708,42 @@ def child_env(
     return env
 
 
+def public_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        k: (v if isinstance(v, int | float | str | bool) or v is None else str(v))
+        for k, v in settings.model_dump().items()
+        if k not in SECRET_SETTINGS
+    }
+
+
+def source_version() -> str:
+    """The git commit of the checkout, "+dirty" when src/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "src"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
 def tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def add_args(management_role_arn: str, member_role_name: str) -> list[str]:
+    return [
+        *("org", "add", "--nickname", "bench", "--org-role-arn", management_role_arn),
+        *("--org-session-name", "orgsync-bench", "--member-role-name", member_role_name),
+        *("--member-session-name", "orgsync-bench", "--member-external-id-file", "-", "--wait", "--json"),
+    ]
 
 
 def run_bench(opts: Options) -> dict[str, Any]:
@@ -613,7 +755,6 @@ def run_bench(opts: Options) -> dict[str, Any]:
         worker_log = workdir / "worker.log"
         aws: LocalAwsServer | None = None
         try:
-            clock = time.monotonic()
             database_url = stack.enter_context(scratch_database(f"orgsync_bench_{suffix}"))
             amqp_url = stack.enter_context(scratch_vhost(f"orgsync-bench-{suffix}"))
             log(f"database orgsync_bench_{suffix} and vhost orgsync-bench-{suffix} created")
@@ -638,7 +779,7 @@ def run_bench(opts: Options) -> dict[str, Any]:
             run_cli(env, "db", "upgrade", timeout=120)
             setup["db_upgrade_s"] = round(time.monotonic() - clock, 3)
 
-            sampler = stack.enter_context(MemorySampler())
+            sampler = stack.enter_context(ProcessSampler())
             sampler.watch("local_aws", aws.pid, tree=True)
             clock = time.monotonic()
             workers = stack.enter_context(worker_processes(env, opts.workers, opts.threads, worker_log))
@@ -649,52 +790,20 @@ def run_bench(opts: Options) -> dict[str, Any]:
             sampler.set_phase("idle")
             time.sleep(1.0)  # a baseline of the idle workers
 
-            add_args = [
-                "org",
-                "add",
-                "--nickname",
-                "bench",
-                "--org-role-arn",
-                org.management_role_arn,
-                "--org-session-name",
-                "orgsync-bench",
-                "--member-role-name",
-                org.member_role_name,
-                "--member-session-name",
-                "orgsync-bench",
-                "--member-external-id-file",
-                "-",
-                "--wait",
-                "--json",
-            ]
+            ctx = Context(env, database_url, aws, sampler, table_keys(database_url), opts.timeout)
             first = measure_sync(
-                "first sync",
-                env=env,
-                url=database_url,
-                aws=aws,
-                sampler=sampler,
-                args=add_args,
-                stdin=MEMBER_EXTERNAL_ID + "\n",
-                timeout=opts.timeout,
+                ctx, "first sync", add_args(org.management_role_arn, org.member_role_name), MEMBER_EXTERNAL_ID + "\n"
             )
             org_id = str(json.loads(first.cli.stdout)["id"])
-            first.extra["clouds_in_db"] = clouds_of_org(database_url, org_id)
-            repeat = measure_sync(
-                "repeated sync",
-                env=env,
-                url=database_url,
-                aws=aws,
-                sampler=sampler,
-                args=["org", "sync", org_id, "--wait", "--json"],
-                stdin=None,
-                timeout=opts.timeout,
-            )
+            first.extra["cloud_statuses"] = cloud_statuses(database_url, org_id)
+            repeat = measure_sync(ctx, "repeated sync", ["org", "sync", org_id, "--wait", "--json"])
+            repeat.extra["cloud_statuses"] = cloud_statuses(database_url, org_id)
             sampler.set_phase("end")
             queues = json.loads(run_cli(env, "queues", "--json", timeout=60).stdout)
             if workers.poll() is not None:
                 raise BenchError(f"the workers exited with {workers.returncode} during the run")
-            memory = sampler.report()
             accounts = len(org.accounts)
+            limits = rate_limits(settings)
             return {
                 "config": {
                     "accounts": opts.accounts,
@@ -703,16 +812,18 @@ def run_bench(opts: Options) -> dict[str, Any]:
                     "latency_ms": opts.latency_ms,
                     "throttle_rate": opts.throttle_rate,
                     "seed": opts.seed,
-                    "aws_calls_per_second": settings.aws_calls_per_second,
-                    "aws_max_attempts": settings.aws_max_attempts,
-                    "walk_concurrency": settings.walk_concurrency,
-                    "relay_interval_seconds": settings.relay_interval_seconds,
                     "cpus": os.cpu_count(),
+                    "source": source_version(),
+                    "settings": public_settings(settings),
                 },
-                "org": {"accounts": accounts, "ous": len(org.units), "clouds_in_db": first.extra["clouds_in_db"]},
+                "org": {
+                    "accounts": accounts,
+                    "ous": len(org.units),
+                    "clouds_in_db": sum(first.extra["cloud_statuses"].values()),
+                },
                 "setup": setup,
-                "syncs": {"first": first.to_json(accounts), "repeated": repeat.to_json(accounts)},
-                "memory": memory,
+                "syncs": {"first": first.to_json(accounts, limits), "repeated": repeat.to_json(accounts, limits)},
+                "processes": sampler.report(),
                 "queues": queues.get("queues", []),
             }
         except BaseException as exc:
@@ -731,121 +842,138 @@ def mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def changes(c: dict[str, int] | None) -> str:
+    return "-" if c is None else f"+{c['inserted']} ~{c['updated']} -{c['deleted']}"
+
+
 def format_report(r: dict[str, Any]) -> str:
     c, first, repeat = r["config"], r["syncs"]["first"], r["syncs"]["repeated"]
+    s = c["settings"]
+    limits = s.get("aws_rate_limits") or f"{s.get('aws_calls_per_second')}/s shared"
     lines = [
         f"orgsync sync benchmark: {r['org']['accounts']} accounts, {r['org']['ous']} OUs "
         f"({r['org']['clouds_in_db']} clouds stored)",
-        f"  workers {c['workers']} processes x {c['threads']} threads; local AWS latency {c['latency_ms']} ms, "
-        f"throttle rate {c['throttle_rate']}; aws_calls_per_second {c['aws_calls_per_second']}, "
-        f"walk_concurrency {c['walk_concurrency']}; {c['cpus']} CPUs",
+        f"  {c['workers']} worker processes x {c['threads']} threads on {c['cpus']} CPUs; local AWS latency "
+        f"{c['latency_ms']:g} ms, throttle rate {c['throttle_rate']:g}; client rate limits {limits}; "
+        f"walk_concurrency {s.get('walk_concurrency')}; source {c['source']}",
         f"  setup: local AWS {r['setup']['local_aws_start_s']:.1f}s, db upgrade {r['setup']['db_upgrade_s']:.1f}s, "
         f"workers ready {r['setup']['workers_ready_s']:.1f}s",
         "",
-        f"{'':34}{'first (org add)':>18}{'repeated (org sync)':>22}",
+        f"{'':38}{'first (org add)':>24}{'repeated (org sync)':>24}",
     ]
 
     def row(label: str, a: Any, b: Any) -> None:
-        lines.append(f"  {label:32}{a!s:>18}{b!s:>22}")
+        lines.append(f"  {label:36}{a!s:>24}{b!s:>24}")
 
-    row("status", first["status"], repeat["status"])
-    row("wall time, CLI end to end", f"{first['cli_seconds']:.2f} s", f"{repeat['cli_seconds']:.2f} s")
-    row("handler duration_ms", first["handler_duration_ms"], repeat["handler_duration_ms"])
-    names = {
+    def both(label: str, get: Callable[[dict[str, Any]], Any]) -> None:
+        row(label, get(first), get(repeat))
+
+    both("status", lambda x: x["status"])
+    both("wall time, CLI end to end", lambda x: seconds(x["cli_seconds"]))
+    both("handler duration_ms", lambda x: x["handler_duration_ms"])
+    timeline = {
         "cli_start_to_request_written_s": "  CLI start -> request written",
         "request_written_to_published_s": "  request -> published",
         "published_to_handler_start_s": "  published -> handler start",
-        "handler_s": "  handler",
+        "handler_s": "  sync handler",
         "handler_end_to_cli_exit_s": "  handler end -> CLI exit",
     }
-    for key, label in names.items():
-        a, b = first["timeline"][key], repeat["timeline"][key]
-        row(label, "-" if a is None else f"{a:.2f} s", "-" if b is None else f"{b:.2f} s")
-    row(
-        "events published after (s)",
-        first["outbox"]["events_published_s_after_handler"],
-        repeat["outbox"]["events_published_s_after_handler"],
+    for key, label in timeline.items():
+        row(label, seconds(first["timeline"][key]), seconds(repeat["timeline"][key]))
+    actors = sorted(set(first["follow_up"]["actors"]) | set(repeat["follow_up"]["actors"]))
+    for actor in actors:
+        a, b = first["follow_up"]["actors"].get(actor), repeat["follow_up"]["actors"].get(actor)
+
+        def text(x: dict[str, Any] | None) -> str:
+            if x is None:
+                return "-"
+            bad = f" ({x['not_done']} failed)" if x["not_done"] else ""
+            return f"{x['messages']}{bad}"
+
+        row(f"  messages {actor}", text(a), text(b))
+        if (a and a["messages"] > 1) or (b and b["messages"] > 1):
+
+            def span(x: dict[str, Any] | None) -> str:
+                if x is None or x["last_s_after_handler"] is None:
+                    return "-"
+                rate = f", {x['per_second']:g}/s" if x["per_second"] else ""
+                return f"done +{x['last_s_after_handler']:.1f}s{rate}"
+
+            row("    last one after handler end", span(a), span(b))
+    both(
+        "all events published after handler", lambda x: seconds(x["follow_up"]["events_all_published_s_after_handler"])
     )
-    row(
-        "accounts seen / in scope",
-        f"{first['accounts_seen']}/{first['accounts_in_scope']}",
-        f"{repeat['accounts_seen']}/{repeat['accounts_in_scope']}",
-    )
-    row(
-        "added / updated / removed",
-        f"{first['added']}/{first['updated']}/{first['removed']}",
-        f"{repeat['added']}/{repeat['updated']}/{repeat['removed']}",
-    )
-    row("rows_written (sync_runs)", first["rows_written"], repeat["rows_written"])
-    row("row versions changed (xmin)", first["data_row_versions_changed"], repeat["data_row_versions_changed"])
-    for table in DATA_TABLES:
-        a, b = first["row_versions_changed"][table], repeat["row_versions_changed"][table]
-        row(
-            f"  {table} +ins ~upd -del",
-            f"+{a['inserted']} ~{a['updated']} -{a['deleted']}",
-            f"+{b['inserted']} ~{b['updated']} -{b['deleted']}",
-        )
-    for table in ("organizations", "sync_runs", "outbox", "processed_messages"):
-        a, b = first["row_versions_changed"][table], repeat["row_versions_changed"][table]
-        row(
-            f"  ({table})",
-            f"+{a['inserted']} ~{a['updated']} -{a['deleted']}",
-            f"+{b['inserted']} ~{b['updated']} -{b['deleted']}",
-        )
+    both("accounts seen / in scope", lambda x: f"{x['accounts_seen']}/{x['accounts_in_scope']}")
+    both("added / updated / removed", lambda x: f"{x['added']}/{x['updated']}/{x['removed']}")
+    both("rows_written (sync_runs)", lambda x: x["rows_written"])
+    both("data rows changed (xmin/ctid, net)", lambda x: x["data_rows_changed_net"])
+    tables = sorted(set(first["row_changes"]) | set(repeat["row_changes"]), key=lambda t: (t in BOOKKEEPING, t))
+    for table in tables:
+        label = f"  ({table})" if table in BOOKKEEPING else f"  {table}"
+        row(label, changes(first["row_changes"].get(table)), changes(repeat["row_changes"].get(table)))
+    both("pg_stat deltas = net (inventory)", lambda x: x["pg_stat_user_tables_deltas"]["matches_net_row_changes"])
     for label, sync in (("first", first), ("repeated", repeat)):
         pg = sync["pg_stat_user_tables_deltas"]
-        if not pg["matches_row_versions"]:
-            lines.append(f"  note: pg_stat_user_tables deltas of the {label} sync differ: {json.dumps(pg['tables'])}")
-    row(
-        "pg_stat deltas agree",
-        first["pg_stat_user_tables_deltas"]["matches_row_versions"],
-        repeat["pg_stat_user_tables_deltas"]["matches_row_versions"],
+        if not pg["matches_net_row_changes"]:
+            differing = {
+                t: changes(v)
+                for t, v in pg["tables"].items()
+                if t not in BOOKKEEPING
+                and v != {k: n for k, n in sync["row_changes"].get(t, {}).items() if k != "rows"}
+            }
+            lines.append(f"    {label}: pg_stat row versions written {json.dumps(differing)}")
+    both("AWS calls (sync_runs)", lambda x: x["aws"]["sync_run_total"])
+    both("AWS requests (server, whole command)", lambda x: x["aws"]["server_total"])
+    both("AWS calls per account (sync_runs)", lambda x: x["aws"]["calls_per_account"])
+    both("AWS requests per account (server)", lambda x: x["aws"]["server_requests_per_account"])
+    both(
+        "rate-limit floor of the handler",
+        lambda x: f"{seconds(x['aws']['rate_limit_floor']['seconds'])} ({x['aws']['rate_limit_floor']['service']})",
     )
-    row("AWS calls (sync_runs)", first["aws"]["sync_run_total"], repeat["aws"]["sync_run_total"])
-    row("AWS requests (server)", first["aws"]["server_total"], repeat["aws"]["server_total"])
-    row("AWS calls per account", first["aws"]["calls_per_account"], repeat["aws"]["calls_per_account"])
-    row(
-        "throttles (sync_runs / server)",
-        f"{first['aws']['sync_run_throttles']}/{first['aws']['server_throttled']}",
-        f"{repeat['aws']['sync_run_throttles']}/{repeat['aws']['server_throttled']}",
-    )
+    both("throttles (sync_runs / server)", lambda x: f"{x['aws']['sync_run_throttles']}/{x['aws']['server_throttled']}")
     lines += [
         "",
-        "  AWS calls per API (sync_runs = handler's logical calls; server = requests incl. retries,",
-        "  and for the first column also the CLI's registration checks)",
+        "  AWS calls per API: 'run' = the sync handler's logical calls (sync_runs.aws_calls);",
+        "  'srv' = requests the local AWS served during the whole command (retries, the CLI's checks, follow-ups)",
+        f"  {'API':48}{'1st run':>9}{'1st srv':>9}{'2nd run':>9}{'2nd srv':>9}{'throttled':>11}",
     ]
-    lines.append(f"  {'API':46}{'1st run':>9}{'1st srv':>9}{'2nd run':>9}{'2nd srv':>9}{'throttled':>11}")
-    apis = sorted(set(first["aws"]["calls"]) | set(repeat["aws"]["calls"]))
     empty = {"sync_run": 0, "server": 0, "sync_run_throttles": 0, "server_throttled": 0}
-    for api in apis:
+    for api in sorted(set(first["aws"]["calls"]) | set(repeat["aws"]["calls"])):
         a, b = first["aws"]["calls"].get(api, empty), repeat["aws"]["calls"].get(api, empty)
         throttled = a["server_throttled"] + b["server_throttled"]
         lines.append(
-            f"  {api:46}{a['sync_run']:>9}{a['server']:>9}{b['sync_run']:>9}{b['server']:>9}{throttled or '':>11}"
+            f"  {api:48}{a['sync_run']:>9}{a['server']:>9}{b['sync_run']:>9}{b['server']:>9}{throttled or '':>11}"
         )
-    lines += ["", "  peak RSS (sum over the process tree / largest process)"]
-    labels = {"workers": "orgsync worker tree", "local_aws": "local AWS server", "cli": "orgsync CLI"}
+    lines += ["", "  processes: peak RSS sum over the tree / largest process (processes), CPU seconds in the phase"]
     phases = ["idle", "first sync", "repeated sync", "overall"]
-    lines.append(f"  {'':24}" + "".join(f"{p:>24}" for p in phases))
-    for key, label in labels.items():
-        data = r["memory"].get(key, {})
+    lines.append(f"  {'':20}" + "".join(f"{p:>30}" for p in phases))
+    for key, label in {"workers": "orgsync worker tree", "local_aws": "local AWS server", "cli": "orgsync CLI"}.items():
+        data = r["processes"].get(key, {})
         cells = []
         for phase in phases:
-            peak = data.get(phase)
-            if not peak:
-                cells.append(f"{'-':>24}")
-                continue
-            text = f"{mib(peak['sum_bytes'])}/{mib(peak['max_bytes'])} ({peak['processes']}p)"
-            cells.append(f"{text:>24}")
-        lines.append(f"  {label:24}" + "".join(cells))
-    dead = [q for q in r["queues"] if q.get("dead")]
+            u = data.get(phase)
+            text = (
+                "-"
+                if not u
+                else f"{mib(u['peak_sum_bytes'])}/{mib(u['peak_max_bytes'])} ({u['processes']}) {u['cpu_s']:.1f}s"
+            )
+            cells.append(f"{text:>30}")
+        lines.append(f"  {label:20}" + "".join(cells))
+    for label, sync in (("first", first), ("repeated", repeat)):
+        statuses = ", ".join(f"{k} {v}" for k, v in sync["cloud_statuses"].items())
+        lines.append(f"  cloud statuses after the {label} sync: {statuses}")
+    dead = [q for q in r["queues"] if q.get("dead") or q.get("ready")]
     if dead:
-        lines.append(f"\n  dead letters: {json.dumps(dead)}")
+        lines.append(f"\n  queues not empty at the end: {json.dumps(dead)}")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--accounts", type=int, default=1000, help="accounts in the generated org (default 1000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
@@ -872,7 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run_bench(opts)
     except KeyboardInterrupt:
-        log("interrupted; everything created was removed")
+        log("interrupted; what the benchmark created was removed")
         return 130
     except (BenchError, psycopg.Error, OSError) as exc:
         log(f"error: {exc}")

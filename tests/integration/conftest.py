@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import func, select
 
-from orgsync.app import services
+from orgsync.app import cli, services
 from orgsync.app.bootstrap import Runtime
-from orgsync.app.settings import Settings
+from orgsync.app.settings import Settings, get_settings
 from orgsync.domain.config import OrgRegistration, build_credentials, build_filters
 from orgsync.localaws.builder import BuiltOrg
 from orgsync.localaws.generator import OrgSpec, generate_org
 from orgsync.localaws.inprocess import local_aws
+from orgsync.storage import db
 from orgsync.storage import repository as repo
+from orgsync.storage.models import Cloud, Organization, OutboxMessage
 
 SESSION = "orgsync-test"
 
@@ -124,3 +128,64 @@ def stored_accounts(rt: Runtime, org_id: str | None = None) -> set[str]:
 def clouds_by_account(rt: Runtime) -> dict[str, dict[str, Any]]:
     with rt.sessions() as s:
         return {r["account_id"]: r for r in repo.list_clouds(s)}
+
+
+# -- the CLI, run in this process ------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch, database_url: str, encryption_key: str, tmp_path: Path):
+    monkeypatch.setenv("ORGSYNC_DATABASE_URL", database_url)
+    monkeypatch.delenv("ORGSYNC_BROKER_URL", raising=False)
+    monkeypatch.setenv("ORGSYNC_ENCRYPTION_KEYS", encryption_key)
+    monkeypatch.setenv("ORGSYNC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ORGSYNC_WAIT_TIMEOUT_SECONDS", "60")
+    get_settings.cache_clear()
+    yield database_url
+    get_settings.cache_clear()
+
+
+def run(capsys, *args: str, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    if stdin is not None:
+        import io
+
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    old = sys.argv
+    sys.argv = ["orgsync", *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+            sys.exit(0)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def add_args(org: BuiltOrg, **override: str) -> list[str]:
+    values = {
+        "--nickname": "acme",
+        "--org-role-arn": org.management_role_arn,
+        "--org-session-name": "orgsync-test",
+        "--member-role-name": org.member_role_name,
+        "--member-session-name": "orgsync-test",
+    }
+    values.update(override)
+    args: list[str] = []
+    for key, value in values.items():
+        if value is not None:
+            args += [key, value]
+    return ["org", "add", *args]
+
+
+def counts(database_url: str) -> tuple[int, int, int]:
+    engine = db.make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            return (
+                conn.scalar(select(func.count()).select_from(Organization)),
+                conn.scalar(select(func.count()).select_from(Cloud)),
+                conn.scalar(select(func.count()).select_from(OutboxMessage)),
+            )
+    finally:
+        engine.dispose()

@@ -144,11 +144,12 @@ def test_takeover_of_an_account_already_in_the_inventory(rt, aws: BuiltOrg):
     registered = add_and_sync(rt, aws)
     with rt.sessions() as s:
         cloud = s.get(Cloud, uuid.UUID(cloud_id))
-        assert (cloud.organization_id, cloud.credentials, cloud.name, cloud.status) == (
+        assert (cloud.organization_id, cloud.credentials, cloud.name, cloud.status, cloud.status_message) == (
             uuid.UUID(registered.org_id),
             None,
             member.name,
-            "pending",
+            "ok",  # validated again with the org's member role
+            f"assumed {aws.member_role_arn(member.account_id)}",
         )
         discovered = s.scalars(
             select(OutboxMessage.envelope).where(OutboxMessage.event_type == events.AccountDiscovered.TYPE)

@@ -4,77 +4,14 @@ every refusal names its field or step in one line, exits non-zero and stores not
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from orgsync.app import cli
-from orgsync.app.settings import get_settings
 from orgsync.localaws.builder import BuiltOrg
 from orgsync.localaws.generator import generate_org
 from orgsync.localaws.inprocess import local_aws
-from orgsync.storage import db
-from orgsync.storage.models import Cloud, Organization, OutboxMessage
 
-
-@pytest.fixture
-def cli_env(monkeypatch, database_url: str, encryption_key: str, tmp_path: Path):
-    monkeypatch.setenv("ORGSYNC_DATABASE_URL", database_url)
-    monkeypatch.delenv("ORGSYNC_BROKER_URL", raising=False)
-    monkeypatch.setenv("ORGSYNC_ENCRYPTION_KEYS", encryption_key)
-    monkeypatch.setenv("ORGSYNC_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("ORGSYNC_WAIT_TIMEOUT_SECONDS", "60")
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
-
-
-def run(capsys, *args: str, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
-    if stdin is not None:
-        import io
-
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    old = sys.argv
-    sys.argv = ["orgsync", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main()
-            sys.exit(0)
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
-
-
-def add_args(org: BuiltOrg, **override: str) -> list[str]:
-    values = {
-        "--nickname": "acme",
-        "--org-role-arn": org.management_role_arn,
-        "--org-session-name": "orgsync-test",
-        "--member-role-name": org.member_role_name,
-        "--member-session-name": "orgsync-test",
-    }
-    values.update(override)
-    args: list[str] = []
-    for key, value in values.items():
-        if value is not None:
-            args += [key, value]
-    return ["org", "add", *args]
-
-
-def counts(database_url: str) -> tuple[int, int, int]:
-    engine = db.make_engine(database_url, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            return (
-                conn.scalar(select(func.count()).select_from(Organization)),
-                conn.scalar(select(func.count()).select_from(Cloud)),
-                conn.scalar(select(func.count()).select_from(OutboxMessage)),
-            )
-    finally:
-        engine.dispose()
+from .conftest import add_args, counts, run
 
 
 @pytest.fixture

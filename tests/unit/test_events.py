@@ -17,6 +17,7 @@ from orgsync.domain.events import (
     EVENT_TYPES,
     UPCASTERS,
     AccountDiscovered,
+    AccountValidationDue,
     AccountRemoved,
     AccountValidated,
     BadgeReconcileDue,
@@ -51,6 +52,7 @@ def test_event_types_are_registered_by_name() -> None:
     assert {
         "OrgSyncRequested": OrgSyncRequested,
         "AccountDiscovered": AccountDiscovered,
+        "AccountValidationDue": AccountValidationDue,
         "AccountRemoved": AccountRemoved,
         "OrgSyncCompleted": OrgSyncCompleted,
         "AccountValidated": AccountValidated,
@@ -316,6 +318,7 @@ _ints = st.integers(min_value=-(2**53), max_value=2**53)
 EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
     OrgSyncRequested: st.builds(OrgSyncRequested, org_id=_text, reason=_text),
     AccountDiscovered: st.builds(AccountDiscovered, org_id=_text, cloud_id=_text, account_id=_text),
+    AccountValidationDue: st.builds(AccountValidationDue, cloud_id=_text, account_id=_text, org_id=_opt_text),
     AccountRemoved: st.builds(AccountRemoved, org_id=_text, account_id=_text, reason=_text),
     OrgSyncCompleted: st.builds(
         OrgSyncCompleted, org_id=_text, sync_run_id=_text, status=_text, accounts=_ints, added=_ints, removed=_ints

@@ -15,7 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from orgsync.aws.session import AwsGateway
+from orgsync.aws.session import AwsGateway, parse_rate_limits
 from orgsync.domain.errors import OrgSyncError
 from orgsync.storage import db
 from orgsync.storage.vault import KeyRing, VaultError, ensure_keys_file, read_keys_file
@@ -76,7 +76,7 @@ class Runtime:
             db.upgrade(engine)
         sessions = db.make_session_factory(engine)
         aws = AwsGateway(
-            calls_per_second=settings.aws_calls_per_second,
+            rate_limits=parse_rate_limits(settings.aws_rate_limits),
             max_attempts=settings.aws_max_attempts,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.aws_region,
             pool_size=max(10, settings.walk_concurrency * 2),

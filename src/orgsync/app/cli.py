@@ -132,6 +132,8 @@ def _org_json(org: Organization, account_count: int) -> dict[str, Any]:
         "account_count": account_count,
         "filters": org.filters,
         "warnings": report.get("warnings", []),
+        "permission_errors": report.get("errors", []),
+        "permissions_checked_at": report.get("checked_at"),
         "last_sync": {
             "status": org.last_sync_status,
             "started_at": org.last_sync_started_at.isoformat() if org.last_sync_started_at else None,
@@ -298,6 +300,100 @@ def org_sync(
             _finish_wait(result)
 
 
+@org_app.command("edit")
+def org_edit(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")],
+    nickname: Annotated[str | None, typer.Option(help="A new nickname.")] = None,
+    org_role_arn: Annotated[str | None, typer.Option(help="Credentials: all or nothing (see org add).")] = None,
+    org_session_name: Annotated[str | None, typer.Option()] = None,
+    org_session_duration: Annotated[int | None, typer.Option()] = None,
+    org_external_id: Annotated[str | None, typer.Option()] = None,
+    org_external_id_file: Annotated[str | None, typer.Option()] = None,
+    member_role_name: Annotated[str | None, typer.Option()] = None,
+    member_session_name: Annotated[str | None, typer.Option()] = None,
+    member_session_duration: Annotated[int | None, typer.Option()] = None,
+    member_external_id: Annotated[str | None, typer.Option()] = None,
+    member_external_id_file: Annotated[str | None, typer.Option()] = None,
+    access_key_id: Annotated[str | None, typer.Option()] = None,
+    secret_access_key_file: Annotated[str | None, typer.Option()] = None,
+    exclude_name_prefix: Annotated[list[str] | None, typer.Option(help="Replaces the prefixes.")] = None,
+    clear_exclude_name_prefix: Annotated[bool, typer.Option("--clear-exclude-name-prefix")] = False,
+    limit_to_ou: Annotated[list[str] | None, typer.Option(help="Replaces the OU limit.")] = None,
+    clear_limit_to_ou: Annotated[bool, typer.Option("--clear-limit-to-ou")] = False,
+    auto_remove_suspended: Annotated[
+        bool | None, typer.Option("--auto-remove-suspended/--no-auto-remove-suspended", show_default=False)
+    ] = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change an organization. Credentials change as a whole; filters alone keep the stored credentials."""
+    credential_values = {
+        "org_role_arn": org_role_arn,
+        "org_session_name": org_session_name,
+        "org_session_duration": org_session_duration,
+        "org_external_id": org_external_id or _read_secret(org_external_id_file, "org-external-id-file"),
+        "member_role_name": member_role_name,
+        "member_session_name": member_session_name,
+        "member_session_duration": member_session_duration,
+        "member_external_id": member_external_id or _read_secret(member_external_id_file, "member-external-id-file"),
+        "access_key_id": access_key_id,
+        "secret_access_key": _read_secret(secret_access_key_file, "secret-access-key-file"),
+    }
+    credentials = None
+    if any(v is not None for v in credential_values.values()):
+        required = ("org_role_arn", "org_session_name", "member_role_name", "member_session_name")
+        missing = [name.replace("_", "-") for name in required if credential_values[name] is None]
+        if missing:
+            raise InvalidInput(
+                missing[0],
+                "changing credentials needs every credential field again (stored credentials are one encrypted "
+                f"block); missing: {', '.join('--' + m for m in missing)}",
+            )
+        credentials = build_credentials(**credential_values)  # type: ignore[arg-type]
+    if exclude_name_prefix and clear_exclude_name_prefix:
+        raise InvalidInput("exclude-name-prefix", "give prefixes or --clear-exclude-name-prefix, not both")
+    if limit_to_ou and clear_limit_to_ou:
+        raise InvalidInput("limit-to-ou", "give OU ids or --clear-limit-to-ou, not both")
+    new_filters = build_filters(exclude_name_prefix or (), limit_to_ou or ())
+    edit = services.OrgEdit(
+        credentials=credentials,
+        nickname=check_nickname(nickname) if nickname is not None else None,
+        exclude_name_prefixes=() if clear_exclude_name_prefix else (new_filters.exclude_name_prefixes or None),
+        limit_to_ou_ids=() if clear_limit_to_ou else (new_filters.limit_to_ou_ids or None),
+        auto_remove_suspended=auto_remove_suspended,
+    )
+    with runtime(workers=True) as rt:
+        org_id, request_id, changed = services.edit_org(rt, org, edit)
+        result = None
+        if request_id is not None and (wait or rt.in_process):
+            result = _wait(rt, request_id, label="syncing", as_json=as_json)
+        if as_json:
+            _print_json({"id": org_id, "changed": changed, "request_id": request_id})
+        elif changed:
+            out.print(f"changed {', '.join(changed)}; sync requested ({request_id})")
+        else:
+            out.print("nothing to change")
+        if result is not None:
+            _finish_wait(result)
+
+
+@org_app.command("remove")
+def org_remove(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an organization and every account it manages from the inventory (AWS is not touched)."""
+    if not yes and not typer.confirm(f"Remove organization {org} and all the accounts it manages?"):
+        raise typer.Abort()
+    with runtime() as rt:
+        nickname, count = services.remove_org(rt, org)
+    if as_json:
+        _print_json({"nickname": nickname, "clouds_removed": count})
+    else:
+        out.print(f"removed organization {nickname} and its {count} accounts")
+
+
 # -- cloud --------------------------------------------------------------------------------------
 
 
@@ -314,13 +410,8 @@ def cloud_add(
 ) -> None:
     """Register a standalone account after assuming its role."""
     check_account_id(account_id, "account-id")
-    parse_role_arn(role_arn, "role-arn")
-    external = check_external_id(external_id or _read_secret(external_id_file, "external-id-file"), "external-id")
-    role = RoleConfig(
-        role_arn=role_arn,
-        session_name=check_session_name(session_name, "session-name"),
-        duration_seconds=check_duration(session_duration, "session-duration"),
-        external_id=None if external is None else Secret(external),
+    role = _role_config(
+        role_arn, session_name, external_id or _read_secret(external_id_file, "external-id-file"), session_duration
     )
     if not name.strip():
         raise InvalidInput("name", "must not be empty")
@@ -364,6 +455,98 @@ def cloud_list(
         )
     out.print(table)
     out.print(f"{len(rows)} accounts")
+
+
+@cloud_app.command("validate")
+def cloud_validate(
+    accounts: Annotated[list[str] | None, typer.Argument(help="Account ids (default: all, or all of --org).")] = None,
+    org: Annotated[str | None, typer.Option(help="Only accounts of this organization.")] = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check again that each account's role can be assumed; the outcome is the account's status."""
+    for account in accounts or ():
+        check_account_id(account, "account")
+    with runtime(workers=True) as rt:
+        request_id, count = services.request_validation(rt, org_ref=org, account_ids=list(accounts or ()))
+        result = None
+        if count and (wait or rt.in_process):
+            result = _wait(rt, request_id, label=f"validating {count} accounts", as_json=as_json)
+        if as_json:
+            _print_json({"request_id": request_id, "accounts": count})
+        else:
+            out.print(f"validation requested for {count} accounts ({request_id})")
+        if result is not None:
+            _finish_wait(result)
+
+
+@cloud_app.command("show")
+def cloud_show(account: Annotated[str, typer.Argument(help="Account id.")], as_json: JsonOpt = False) -> None:
+    """One account: state, status, OU path, badges, tags and the SCPs that apply to it."""
+    check_account_id(account, "account")
+    with runtime() as rt, rt.sessions() as s:
+        rows = repo.list_clouds(s, account_ids=[account])
+        if not rows:
+            raise OrgSyncError(f"no cloud with account id {account}")
+        data = rows[0]
+        data["tags"] = repo.tags_of(s, data["id"])
+        data["service_control_policies"] = repo.scps_for_cloud(s, data["id"])
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("account_id", "name", "email", "aws_state", "status", "status_message", "org_path", "managed"):
+        out.print(f"{key:16} {data[key]}", markup=False)
+    for key, badge in data["badge_details"].items():
+        flag = " (auto)" if badge["autogenerated"] else ""
+        out.print(f"badge            {key}={badge['value']}{flag}", markup=False)
+    for key, value in data["tags"].items():
+        out.print(f"tag              {key}={value}", markup=False)
+    for scp in data["service_control_policies"]:
+        out.print(f"scp              {scp['name']} ({scp['id']}) from {scp['attached_to']}", markup=False)
+
+
+@cloud_app.command("remove")
+def cloud_remove(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Remove a standalone account; accounts managed by an organization follow the organization."""
+    check_account_id(account, "account")
+    if not yes and not typer.confirm(f"Remove account {account}?"):
+        raise typer.Abort()
+    with runtime() as rt:
+        services.remove_cloud(rt, account)
+    out.print(f"removed account {account}")
+
+
+@cloud_app.command("edit")
+def cloud_edit(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    role_arn: Annotated[str, typer.Option(help="Role to assume in that account.")],
+    session_name: Annotated[str, typer.Option(help="Session name.")],
+    external_id: Annotated[str | None, typer.Option(help="External id of the role.")] = None,
+    external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
+    session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+) -> None:
+    """Replace a standalone account's role settings (all of them), after assuming the new role."""
+    check_account_id(account, "account")
+    role = _role_config(
+        role_arn, session_name, external_id or _read_secret(external_id_file, "external-id-file"), session_duration
+    )
+    with runtime() as rt:
+        services.edit_cloud(rt, account, role)
+    out.print(f"updated the role of account {account}")
+
+
+def _role_config(role_arn: str, session_name: str, external_id: str | None, duration: int) -> RoleConfig:
+    parse_role_arn(role_arn, "role-arn")
+    external = check_external_id(external_id, "external-id")
+    return RoleConfig(
+        role_arn=role_arn,
+        session_name=check_session_name(session_name, "session-name"),
+        duration_seconds=check_duration(duration, "session-duration"),
+        external_id=None if external is None else Secret(external),
+    )
 
 
 # -- operations ---------------------------------------------------------------------------------

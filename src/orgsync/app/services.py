@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from orgsync.aws.organizations import OrganizationsReader
+from orgsync.aws.organizations import OrganizationInfo, OrganizationsReader
 from orgsync.aws.permissions import check_management_role
 from orgsync.domain import events
-from orgsync.domain.config import OrgRegistration, RoleConfig, parse_role_arn
-from orgsync.domain.errors import AwsStepFailed, Conflict, InvalidInput, OrgSyncError
+from orgsync.domain.config import Credentials, Filters, OrgRegistration, RoleConfig, parse_role_arn
+from orgsync.domain.errors import AwsStepFailed, Conflict, InvalidInput, NotFound, OrgSyncError
 from orgsync.domain.permissions import PermissionReport
 from orgsync.domain.tree import scope_units
 from orgsync.storage import repository as repo
@@ -35,15 +35,16 @@ class Registered:
     report: PermissionReport
 
 
-def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
-    """Check the management role end to end, then store the org and request its first sync.
+def check_management_access(
+    rt: Runtime, creds: Credentials, limit_to_ou_ids: tuple[str, ...]
+) -> tuple[OrganizationInfo, PermissionReport]:
+    """Assume the management role, read the organization, check every permission the sync needs.
 
-    Any failing step raises with the step named; nothing is stored unless every step passed.
+    Raises with the failing step named; nothing is stored here.
     """
-    creds = reg.credentials
-    _, role_account, _ = parse_role_arn(creds.management.role_arn, "org-role-arn")
-    caller = rt.aws.caller_session(creds.access_key)
-    session = rt.aws.assume_role(caller, creds.management, step="assume the management role")
+    session = rt.aws.assume_role(
+        rt.aws.caller_sts(creds.access_key), creds.management, step="assume the management role"
+    )
     org_client = rt.aws.client(session, "organizations")
     reader = OrganizationsReader(org_client, concurrency=rt.settings.walk_concurrency)
     info = reader.describe()
@@ -52,11 +53,22 @@ def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
     )
     if not report.ok:
         raise AwsStepFailed("permission check", "; ".join(report.errors))
-    if reg.filters.limit_to_ou_ids:
+    if limit_to_ou_ids:
         try:
-            scope_units(reader.units(), reg.filters.limit_to_ou_ids)
+            scope_units(reader.units(), limit_to_ou_ids)
         except OrgSyncError as exc:
             raise InvalidInput("limit-to-ou", str(exc)) from None
+    return info, report
+
+
+def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
+    """Check the management role end to end, then store the org and request its first sync.
+
+    Any failing step raises with the step named; nothing is stored unless every step passed.
+    """
+    creds = reg.credentials
+    _, role_account, _ = parse_role_arn(creds.management.role_arn, "org-role-arn")
+    info, report = check_management_access(rt, creds, reg.filters.limit_to_ou_ids)
     with rt.sessions.begin() as s:
         existing = repo.org_by_cloud_org_id(s, info.id)
         if existing is not None:
@@ -171,3 +183,142 @@ def wait_for(
         if not rt.in_process:
             rt.relay.flush()
         time.sleep(poll)
+
+
+def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[str]) -> tuple[str, int]:
+    """AccountValidationDue for the chosen clouds (all of an org, given accounts, or every cloud)."""
+    request_id = str(uuid.uuid4())
+    with rt.sessions.begin() as s:
+        query = s.query(Cloud)
+        if org_ref is not None:
+            query = query.filter(Cloud.organization_id == repo.find_org(s, org_ref).id)
+        if account_ids:
+            query = query.filter(Cloud.account_id.in_(account_ids))
+        clouds = query.order_by(Cloud.account_id).all()
+        missing = sorted(set(account_ids) - {c.account_id for c in clouds})
+        if missing:
+            raise NotFound(f"no cloud with account id {', '.join(missing)}")
+        for cloud in clouds:
+            org_id = None if cloud.organization_id is None else str(cloud.organization_id)
+            emit(s, events.AccountValidationDue(str(cloud.id), cloud.account_id, org_id), correlation_id=request_id)
+    rt.deps.after_commit()
+    return request_id, len(clouds)
+
+
+def find_cloud(session: Any, account_id: str) -> Cloud:
+    cloud = session.query(Cloud).filter(Cloud.account_id == account_id).first()
+    if cloud is None:
+        raise NotFound(f"no cloud with account id {account_id}")
+    return cloud
+
+
+def _refuse_managed(session: Any, cloud: Cloud, why: str) -> None:
+    if cloud.organization_id is not None:
+        org = repo.get_org(session, cloud.organization_id)
+        raise Conflict(f"account {cloud.account_id} is managed by organization {org.nickname!r}: {why}")
+
+
+def remove_cloud(rt: Runtime, account_id: str) -> None:
+    with rt.sessions.begin() as s:
+        cloud = find_cloud(s, account_id)
+        _refuse_managed(s, cloud, "it leaves the inventory with the organization's scope, or with the organization")
+        s.delete(cloud)
+
+
+def edit_cloud(rt: Runtime, account_id: str, role: RoleConfig) -> None:
+    """Replace a standalone cloud's role settings, after assuming the new role."""
+    if role.account_id != account_id:
+        raise InvalidInput("role-arn", f"the role is in account {role.account_id}, not {account_id}")
+    with rt.sessions() as s:
+        _refuse_managed(s, find_cloud(s, account_id), "its credentials are the organization's; edit the organization")
+    rt.aws.assume_role_credentials(rt.aws.caller_sts(), role, step="assume the account role")
+    with rt.sessions.begin() as s:
+        cloud = find_cloud(s, account_id)
+        _refuse_managed(s, cloud, "its credentials are the organization's; edit the organization")
+        cloud.credentials = rt.keyring.encrypt(
+            json.dumps({"role": role_to_json(role)}).encode(), row_context("clouds", cloud.id)
+        )
+        cloud.status, cloud.status_message = "ok", f"assumed {role.role_arn}"
+
+
+def remove_org(rt: Runtime, org_ref: str) -> tuple[str, int]:
+    """Delete an organization and the clouds it manages (their tags, badges, OU tree and runs with them)."""
+    with rt.sessions.begin() as s:
+        org = repo.find_org(s, org_ref)
+        count = s.query(Cloud).filter(Cloud.organization_id == org.id).count()
+        nickname = org.nickname
+        s.delete(org)
+    return nickname, count
+
+
+@dataclass(frozen=True)
+class OrgEdit:
+    """What `org edit` changes: None means "keep"."""
+
+    credentials: Credentials | None = None
+    nickname: str | None = None
+    exclude_name_prefixes: tuple[str, ...] | None = None
+    limit_to_ou_ids: tuple[str, ...] | None = None
+    auto_remove_suspended: bool | None = None
+
+
+def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[str, str | None, list[str]]:
+    """Apply an edit; returns (org id, sync request id or None when nothing changed, changed fields).
+
+    New credentials are checked exactly like `org add` and must read the same organization. Without
+    new credentials the stored ciphertext is not touched.
+    """
+    with rt.sessions() as s:
+        org = repo.find_org(s, org_ref)
+        org_id, cloud_org_id, old_filters, old_nickname = (
+            org.id,
+            org.cloud_org_id,
+            Filters.from_json(org.filters),
+            org.nickname,
+        )
+    filters = Filters(
+        exclude_name_prefixes=old_filters.exclude_name_prefixes
+        if edit.exclude_name_prefixes is None
+        else edit.exclude_name_prefixes,
+        limit_to_ou_ids=old_filters.limit_to_ou_ids if edit.limit_to_ou_ids is None else edit.limit_to_ou_ids,
+        auto_remove_suspended=old_filters.auto_remove_suspended
+        if edit.auto_remove_suspended is None
+        else edit.auto_remove_suspended,
+    )
+    changed = [
+        name
+        for name, differs in (
+            ("credentials", edit.credentials is not None),
+            ("nickname", edit.nickname is not None and edit.nickname != old_nickname),
+            ("exclude_name_prefixes", filters.exclude_name_prefixes != old_filters.exclude_name_prefixes),
+            ("limit_to_ou_ids", filters.limit_to_ou_ids != old_filters.limit_to_ou_ids),
+            ("auto_remove_suspended", filters.auto_remove_suspended != old_filters.auto_remove_suspended),
+        )
+        if differs
+    ]
+    if not changed:
+        return str(org_id), None, []
+    report = None
+    if edit.credentials is not None:
+        info, report = check_management_access(rt, edit.credentials, filters.limit_to_ou_ids)
+        if info.id != cloud_org_id:
+            raise Conflict(f"the new management role reads organization {info.id}, not {cloud_org_id}")
+    elif "limit_to_ou_ids" in changed and filters.limit_to_ou_ids:
+        with rt.sessions() as s:
+            current = rt.keyring.open(repo.get_org(s, org_id).credentials, "organizations", org_id)
+        check_management_access(rt, current, filters.limit_to_ou_ids)
+    try:
+        with rt.sessions.begin() as s:
+            org = repo.get_org(s, org_id, for_update=True)
+            if edit.credentials is not None and report is not None:
+                org.credentials = rt.keyring.seal(edit.credentials, "organizations", org.id)
+                org.permission_report = report.to_json()
+            if edit.nickname is not None:
+                org.nickname = edit.nickname
+            org.filters = filters.to_json()
+            org.updated_at = repo.utcnow()
+            request = emit(s, events.OrgSyncRequested(str(org_id), "organization edited: " + ", ".join(changed)))
+    except IntegrityError:
+        raise Conflict(f"the nickname {edit.nickname!r} is taken") from None
+    rt.deps.after_commit()
+    return str(org_id), request.id, changed

@@ -13,6 +13,8 @@ import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orgsync.aws.session import parse_rate_limits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORGSYNC_", extra="ignore")
@@ -24,7 +26,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("orgsync")))
 
     # AWS: every process shares one rate limit across all its threads; botocore retries throttling.
-    aws_calls_per_second: float = 20.0
+    # calls per second per AWS service, shared by every thread of a process; "*" covers the others
+    aws_rate_limits: str = "organizations=20,sts=200,iam=20,*=50"
     aws_max_attempts: int = 10
     aws_region: str = "us-east-1"
     walk_concurrency: int = 8
@@ -38,11 +41,10 @@ class Settings(BaseSettings):
     log_format: str = "auto"
     log_level: str = "INFO"
 
-    @field_validator("aws_calls_per_second")
+    @field_validator("aws_rate_limits")
     @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be positive")
+    def _rates(cls, value: str) -> str:
+        parse_rate_limits(value)
         return value
 
     @property

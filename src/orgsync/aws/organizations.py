@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from orgsync.domain.errors import AwsStepFailed
+from orgsync.domain.scp import Policy, Target
 from orgsync.domain.tree import Account, OrgTree, OrgUnit, lifecycle_state, scope_units
 
 from .session import CallScope, error_code, error_message
@@ -49,7 +50,7 @@ class OrganizationsReader:
             ) from None
         return OrganizationInfo(org["Id"], org["MasterAccountId"], org["Arn"])
 
-    def _pages(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
+    def pages(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             call_params = dict(params, MaxResults=PAGE)
@@ -83,7 +84,7 @@ class OrganizationsReader:
 
             def list_accounts(parent: str) -> tuple[str, list[dict[str, Any]] | None]:
                 try:
-                    return parent, list(self._pages("list_accounts_for_parent", "Accounts", ParentId=parent))
+                    return parent, list(self.pages("list_accounts_for_parent", "Accounts", ParentId=parent))
                 except (ClientError, BotoCoreError) as exc:
                     failures.append(f"ListAccountsForParent {parent}: {_describe(exc)}")
                     return parent, None
@@ -107,7 +108,7 @@ class OrganizationsReader:
     def _walk_units(self, pool: ThreadPoolExecutor, failures: list[str]) -> dict[str, OrgUnit]:
         """Roots, then the OUs of each level's parents concurrently; failed parents go to `failures`."""
         try:
-            roots = list(self._pages("list_roots", "Roots"))
+            roots = list(self.pages("list_roots", "Roots"))
         except (ClientError, BotoCoreError) as exc:
             raise AwsStepFailed("list roots", _describe(exc)) from None
         units: dict[str, OrgUnit] = {r["Id"]: OrgUnit(r["Id"], r.get("Name") or "Root", None) for r in roots}
@@ -115,7 +116,7 @@ class OrganizationsReader:
         def list_units(parent: str) -> tuple[str, list[dict[str, Any]] | None]:
             try:
                 return parent, list(
-                    self._pages("list_organizational_units_for_parent", "OrganizationalUnits", ParentId=parent)
+                    self.pages("list_organizational_units_for_parent", "OrganizationalUnits", ParentId=parent)
                 )
             except (ClientError, BotoCoreError) as exc:
                 failures.append(f"ListOrganizationalUnitsForParent {parent}: {_describe(exc)}")
@@ -164,3 +165,28 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         return f"{error_code(exc)}: {error_message(exc)}"
     return type(exc).__name__
+
+
+def read_policies(client: Any) -> tuple[list[Policy], list[Target]]:
+    """Every SCP of the organization with its document and targets (1 + 2 calls per policy, plus pages)."""
+    reader = OrganizationsReader(client)
+    policies: list[Policy] = []
+    targets: list[Target] = []
+    try:
+        summaries = list(reader.pages("list_policies", "Policies", Filter="SERVICE_CONTROL_POLICY"))
+        for summary in summaries:
+            described = client.describe_policy(PolicyId=summary["Id"])["Policy"]
+            policies.append(
+                Policy(
+                    id=summary["Id"],
+                    name=summary.get("Name", summary["Id"]),
+                    description=summary.get("Description", "") or "",
+                    aws_managed=bool(summary.get("AwsManaged", False)),
+                    content=described.get("Content", ""),
+                )
+            )
+            for t in reader.pages("list_targets_for_policy", "Targets", PolicyId=summary["Id"]):
+                targets.append(Target(summary["Id"], t["TargetId"], t.get("Type", ""), t.get("Name", "") or ""))
+    except ClientError as exc:
+        raise AwsStepFailed("read service control policies", _describe(exc), code=error_code(exc)) from None
+    return policies, targets

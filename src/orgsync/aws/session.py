@@ -7,6 +7,7 @@ for throttling and transient errors. `AWS_ENDPOINT_URL` is honoured by botocore 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -35,6 +36,21 @@ THROTTLE_CODES = frozenset(
         "PriorRequestNotComplete",
     }
 )
+
+
+def parse_rate_limits(text: str) -> dict[str, float]:
+    """ "organizations=20,sts=200,*=50" -> {"organizations": 20.0, "sts": 200.0, "*": 50.0}."""
+    limits: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, sep, value = part.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = 0.0
+        if not sep or not service.strip() or rate <= 0:
+            raise ValueError(f"bad rate limit {part!r}: expected service=calls-per-second, e.g. sts=200")
+        limits[service.strip()] = rate
+    return limits
 
 
 class RateLimiter:
@@ -116,8 +132,12 @@ class CallScope:
 class AwsGateway:
     """Makes sessions and clients; one per process, built in the composition root."""
 
-    def __init__(self, *, calls_per_second: float, max_attempts: int, region: str, pool_size: int = 32) -> None:
-        self.limiter = RateLimiter(calls_per_second)
+    def __init__(self, *, rate_limits: dict[str, float], max_attempts: int, region: str, pool_size: int = 32) -> None:
+        """`rate_limits`: calls per second per service ("sts", "organizations", ...; "*" for the others)."""
+        self.limiters = {service: RateLimiter(rate) for service, rate in rate_limits.items()}
+        self.limiters.setdefault("*", RateLimiter(50.0))
+        self._lock = threading.Lock()
+        self._sts_clients: dict[Any, Any] = {}
         self.totals = CallStats()
         self.region = region
         self.config = Config(
@@ -141,25 +161,26 @@ class AwsGateway:
         self._instrument(session)
         return session
 
-    def assume_role(self, caller: boto3.Session, role: RoleConfig, *, step: str) -> boto3.Session:
-        """A session holding the temporary credentials of `role`; AwsStepFailed names `step` on refusal."""
-        params: dict[str, Any] = {
-            "RoleArn": role.role_arn,
-            "RoleSessionName": role.session_name,
-            "DurationSeconds": role.duration_seconds,
-        }
-        if role.external_id is not None:
-            params["ExternalId"] = role.external_id.reveal()
-        sts = self.client(caller, "sts")
-        try:
-            creds = sts.assume_role(**params)["Credentials"]
-        except ClientError as exc:
-            code = error_code(exc)
-            raise AwsStepFailed(
-                step, f"AssumeRole {role.role_arn} refused: {code}: {error_message(exc)}", code=code
-            ) from None
-        except BotoCoreError as exc:
-            raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
+    def caller_sts(self, access_key: AccessKey | None = None) -> Any:
+        """An STS client of the caller identity, made once per identity and process (clients are thread-safe)."""
+        key = (
+            None
+            if access_key is None
+            else (access_key.access_key_id, hashlib.sha256(access_key.secret_access_key.reveal().encode()).digest())
+        )
+        with self._lock:
+            client = self._sts_clients.get(key)
+            if client is None:
+                client = self.client(self.caller_session(access_key), "sts")
+                self._sts_clients[key] = client
+            return client
+
+    def assume_role(self, caller: boto3.Session | Any, role: RoleConfig, *, step: str) -> boto3.Session:
+        """A session holding the temporary credentials of `role`; AwsStepFailed names `step` on refusal.
+
+        `caller` is a boto3 Session or an STS client of the caller (see `caller_sts`).
+        """
+        creds = self.assume_role_credentials(caller, role, step=step)
         session = boto3.Session(
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
@@ -168,6 +189,25 @@ class AwsGateway:
         )
         self._instrument(session)
         return session
+
+    def assume_role_credentials(self, caller: boto3.Session | Any, role: RoleConfig, *, step: str) -> dict[str, Any]:
+        """The temporary credentials of `role` (AssumeRole); AwsStepFailed with the AWS error code on refusal."""
+        sts = self.client(caller, "sts") if isinstance(caller, boto3.Session) else caller
+        params: dict[str, Any] = {
+            "RoleArn": role.role_arn,
+            "RoleSessionName": role.session_name,
+            "DurationSeconds": role.duration_seconds,
+        }
+        if role.external_id is not None:
+            params["ExternalId"] = role.external_id.reveal()
+        try:
+            return dict(sts.assume_role(**params)["Credentials"])
+        except ClientError as exc:
+            code = error_code(exc)
+            message = f"AssumeRole {role.role_arn} refused: {code}: {error_message(exc)}"
+            raise AwsStepFailed(step, message, code=code) from None
+        except BotoCoreError as exc:
+            raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
 
     def client(self, session: boto3.Session, service: str) -> Any:
         return session.client(service, config=self.config)
@@ -186,8 +226,9 @@ class AwsGateway:
         if scoped is not None:
             scoped.add_call(name)
 
-    def _on_send(self, **_: Any) -> None:
-        self.limiter.acquire()
+    def _on_send(self, event_name: str = "", **_: Any) -> None:
+        service = event_name.split(".")[1] if event_name.count(".") >= 2 else "*"
+        (self.limiters.get(service) or self.limiters["*"]).acquire()
 
     def _on_needs_retry(self, response: Any = None, operation: Any = None, **_: Any) -> None:
         if not response or operation is None:

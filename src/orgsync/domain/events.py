@@ -47,6 +47,16 @@ class AccountDiscovered(Event):
 
 
 @dataclass(frozen=True)
+class AccountValidationDue(Event):
+    """Check (again) that the member role of one account can be assumed."""
+
+    TYPE: ClassVar[str] = "AccountValidationDue"
+    cloud_id: str
+    account_id: str
+    org_id: str | None = None
+
+
+@dataclass(frozen=True)
 class AccountRemoved(Event):
     TYPE: ClassVar[str] = "AccountRemoved"
     org_id: str
@@ -93,6 +103,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         OrgSyncRequested,
         AccountDiscovered,
+        AccountValidationDue,
         AccountRemoved,
         OrgSyncCompleted,
         AccountValidated,

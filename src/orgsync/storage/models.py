@@ -190,5 +190,37 @@ __all__ = [
     "OutboxMessage",
     "ProcessedMessage",
     "ResourceTag",
+    "ScpTarget",
+    "ServiceControlPolicy",
     "SyncRun",
 ]
+
+
+class ServiceControlPolicy(Base):
+    """An SCP of an organization, with its JSON document."""
+
+    __tablename__ = "service_control_policies"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(130), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    aws_managed: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[str] = mapped_column(Text)
+
+
+class ScpTarget(Base):
+    """Where an SCP is attached: a root, an OU or an account."""
+
+    __tablename__ = "scp_targets"
+    __table_args__ = (Index("ix_scp_targets_target", "organization_id", "target_id"),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    policy_id: Mapped[str] = mapped_column(String(130), primary_key=True)
+    target_id: Mapped[str] = mapped_column(String(68), primary_key=True)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_name: Mapped[str] = mapped_column(String(256), default="")

@@ -20,9 +20,21 @@ from sqlalchemy.orm import Session
 from orgsync.domain.badges import SYSTEM_PREFIX
 from orgsync.domain.errors import NotFound
 from orgsync.domain.events import Envelope
+from orgsync.domain.scp import Policy, ScpPlan, Target, scps_applying
 from orgsync.domain.sync import CloudFields, StoredCloud, UnitRow
 
-from .models import BadgeRow, Cloud, Organization, OrgUnitRow, OutboxMessage, ProcessedMessage, SyncRun
+from .models import (
+    BadgeRow,
+    Cloud,
+    Organization,
+    OrgUnitRow,
+    OutboxMessage,
+    ProcessedMessage,
+    ResourceTag,
+    ScpTarget,
+    ServiceControlPolicy,
+    SyncRun,
+)
 
 BATCH = 500
 
@@ -382,3 +394,98 @@ def list_clouds(
             }
         )
     return result
+
+
+# -- tags and SCPs -------------------------------------------------------------------------------
+
+
+def tags_of(session: Session, cloud_id: str) -> dict[str, str]:
+    rows = session.execute(
+        select(ResourceTag.key, ResourceTag.value).where(ResourceTag.cloud_id == uuid.UUID(cloud_id))
+    ).all()
+    return dict(sorted((k, v) for k, v in rows))
+
+
+def stored_scps(session: Session, org_id: uuid.UUID) -> tuple[list[Policy], list[Target]]:
+    policies = [
+        Policy(p.id, p.name, p.description, p.aws_managed, p.content)
+        for p in session.scalars(select(ServiceControlPolicy).where(ServiceControlPolicy.organization_id == org_id))
+    ]
+    targets = [
+        Target(t.policy_id, t.target_id, t.target_type, t.target_name)
+        for t in session.scalars(select(ScpTarget).where(ScpTarget.organization_id == org_id))
+    ]
+    return policies, targets
+
+
+def write_scps(session: Session, org_id: uuid.UUID, plan: ScpPlan) -> None:
+    for policy in plan.upsert:
+        stmt = pg_insert(ServiceControlPolicy).values(
+            organization_id=org_id,
+            id=policy.id,
+            name=policy.name,
+            description=policy.description,
+            aws_managed=policy.aws_managed,
+            content=policy.content,
+        )
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[ServiceControlPolicy.organization_id, ServiceControlPolicy.id],
+                set_={k: stmt.excluded[k] for k in ("name", "description", "aws_managed", "content")},
+            )
+        )
+    if plan.delete:
+        session.execute(
+            delete(ScpTarget).where(ScpTarget.organization_id == org_id, ScpTarget.policy_id.in_(plan.delete))
+        )
+        session.execute(
+            delete(ServiceControlPolicy).where(
+                ServiceControlPolicy.organization_id == org_id, ServiceControlPolicy.id.in_(plan.delete)
+            )
+        )
+    for target in plan.drop_targets:
+        session.execute(
+            delete(ScpTarget).where(
+                ScpTarget.organization_id == org_id,
+                ScpTarget.policy_id == target.policy_id,
+                ScpTarget.target_id == target.target_id,
+            )
+        )
+    if plan.add_targets:
+        session.execute(
+            pg_insert(ScpTarget)
+            .values(
+                [
+                    {
+                        "organization_id": org_id,
+                        "policy_id": t.policy_id,
+                        "target_id": t.target_id,
+                        "target_type": t.target_type,
+                        "target_name": t.target_name,
+                    }
+                    for t in plan.add_targets
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+def scps_for_cloud(session: Session, cloud_id: str) -> list[dict[str, Any]]:
+    """The SCPs that apply to a managed cloud, root first, each with where it is attached."""
+    cloud = session.get(Cloud, uuid.UUID(cloud_id))
+    if cloud is None or cloud.organization_id is None:
+        return []
+    policies, targets = stored_scps(session, cloud.organization_id)
+    return [
+        {
+            "id": a.policy.id,
+            "name": a.policy.name,
+            "description": a.policy.description,
+            "aws_managed": a.policy.aws_managed,
+            "attached_to": f"{a.target.target_type.lower()} {a.target.target_id}"
+            + (f" ({a.target.target_name})" if a.target.target_name else ""),
+            "inherited": a.inherited,
+            "content": a.policy.content,
+        }
+        for a in scps_applying(cloud.account_id, cloud.org_path_ids or [], policies, targets)
+    ]

@@ -12,9 +12,9 @@ import dramatiq
 from orgsync.domain import events
 from orgsync.domain.errors import MalformedMessage, PermanentError
 
-from . import handlers
+from . import handlers, validation
 from .deps import Deps
-from .routes import ORG_SYNC, Route
+from .routes import ACCOUNT_DISCOVERED, ORG_SYNC, VALIDATION_DUE, Route
 
 TIME_LIMIT_MS = 30 * 60 * 1000
 
@@ -47,4 +47,18 @@ def declare_actors(broker: dramatiq.Broker, deps: Deps, *, max_retries: int) -> 
         """OrgSyncRequested -> AccountDiscovered*, AccountRemoved*, OrgSyncCompleted. Idempotent."""
         handlers.sync_org(deps, decode_for(args, kwargs, events.OrgSyncRequested))
 
-    return {ORG_SYNC.actor_name: actor(ORG_SYNC, org_sync_requested)}
+    def account_discovered(*args: Any, **kwargs: Any) -> None:
+        """AccountDiscovered -> the cloud's status from assuming its member role. Idempotent."""
+        envelope = decode_for(args, kwargs, events.AccountDiscovered)
+        validation.validate_account(deps, envelope, ACCOUNT_DISCOVERED.actor_name)
+
+    def account_validation_due(*args: Any, **kwargs: Any) -> None:
+        """AccountValidationDue -> the same check, asked for again (CLI, scheduler). Idempotent."""
+        envelope = decode_for(args, kwargs, events.AccountValidationDue)
+        validation.validate_account(deps, envelope, VALIDATION_DUE.actor_name)
+
+    return {
+        ORG_SYNC.actor_name: actor(ORG_SYNC, org_sync_requested),
+        ACCOUNT_DISCOVERED.actor_name: actor(ACCOUNT_DISCOVERED, account_discovered),
+        VALIDATION_DUE.actor_name: actor(VALIDATION_DUE, account_validation_due),
+    }

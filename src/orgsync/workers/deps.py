@@ -24,9 +24,11 @@ class Deps:
     after_commit: Callable[[], None] = lambda: None
 
 
-def emit(session: Session, event: Event, *, cause: Envelope | None = None) -> Envelope:
+def emit(
+    session: Session, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None
+) -> Envelope:
     """Write `event` to the outbox in the caller's transaction, correlated with what caused it."""
-    envelope = wrap(event, correlation_id=None if cause is None else cause.correlation_id)
+    envelope = wrap(event, correlation_id=cause.correlation_id if cause is not None else correlation_id)
     route = route_of(event.TYPE)
     repo.add_outbox(
         session,

@@ -15,9 +15,13 @@ class Route:
 
 
 ORG_SYNC = Route("org-sync", "org_sync_requested")
+ACCOUNT_DISCOVERED = Route("account-validation", "account_discovered")
+VALIDATION_DUE = Route("account-validation", "account_validation_due")
 
 ROUTES: dict[str, Route] = {
     events.OrgSyncRequested.TYPE: ORG_SYNC,
+    events.AccountDiscovered.TYPE: ACCOUNT_DISCOVERED,
+    events.AccountValidationDue.TYPE: VALIDATION_DUE,
 }
 QUEUES = tuple(sorted({r.queue_name for r in ROUTES.values()}))
 EVENTS_EXCHANGE = "orgsync.events"

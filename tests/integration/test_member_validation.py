@@ -1,0 +1,136 @@
+"""Member-role validation on the local AWS: each status with its message, throttling absorbed,
+re-validation on demand, and no secret anywhere in what orgsync stores, publishes or logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from orgsync.app import services
+from orgsync.domain.tree import SUSPENDED_STATES
+from orgsync.localaws import faults, set_member_role
+from orgsync.localaws.builder import BuiltOrg
+from orgsync.localaws.generator import generate_org
+from orgsync.localaws.inprocess import local_aws
+from orgsync.storage.models import Organization, OutboxMessage, ProcessedMessage, SyncRun
+
+from .conftest import add_and_sync, clouds_by_account, registration, run
+
+MEMBER_EXTERNAL_ID = "member-ext-7f3a"
+MANAGEMENT_EXTERNAL_ID = "mgmt-ext-91c2"
+
+
+@pytest.fixture
+def aws():
+    spec = generate_org(24, seed=9, suspended=3, missing_role=2, wrong_external_id=2)
+    with local_aws(spec, member_external_id=MEMBER_EXTERNAL_ID, management_external_id=MANAGEMENT_EXTERNAL_ID) as org:
+        yield org
+
+
+def expected_statuses(org: BuiltOrg) -> dict[str, str]:
+    def status(account) -> str:
+        if account.state in SUSPENDED_STATES:
+            return "account_suspended"
+        if account.member_role in ("missing", "wrong_external_id"):
+            return "assume_role_denied"
+        return "ok"
+
+    return {a.account_id: status(a) for a in org.accounts}
+
+
+def statuses(rt) -> dict[str, str]:
+    return {k: c["status"] for k, c in clouds_by_account(rt).items()}
+
+
+def test_each_account_gets_the_status_of_its_member_role(rt, aws: BuiltOrg):
+    add_and_sync(rt, aws)
+    expected = expected_statuses(aws)
+    assert statuses(rt) == expected
+    assert sorted(expected.values()).count("assume_role_denied") == 4
+    assert sorted(expected.values()).count("account_suspended") == 3
+    clouds = clouds_by_account(rt)
+    healthy = next(a for a in aws.accounts if expected[a.account_id] == "ok")
+    missing = aws.accounts_with(member_role="missing")[0]
+    suspended = next(a for a in aws.accounts if a.state == "SUSPENDED")
+    assert clouds[healthy.account_id]["status_message"] == f"assumed {aws.member_role_arn(healthy.account_id)}"
+    assert clouds[missing.account_id]["status_message"] == (
+        f"AWS refused AssumeRole on {aws.member_role_arn(missing.account_id)}. Check that the role exists in the "
+        "account with exactly this name and path, that its trust policy trusts orgsync's caller identity, and that "
+        "its sts:ExternalId condition matches the member external id configured for the organization"
+    )
+    assert clouds[suspended.account_id]["status_message"] == (
+        "the account is SUSPENDED in AWS Organizations and cannot be harvested; reinstate it, or turn on "
+        "auto-remove suspended for its organization"
+    )
+
+
+def test_session_duration_above_the_role_maximum(rt, aws: BuiltOrg):
+    reg = registration(aws)
+    creds = reg.credentials
+    longer = type(creds)(
+        management=creds.management,
+        member=type(creds.member)(creds.member.role_name, creds.member.session_name, 7200, creds.member.external_id),
+    )
+    registered = services.register_org(rt, type(reg)(reg.nickname, longer, reg.filters))
+    assert services.wait_for(rt, registered.request_id, timeout=60).ok
+    expected = {
+        k: ("duration_exceeded" if v == "ok" and aws.account(k).member_role == "ok" else v)
+        for k, v in expected_statuses(aws).items()
+    }
+    assert statuses(rt) == expected
+    some = next(k for k, v in expected.items() if v == "duration_exceeded")
+    assert clouds_by_account(rt)[some]["status_message"] == (
+        f"the session duration 7200s is above the maximum session duration of {aws.member_role_arn(some)}; "
+        "raise the role's maximum session duration or lower the member session duration of the organization"
+    )
+
+
+def test_throttling_on_a_share_of_calls_leaves_no_account_in_error(make_runtime, aws: BuiltOrg):
+    rt = make_runtime(aws_max_attempts=12)
+    faults.configure(throttle_rate=0.3, seed=4)
+    faults.reset_stats()
+    add_and_sync(rt, aws)
+    server_side = faults.stats()
+    faults.configure()
+    assert statuses(rt) == expected_statuses(aws)
+    throttled_by_aws = sum(server_side["throttled"].values())
+    assert throttled_by_aws > 10  # the injection really happened...
+    assert rt.aws.totals.total_throttles == throttled_by_aws  # ...and every throttle was absorbed by a retry
+
+
+def test_cloud_validate_checks_again_on_demand(rt, aws: BuiltOrg, capsys, cli_env):
+    add_and_sync(rt, aws)
+    missing = aws.accounts_with(member_role="missing")[0]
+    set_member_role(aws, missing.account_id, "ok")
+    code, out, err = run(capsys, "cloud", "validate", missing.account_id, "--wait", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["accounts"] == 1
+    assert statuses(rt)[missing.account_id] == "ok"
+    code, out, _ = run(capsys, "cloud", "list", "--status", "assume_role_denied", "--json")
+    assert {c["account_id"] for c in json.loads(out)} == {
+        k for k, v in expected_statuses(aws).items() if v == "assume_role_denied"
+    } - {missing.account_id}
+
+
+def test_no_secret_in_outputs_messages_or_logs(rt, aws: BuiltOrg, capsys, cli_env, caplog):
+    caplog.set_level(logging.DEBUG)
+    add_and_sync(rt, aws)
+    outputs = [
+        run(capsys, "org", "show", "acme", "--json")[1],
+        run(capsys, "org", "list", "--json")[1],
+        run(capsys, "cloud", "list", "--json")[1],
+    ]
+    with rt.sessions() as s:
+        stored = [json.dumps(e) for e in s.scalars(select(OutboxMessage.envelope))]
+        stored += [str(e) for e in s.scalars(select(ProcessedMessage.error))]
+        stored += [str(e) for e in s.scalars(select(SyncRun.error))]
+        stored += [json.dumps(r) for r in s.scalars(select(Organization.permission_report))]
+        ciphertexts = list(s.scalars(select(Organization.credentials)))
+    haystack = "\n".join([*outputs, *stored, caplog.text])
+    for secret in (MEMBER_EXTERNAL_ID, MANAGEMENT_EXTERNAL_ID, aws.caller_secret_access_key):
+        assert secret not in haystack
+        assert all(secret.encode() not in blob for blob in ciphertexts)
+    assert len(stored) > len(aws.accounts)  # the search covered every message written
