@@ -748,7 +748,10 @@ def add_args(management_role_arn: str, member_role_name: str) -> list[str]:
 
 def run_bench(opts: Options) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:10]
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError
+        raise BenchError(f"the ORGSYNC_* settings in the environment are invalid: {exc}") from None
     setup: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orgsync-bench-")))
@@ -850,6 +853,20 @@ def changes(c: dict[str, int] | None) -> str:
     return "-" if c is None else f"+{c['inserted']} ~{c['updated']} -{c['deleted']}"
 
 
+def message_count(actor: dict[str, Any] | None) -> str:
+    if actor is None:
+        return "-"
+    failed = f" ({actor['not_done']} failed)" if actor["not_done"] else ""
+    return f"{actor['messages']}{failed}"
+
+
+def message_span(actor: dict[str, Any] | None) -> str:
+    if actor is None or actor["last_s_after_handler"] is None:
+        return "-"
+    rate = f", {actor['per_second']:g}/s" if actor["per_second"] else ""
+    return f"done +{actor['last_s_after_handler']:.1f}s{rate}"
+
+
 def format_report(r: dict[str, Any]) -> str:
     c, first, repeat = r["config"], r["syncs"]["first"], r["syncs"]["repeated"]
     s = c["settings"]
@@ -887,23 +904,9 @@ def format_report(r: dict[str, Any]) -> str:
     actors = sorted(set(first["follow_up"]["actors"]) | set(repeat["follow_up"]["actors"]))
     for actor in actors:
         a, b = first["follow_up"]["actors"].get(actor), repeat["follow_up"]["actors"].get(actor)
-
-        def text(x: dict[str, Any] | None) -> str:
-            if x is None:
-                return "-"
-            bad = f" ({x['not_done']} failed)" if x["not_done"] else ""
-            return f"{x['messages']}{bad}"
-
-        row(f"  messages {actor}", text(a), text(b))
+        row(f"  messages {actor}", message_count(a), message_count(b))
         if (a and a["messages"] > 1) or (b and b["messages"] > 1):
-
-            def span(x: dict[str, Any] | None) -> str:
-                if x is None or x["last_s_after_handler"] is None:
-                    return "-"
-                rate = f", {x['per_second']:g}/s" if x["per_second"] else ""
-                return f"done +{x['last_s_after_handler']:.1f}s{rate}"
-
-            row("    last one after handler end", span(a), span(b))
+            row("    last one after handler end", message_span(a), message_span(b))
     both(
         "all events published after handler", lambda x: seconds(x["follow_up"]["events_all_published_s_after_handler"])
     )

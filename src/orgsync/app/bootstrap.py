@@ -12,6 +12,7 @@ from pathlib import Path
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Retries
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,7 +22,7 @@ from orgsync.storage import db
 from orgsync.storage.vault import KeyRing, VaultError, ensure_keys_file, read_keys_file
 from orgsync.workers.actors import declare_actors
 from orgsync.workers.deps import Deps
-from orgsync.workers.middleware import RecordFailures, RelayInWorker
+from orgsync.workers.middleware import LogContext, RecordFailures, RelayInWorker
 from orgsync.workers.publisher import DramatiqPublisher
 from orgsync.workers.relay import OutboxRelay
 
@@ -91,7 +92,14 @@ class Runtime:
             walk_concurrency=settings.walk_concurrency,
             after_commit=relay.kick,
         )
-        broker.add_middleware(RecordFailures(sessions))
+        broker.add_middleware(LogContext())
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from orgsync.workers.metrics import MessageMetrics, observe_aws
+
+            broker.add_middleware(MessageMetrics())
+            observe_aws(aws)
+        # after_* hooks run in reverse order: placed before Retries, this sees the message already failed
+        broker.add_middleware(RecordFailures(sessions), before=Retries)
         broker.add_middleware(RelayInWorker(relay, settings.relay_interval_seconds))
         declare_actors(broker, deps, max_retries=settings.message_max_retries)
         dramatiq.set_broker(broker)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pika
@@ -26,11 +27,18 @@ def _passive(connection: pika.BlockingConnection, name: str) -> tuple[int, int] 
             channel.close()
 
 
-def queue_counts(url: str, queues: Iterable[str]) -> list[dict[str, Any]]:
+def _connect(url: str) -> pika.BlockingConnection:
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1
+    params.socket_timeout = 5
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(url))
+        return pika.BlockingConnection(params)
     except pika.exceptions.AMQPError as exc:
         raise OrgSyncError(f"cannot connect to RabbitMQ: {type(exc).__name__}") from None
+
+
+def queue_counts(url: str, queues: Iterable[str]) -> list[dict[str, Any]]:
+    connection = _connect(url)
     try:
         rows = []
         for queue in queues:
@@ -49,5 +57,116 @@ def queue_counts(url: str, queues: Iterable[str]) -> list[dict[str, Any]]:
                 }
             )
         return rows
+    finally:
+        connection.close()
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _envelope_of(message: dict[str, Any]) -> dict[str, Any]:
+    args = message.get("args")
+    if isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict):
+        return args[0]
+    return {}
+
+
+def peek_dead_letters(url: str, queues: Iterable[str]) -> list[dict[str, Any]]:
+    """Every message in the dead-letter queues, read without removing any (they go back unacked)."""
+    connection = _connect(url)
+    try:
+        found = []
+        for queue in queues:
+            if _passive(connection, f"{queue}.XQ") is None:
+                continue
+            channel = connection.channel()
+            try:
+                while True:
+                    method, properties, body = channel.basic_get(f"{queue}.XQ", auto_ack=False)
+                    if method is None:
+                        break
+                    message = _decode(body)
+                    envelope = _envelope_of(message)
+                    found.append(
+                        {
+                            "queue": queue,
+                            "message_id": str(message.get("message_id") or properties.message_id or ""),
+                            "envelope_id": envelope.get("id"),
+                            "type": envelope.get("type") or message.get("actor_name") or "undecodable",
+                            "org_id": (envelope.get("data") or {}).get("org_id")
+                            if isinstance(envelope.get("data"), dict)
+                            else None,
+                            "enqueued_at_ms": message.get("message_timestamp"),
+                            "retries": (message.get("options") or {}).get("retries", 0)
+                            if isinstance(message.get("options"), dict)
+                            else 0,
+                            "body_is_json": bool(message),
+                        }
+                    )
+            finally:
+                channel.close()  # unacked messages return to the queue
+        return found
+    finally:
+        connection.close()
+
+
+def requeue_dead_letters(
+    url: str, queue: str, message_ids: set[str] | None, before_publish: Callable[[list[str]], None]
+) -> list[tuple[str, str]]:
+    """Move dead letters (all, or those with the given ids) back to their queue.
+
+    `before_publish(ids)` runs before each message goes back (to clear its failed mark: a worker may
+    take it at once). Returns (message id, envelope id) of each moved message.
+    """
+    connection = _connect(url)
+    moved: list[tuple[str, str]] = []
+    try:
+        counts = _passive(connection, f"{queue}.XQ")
+        if counts is None:
+            return moved
+        channel = connection.channel()
+        channel.confirm_delivery()
+        try:
+            # only what is there now: a requeued message that fails again comes back to the XQ meanwhile
+            for _ in range(counts[0]):
+                method, properties, body = channel.basic_get(f"{queue}.XQ", auto_ack=False)
+                if method is None:
+                    break
+                message = _decode(body)
+                ids = {str(message.get("message_id")), str(_envelope_of(message).get("id"))}
+                if message_ids is not None and not ids & message_ids:
+                    continue
+                if message:
+                    options = message.get("options") if isinstance(message.get("options"), dict) else {}
+                    message["options"] = {k: v for k, v in options.items() if k not in ("retries", "traceback")}
+                    body = json.dumps(message).encode()
+                before_publish([i for i in ids if i and i != "None"])
+                channel.basic_publish(
+                    "", queue, body, pika.BasicProperties(content_type="application/json", delivery_mode=2)
+                )
+                channel.basic_ack(method.delivery_tag)
+                moved.append((str(message.get("message_id") or ""), str(_envelope_of(message).get("id") or "")))
+        finally:
+            channel.close()
+        return moved
+    finally:
+        connection.close()
+
+
+def purge_dead_letters(url: str, queue: str) -> int:
+    connection = _connect(url)
+    try:
+        if _passive(connection, f"{queue}.XQ") is None:
+            return 0
+        channel = connection.channel()
+        try:
+            return int(channel.queue_purge(f"{queue}.XQ").method.message_count)
+        finally:
+            channel.close()
     finally:
         connection.close()

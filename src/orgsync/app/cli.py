@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,10 +53,16 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(org_app, name="org")
 app.add_typer(cloud_app, name="cloud")
 app.add_typer(keys_app, name="keys")
+tags_app = typer.Typer(no_args_is_help=True, help="Account tags read from AWS.")
+badges_app = typer.Typer(no_args_is_help=True, help="Badges derived from tags.")
+dead_app = typer.Typer(no_args_is_help=True, help="Messages that failed for good (<queue>.XQ).")
 app.add_typer(db_app, name="db")
+app.add_typer(dead_app, name="dead-letters")
+app.add_typer(tags_app, name="tags")
+app.add_typer(badges_app, name="badges")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Return when the work and all it caused has finished.")]
 
@@ -549,6 +558,58 @@ def _role_config(role_arn: str, session_name: str, external_id: str | None, dura
     )
 
 
+# -- tags and badges ----------------------------------------------------------------------------
+
+
+def _request_and_wait(event_factory: Any, org: str | None, label: str, wait: bool, as_json: bool) -> None:
+    with runtime(workers=True) as rt:
+        request_id = services.request_event(rt, org, event_factory)
+        result = None
+        if wait or rt.in_process:
+            result = _wait(rt, request_id, label=label, as_json=as_json)
+        if as_json:
+            _print_json({"request_id": request_id, "finished": bool(result and result.finished)})
+        else:
+            out.print(f"{label} requested ({request_id})")
+        if result is not None:
+            _finish_wait(result)
+
+
+@tags_app.command("refresh")
+def tags_refresh(
+    org: Annotated[str | None, typer.Option(help="Only this organization (default: all).")] = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read account tags from AWS now; changed tags then update the badges."""
+    from orgsync.domain.events import TagRefreshDue
+
+    _request_and_wait(lambda org_id: TagRefreshDue(org_id), org, "tag refresh", wait, as_json)
+
+
+@badges_app.command("reconcile")
+def badges_reconcile(
+    org: Annotated[str | None, typer.Option(help="Only this organization (default: all).")] = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make badges follow the stored tags now."""
+    from orgsync.domain.events import BadgeReconcileDue
+
+    _request_and_wait(lambda org_id: BadgeReconcileDue(org_id), org, "badge reconcile", wait, as_json)
+
+
+@app.command()
+def scheduler() -> None:
+    """Publish the periodic work (syncs, tag refresh, badge reconcile, re-validation); one instance leads."""
+    from .scheduler_main import main as scheduler_main
+
+    settings = get_settings()
+    if settings.in_process_broker:
+        _fail("orgsync scheduler needs ORGSYNC_BROKER_URL: it only publishes work for `orgsync worker` processes")
+    scheduler_main(settings)
+
+
 # -- operations ---------------------------------------------------------------------------------
 
 
@@ -580,6 +641,11 @@ def worker(
     ]
     if queues:
         args += ["--queues", *queues]
+    if settings.metrics_port:
+        # every worker process writes its counters here; one fork process serves them all
+        metrics_dir = Path(tempfile.mkdtemp(prefix="orgsync-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        args += ["--fork-function", "orgsync.app.metrics_server:serve"]
     sys.stdout.flush()
     os.execv(sys.executable, args)  # noqa: S606 - replaces this process with dramatiq's own supervisor
 
@@ -611,6 +677,90 @@ def queues(as_json: JsonOpt = False) -> None:
     for q in data["queues"]:
         table.add_row(q["queue"], *(str(q[k]) for k in ("ready", "unacked", "delayed", "dead", "consumers")))
     out.print(table)
+
+
+def _broker_url_or_fail() -> str:
+    settings = get_settings()
+    if settings.in_process_broker or settings.broker_url is None:
+        _fail("no ORGSYNC_BROKER_URL: with the in-process broker, dead letters live only inside a command's run")
+        raise AssertionError  # unreachable: _fail exits
+    return settings.broker_url.get_secret_value()
+
+
+def _queues_option(queue: str | None) -> tuple[str, ...]:
+    from orgsync.workers.routes import QUEUES
+
+    if queue is not None and queue not in QUEUES:
+        _fail(f"unknown queue {queue}; orgsync's queues are {', '.join(QUEUES)}")
+    return (queue,) if queue else QUEUES
+
+
+@dead_app.command("list")
+def dead_letters_list(
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None, as_json: JsonOpt = False
+) -> None:
+    """Dead-lettered messages: type, org, age, why they failed."""
+    from .broker_admin import peek_dead_letters
+
+    url = _broker_url_or_fail()
+    letters = peek_dead_letters(url, _queues_option(queue))
+    with runtime() as rt, rt.sessions() as s:
+        reasons = repo.failure_reasons(s, [i for d in letters for i in (d["envelope_id"], d["message_id"]) if i])
+    now_ms = time.time() * 1000
+    for letter in letters:
+        reason = reasons.get(letter["envelope_id"] or "") or reasons.get(letter["message_id"]) or None
+        letter["reason"] = reason or ("the body is not JSON" if not letter.pop("body_is_json") else "unknown")
+        letter.pop("body_is_json", None)
+        sent = letter.pop("enqueued_at_ms")
+        letter["age_seconds"] = round((now_ms - sent) / 1000) if isinstance(sent, int | float) else None
+    if as_json:
+        _print_json(letters)
+        return
+    table = Table("queue", "message", "type", "org", "age (s)", "reason")
+    for d in letters:
+        table.add_row(d["queue"], d["message_id"], d["type"], d["org_id"] or "-", str(d["age_seconds"]), d["reason"])
+    out.print(table)
+    out.print(f"{len(letters)} dead letters")
+
+
+@dead_app.command("requeue")
+def dead_letters_requeue(
+    ids: Annotated[list[str] | None, typer.Argument(help="Message ids (default: every dead letter).")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put dead letters back on their queue (after fixing what made them fail)."""
+    from .broker_admin import requeue_dead_letters
+
+    url = _broker_url_or_fail()
+    moved: list[tuple[str, str]] = []
+    with runtime() as rt:
+
+        def forget(message_ids: list[str]) -> None:
+            with rt.sessions.begin() as s:
+                repo.forget_failures(s, message_ids)
+
+        for name in _queues_option(queue):
+            moved += requeue_dead_letters(url, name, set(ids) if ids else None, forget)
+    if as_json:
+        _print_json({"requeued": [m for m, _ in moved]})
+    else:
+        out.print(f"requeued {len(moved)} messages")
+
+
+@dead_app.command("purge")
+def dead_letters_purge(
+    queue: Annotated[str, typer.Option(help="The queue whose dead letters to drop.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Drop every dead letter of one queue."""
+    from .broker_admin import purge_dead_letters
+
+    url = _broker_url_or_fail()
+    _queues_option(queue)
+    if not yes and not typer.confirm(f"Drop every dead letter of {queue}?"):
+        raise typer.Abort()
+    out.print(f"purged {purge_dead_letters(url, queue)} dead letters from {queue}.XQ")
 
 
 @db_app.command("upgrade")
@@ -657,6 +807,7 @@ def demo(
 
 def main() -> None:
     debug = os.environ.get("ORGSYNC_DEBUG") == "1"
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         app(standalone_mode=False)
     except typer.Exit as exc:

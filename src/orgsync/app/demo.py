@@ -44,7 +44,14 @@ def run_demo(*, accounts: int, seed: int, console: Console) -> None:
     base = get_settings()
     data_dir = base.data_dir / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
-    settings = Settings(data_dir=data_dir, database_url=None, broker_url=None, encryption_keys=None)
+    # the local AWS has no quotas to respect, so the demo lifts the per-service rate limits
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=None,
+        broker_url=None,
+        encryption_keys=None,
+        aws_rate_limits="organizations=200,sts=500,*=200",
+    )
     configure_logging(settings, quiet=True)
     started = time.monotonic()
     console.print(f"[bold]orgsync demo[/bold]: generating an organization of {accounts} accounts (seed {seed})")

@@ -7,11 +7,15 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from orgsync.logcontext import FIELDS, ContextFilter
+
 from .settings import Settings
 
 
 class JsonFormatter(logging.Formatter):
-    FIELDS = ("org_id", "message_id", "correlation_id", "actor")
+    """One JSON object per line: ts, level, logger, message, and the work's context fields."""
+
+    FIELDS = FIELDS
 
     def format(self, record: logging.LogRecord) -> str:
         data = {
@@ -29,13 +33,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
+class HumanFormatter(logging.Formatter):
+    """Readable lines; the context fields, when there are any, follow in brackets."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(f"{k}={getattr(record, k)}" for k in FIELDS if getattr(record, k, None))
+        return f"{line} [{context}]" if context else line
+
+
 def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
-    as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
-    if as_json and settings.log_format == "json":
+    handler.addFilter(ContextFilter())
+    if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(HumanFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else settings.log_level.upper())

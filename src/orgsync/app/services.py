@@ -322,3 +322,12 @@ def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[str, str | None,
         raise Conflict(f"the nickname {edit.nickname!r} is taken") from None
     rt.deps.after_commit()
     return str(org_id), request.id, changed
+
+
+def request_event(rt: Runtime, org_ref: str | None, make: Callable[[str | None], events.Event]) -> str:
+    """Write one event for an org (or for all when `org_ref` is None); returns its id for --wait."""
+    with rt.sessions.begin() as s:
+        org_id = str(repo.find_org(s, org_ref).id) if org_ref else None
+        request = emit(s, make(org_id))
+    rt.deps.after_commit()
+    return request.id

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     relay_interval_seconds: float = 2.0
     wait_timeout_seconds: float = 600.0
 
+    # Prometheus: worker groups serve on metrics_port, the scheduler on scheduler_metrics_port; 0 = off
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    scheduler_metrics_port: int = 9465
+
     log_format: str = "auto"
     log_level: str = "INFO"
 
@@ -54,6 +59,15 @@ class Settings(BaseSettings):
     @property
     def in_process_broker(self) -> bool:
         return self.broker_url is None or not self.broker_url.get_secret_value()
+
+    # -- scheduler (orgsync.scheduler; env ORGSYNC_SCHEDULE_*, ORGSYNC_SCHEDULER_POLL_SECONDS) ----------
+    # how often the leader publishes each kind of periodic work, in seconds (coalesced per org/cloud)
+    schedule_org_sync_seconds: float = Field(default=3600, gt=0)
+    schedule_tag_refresh_seconds: float = Field(default=900, gt=0)
+    schedule_badge_reconcile_seconds: float = Field(default=900, gt=0)
+    schedule_validation_seconds: float = Field(default=21600, gt=0)
+    # how often a standby tries to take leadership and the leader checks its lock connection
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
 
 
 @lru_cache(maxsize=1)

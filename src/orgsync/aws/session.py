@@ -11,7 +11,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +136,8 @@ class AwsGateway:
         """`rate_limits`: calls per second per service ("sts", "organizations", ...; "*" for the others)."""
         self.limiters = {service: RateLimiter(rate) for service, rate in rate_limits.items()}
         self.limiters.setdefault("*", RateLimiter(50.0))
+        # callbacks (kind, "service:Operation") with kind in call / throttle / error, e.g. for metrics
+        self.observers: list[Callable[[str, str], None]] = []
         self._lock = threading.Lock()
         self._sts_clients: dict[Any, Any] = {}
         self.totals = CallStats()
@@ -219,9 +221,14 @@ class AwsGateway:
         events.register("before-send", self._on_send)
         events.register("needs-retry", self._on_needs_retry)
 
+    def _notify(self, kind: str, name: str) -> None:
+        for observer in self.observers:
+            observer(kind, name)
+
     def _on_call(self, model: Any = None, **_: Any) -> None:
         name = f"{model.service_model.service_name}:{model.name}"
         self.totals.add_call(name)
+        self._notify("call", name)
         scoped = CallScope.current()
         if scoped is not None:
             scoped.add_call(name)
@@ -234,8 +241,11 @@ class AwsGateway:
         if not response or operation is None:
             return
         code = (response[1] or {}).get("Error", {}).get("Code") if isinstance(response, tuple) else None
+        name = f"{operation.service_model.service_name}:{operation.name}"
+        if code and code not in THROTTLE_CODES:
+            self._notify("error", name)
         if code in THROTTLE_CODES:
-            name = f"{operation.service_model.service_name}:{operation.name}"
+            self._notify("throttle", name)
             self.totals.add_throttle(name)
             scoped = CallScope.current()
             if scoped is not None:

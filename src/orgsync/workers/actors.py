@@ -12,9 +12,9 @@ import dramatiq
 from orgsync.domain import events
 from orgsync.domain.errors import MalformedMessage, PermanentError
 
-from . import handlers, validation
+from . import handlers, tagging, validation
 from .deps import Deps
-from .routes import ACCOUNT_DISCOVERED, ORG_SYNC, VALIDATION_DUE, Route
+from .routes import ACCOUNT_DISCOVERED, BADGE_RECONCILE, ORG_SYNC, TAG_REFRESH, VALIDATION_DUE, Route
 
 TIME_LIMIT_MS = 30 * 60 * 1000
 
@@ -57,7 +57,17 @@ def declare_actors(broker: dramatiq.Broker, deps: Deps, *, max_retries: int) -> 
         envelope = decode_for(args, kwargs, events.AccountValidationDue)
         validation.validate_account(deps, envelope, VALIDATION_DUE.actor_name)
 
+    def tag_refresh_due(*args: Any, **kwargs: Any) -> None:
+        """TagRefreshDue -> chunks of it, or resource tags + BadgeReconcileDue for changed clouds. Idempotent."""
+        tagging.refresh_tags(deps, decode_for(args, kwargs, events.TagRefreshDue))
+
+    def badge_reconcile_due(*args: Any, **kwargs: Any) -> None:
+        """BadgeReconcileDue -> badges follow resource tags. Idempotent."""
+        tagging.reconcile(deps, decode_for(args, kwargs, events.BadgeReconcileDue))
+
     return {
+        TAG_REFRESH.actor_name: actor(TAG_REFRESH, tag_refresh_due),
+        BADGE_RECONCILE.actor_name: actor(BADGE_RECONCILE, badge_reconcile_due),
         ORG_SYNC.actor_name: actor(ORG_SYNC, org_sync_requested),
         ACCOUNT_DISCOVERED.actor_name: actor(ACCOUNT_DISCOVERED, account_discovered),
         VALIDATION_DUE.actor_name: actor(VALIDATION_DUE, account_validation_due),

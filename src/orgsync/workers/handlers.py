@@ -189,6 +189,7 @@ def _apply(
             events.OrgSyncCompleted(str(org.id), str(run.id), status, len(scope.accounts), run.added, run.removed),
             cause=envelope,
         )
+        emit(session, events.TagRefreshDue(str(org.id)), cause=envelope)
         if error:
             repo.mark_processed(
                 session, envelope.id, envelope.correlation_id, ORG_SYNC.actor_name, status="failed", error=error

@@ -10,6 +10,7 @@ import dramatiq
 from dramatiq.middleware import Middleware
 from sqlalchemy.orm import Session, sessionmaker
 
+from orgsync import logcontext
 from orgsync.storage import repository as repo
 
 from .relay import OutboxRelay
@@ -61,8 +62,23 @@ class RecordFailures(Middleware):
         except Exception:
             log.exception("could not record the failure of message %s", mid)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        return None
+
+class LogContext(Middleware):
+    """Binds the message's ids (and its org, when the envelope names one) to every log line it causes."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        logcontext.clear()
+        mid, cid = envelope_ids(message)
+        data = message.args[0].get("data") if len(message.args) == 1 and isinstance(message.args[0], dict) else None
+        org_id = data.get("org_id") if isinstance(data, dict) else None
+        logcontext.bind(message_id=mid, correlation_id=cid, actor=message.actor_name, org_id=org_id)
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        logcontext.clear()
+
+    after_skip_message = after_process_message  # type: ignore[assignment]
 
 
 class RelayInWorker(Middleware):

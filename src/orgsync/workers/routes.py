@@ -17,11 +17,15 @@ class Route:
 ORG_SYNC = Route("org-sync", "org_sync_requested")
 ACCOUNT_DISCOVERED = Route("account-validation", "account_discovered")
 VALIDATION_DUE = Route("account-validation", "account_validation_due")
+TAG_REFRESH = Route("tags", "tag_refresh_due")
+BADGE_RECONCILE = Route("badges", "badge_reconcile_due")
 
 ROUTES: dict[str, Route] = {
     events.OrgSyncRequested.TYPE: ORG_SYNC,
     events.AccountDiscovered.TYPE: ACCOUNT_DISCOVERED,
     events.AccountValidationDue.TYPE: VALIDATION_DUE,
+    events.TagRefreshDue.TYPE: TAG_REFRESH,
+    events.BadgeReconcileDue.TYPE: BADGE_RECONCILE,
 }
 QUEUES = tuple(sorted({r.queue_name for r in ROUTES.values()}))
 EVENTS_EXCHANGE = "orgsync.events"

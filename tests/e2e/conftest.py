@@ -1,0 +1,72 @@
+"""Process-level fixtures: a local AWS server, orgsync worker processes, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orgsync.localaws import LocalAwsServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
+
+
+@pytest.fixture(scope="module")
+def aws_server() -> Iterator[LocalAwsServer]:
+    with LocalAwsServer(accounts=60, seed=11, member_external_id="member-ext-1") as server:
+        yield server
+
+
+@pytest.fixture
+def env(aws_server: LocalAwsServer, database_url: str, amqp_url: str, encryption_key: str, tmp_path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **aws_server.env(),
+        "ORGSYNC_DATABASE_URL": database_url,
+        "ORGSYNC_BROKER_URL": amqp_url,
+        "ORGSYNC_ENCRYPTION_KEYS": encryption_key,
+        "ORGSYNC_DATA_DIR": str(tmp_path),
+        "ORGSYNC_LOG_FORMAT": "json",
+        "ORGSYNC_RELAY_INTERVAL_SECONDS": "0.5",
+        "ORGSYNC_WAIT_TIMEOUT_SECONDS": "120",
+        "ORGSYNC_METRICS_PORT": str(free_port()),
+        "ORGSYNC_MESSAGE_MAX_RETRIES": "1",
+    }
+
+
+@pytest.fixture
+def workers(env: dict[str, str], tmp_path) -> Iterator[subprocess.Popen[bytes]]:
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [ORGSYNC, "worker", "--processes", "2", "--threads", "4"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log.close()
+
+
+def orgsync(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ORGSYNC, *args], env=env, capture_output=True, text=True, timeout=180, input=stdin)
