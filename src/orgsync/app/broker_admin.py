@@ -134,7 +134,7 @@ def requeue_dead_letters(
         try:
             # only what is there now: a requeued message that fails again comes back to the XQ meanwhile
             for _ in range(counts[0]):
-                method, properties, body = channel.basic_get(f"{queue}.XQ", auto_ack=False)
+                method, _, body = channel.basic_get(f"{queue}.XQ", auto_ack=False)
                 if method is None:
                     break
                 message = _decode(body)

@@ -17,7 +17,19 @@ def main(settings: Settings) -> None:
     # APScheduler logs every run at INFO; the scheduler logs each run's outcome itself
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     rt = Runtime.open(settings, migrate=False)
+    server = None
+    if settings.scheduler_metrics_port:
+        from . import metrics_server
+
+        try:
+            server = metrics_server.start(settings, port=settings.scheduler_metrics_port, multiprocess=False)
+        except OSError as exc:  # e.g. a standby on the same host: scheduling matters more than metrics
+            logging.getLogger(__name__).warning(
+                "metrics not served on port %d: %s", settings.scheduler_metrics_port, exc.strerror
+            )
     try:
         run_scheduler(rt)
     finally:
+        if server is not None:
+            server.shutdown()
         rt.close()

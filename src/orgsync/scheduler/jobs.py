@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter
 from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -248,6 +249,13 @@ def run(
     return JobResult(job.name, correlation_id, written, skipped)
 
 
+EVENTS_WRITTEN = Counter("orgsync_scheduler_events", "Events written by the scheduler, per job.", ["job"])
+
+
+def _count(job: str, written: int) -> None:
+    EVENTS_WRITTEN.labels(job).inc(written)
+
+
 def run_and_relay(
     rt: Runtime,
     job: Job | str,
@@ -263,6 +271,7 @@ def run_and_relay(
     except NotLeader as exc:
         log.warning("scheduler %s: %s", instance_id, exc)
         return None
+    _count(name, result.written)
     log.info(
         "scheduler %s: job %s wrote %d event(s), %d still pending (correlation %s)",
         instance_id,

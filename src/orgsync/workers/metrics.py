@@ -18,7 +18,6 @@ from dramatiq.middleware import Middleware
 
 from orgsync.aws.session import AwsGateway
 
-
 _lock = threading.Lock()
 
 
