@@ -52,9 +52,26 @@ def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env
     assert {k: c["org_path"] for k, c in clouds.items()} == {k: "/".join(a.ou_path_names) for k, a in expected.items()}
     assert {c["organization_id"] for c in clouds.values()} == {org_id}
 
-    queues = json.loads(orgsync(env, "queues", "--json").stdout)
-    sync_queue = next(q for q in queues["queues"] if q["queue"] == "org-sync")
-    assert (queues["mode"], sync_queue["ready"], sync_queue["dead"], sync_queue["consumers"]) == ("rabbitmq", 0, 0, 2)
+    deadline = time.monotonic() + 20  # the management API samples unacknowledged counts every 5 s
+    while True:
+        queues = json.loads(orgsync(env, "queues", "--json").stdout)
+        sync_queue = next(q for q in queues["queues"] if q["queue"] == "org-sync")
+        if sync_queue["unacked"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert (
+        queues["mode"],
+        sync_queue["ready"],
+        sync_queue["unacked"],
+        sync_queue["dead"],
+        sync_queue["consumers"],
+    ) == (
+        "rabbitmq",
+        0,
+        0,
+        0,
+        2,
+    )
 
     # another service asks for a sync with nothing but pika and the documented bytes
     request_id = str(uuid.uuid4())

@@ -43,6 +43,7 @@ def test_sync_stores_every_account_with_state_path_and_system_badges(rt, aws: Bu
             "system.cloud_organization": aws.org_id,
             "system.cloud_organization_nickname": "acme",
             "system.cloud_org_path": path,
+            **account.tags,  # the first sync ends with the tag refresh and badge reconcile it caused
         }
 
 

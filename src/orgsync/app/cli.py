@@ -666,7 +666,8 @@ def queues(as_json: JsonOpt = False) -> None:
         from .broker_admin import queue_counts
 
         assert settings.broker_url is not None
-        data = {"mode": "rabbitmq", "queues": queue_counts(settings.broker_url.get_secret_value(), QUEUES)}
+        api = settings.broker_management_url.get_secret_value() if settings.broker_management_url else None
+        data = {"mode": "rabbitmq", "queues": queue_counts(settings.broker_url.get_secret_value(), QUEUES, api)}
     if as_json:
         _print_json(data)
         return
@@ -675,7 +676,10 @@ def queues(as_json: JsonOpt = False) -> None:
         return
     table = Table("queue", "ready", "unacked", "delayed", "dead", "consumers")
     for q in data["queues"]:
-        table.add_row(q["queue"], *(str(q[k]) for k in ("ready", "unacked", "delayed", "dead", "consumers")))
+        table.add_row(
+            q["queue"],
+            *(str(q[k]) if q[k] is not None else "-" for k in ("ready", "unacked", "delayed", "dead", "consumers")),
+        )
     out.print(table)
 
 

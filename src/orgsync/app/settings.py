@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     database_url: SecretStr | None = Field(default=None, description="postgresql://user:pass@host:port/db")
     broker_url: SecretStr | None = Field(default=None, description="amqp://user:pass@host:port/vhost")
+    # RabbitMQ's management API, for unacknowledged counts (default: the broker's host, port 15672)
+    broker_management_url: SecretStr | None = None
     encryption_keys: SecretStr | None = Field(default=None, description="comma-separated keys; the first encrypts")
     encryption_keys_file: Path | None = None
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("orgsync")))
