@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.localaws import LocalAwsServer
+from orgsync.localaws import BuiltOrg, LocalAwsServer
 
 
 def free_port() -> int:
@@ -30,21 +30,48 @@ def aws_server() -> Iterator[LocalAwsServer]:
         yield server
 
 
-@pytest.fixture
-def env(aws_server: LocalAwsServer, database_url: str, amqp_url: str, encryption_key: str, tmp_path) -> dict[str, str]:
+def service_env(
+    aws_server: LocalAwsServer, database_url: str, amqp_url: str, encryption_key: str, data_dir: Path, **overrides: str
+) -> dict[str, str]:
+    """The environment of orgsync processes on this test's database, vhost and local AWS."""
     return {
         **os.environ,
         **aws_server.env(),
         "ORGSYNC_DATABASE_URL": database_url,
         "ORGSYNC_BROKER_URL": amqp_url,
         "ORGSYNC_ENCRYPTION_KEYS": encryption_key,
-        "ORGSYNC_DATA_DIR": str(tmp_path),
+        "ORGSYNC_DATA_DIR": str(data_dir),
         "ORGSYNC_LOG_FORMAT": "json",
         "ORGSYNC_RELAY_INTERVAL_SECONDS": "0.5",
         "ORGSYNC_WAIT_TIMEOUT_SECONDS": "120",
         "ORGSYNC_METRICS_PORT": str(free_port()),
         "ORGSYNC_MESSAGE_MAX_RETRIES": "1",
+        **overrides,
     }
+
+
+@pytest.fixture
+def env(aws_server: LocalAwsServer, database_url: str, amqp_url: str, encryption_key: str, tmp_path) -> dict[str, str]:
+    return service_env(aws_server, database_url, amqp_url, encryption_key, tmp_path)
+
+
+def org_add_args(org: BuiltOrg, nickname: str, *extra: str) -> list[str]:
+    """`orgsync org add` for a local AWS org, with the test session names."""
+    return [
+        "org",
+        "add",
+        "--nickname",
+        nickname,
+        "--org-role-arn",
+        org.management_role_arn,
+        "--org-session-name",
+        "orgsync-e2e",
+        "--member-role-name",
+        org.member_role_name,
+        "--member-session-name",
+        "orgsync-e2e",
+        *extra,
+    ]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pika
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import orgsync
+from .conftest import org_add_args, orgsync
 
 MEMBER_EXTERNAL_ID = "member-ext-1"
 
@@ -21,22 +21,7 @@ MEMBER_EXTERNAL_ID = "member-ext-1"
 def add_org(env, org) -> str:
     added = orgsync(
         env,
-        "org",
-        "add",
-        "--nickname",
-        "ops",
-        "--org-role-arn",
-        org.management_role_arn,
-        "--org-session-name",
-        "orgsync-e2e",
-        "--member-role-name",
-        org.member_role_name,
-        "--member-session-name",
-        "orgsync-e2e",
-        "--member-external-id-file",
-        "-",
-        "--wait",
-        "--json",
+        *org_add_args(org, "ops", "--member-external-id-file", "-", "--wait", "--json"),
         stdin=MEMBER_EXTERNAL_ID + "\n",
     )
     assert (added.returncode, added.stderr) == (0, ""), added.stderr

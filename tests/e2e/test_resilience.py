@@ -4,7 +4,6 @@ gracefully on SIGTERM: the final state is exactly the one a run without cuts lea
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -16,7 +15,7 @@ import pytest
 from orgsync.domain.tree import SUSPENDED_STATES
 from orgsync.localaws import LocalAwsServer
 
-from .conftest import ORGSYNC, free_port, orgsync
+from .conftest import ORGSYNC, org_add_args, orgsync, service_env
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +89,7 @@ def cut_every_connection(vhost: str, database: str) -> None:
 
 
 def test_sync_survives_broker_and_database_connection_cuts(slow_aws, database_url, amqp_url, encryption_key, tmp_path):
-    env = {
-        **os.environ,
-        **slow_aws.env(),
-        "ORGSYNC_DATABASE_URL": database_url,
-        "ORGSYNC_BROKER_URL": amqp_url,
-        "ORGSYNC_ENCRYPTION_KEYS": encryption_key,
-        "ORGSYNC_LOG_FORMAT": "json",
-        "ORGSYNC_RELAY_INTERVAL_SECONDS": "0.5",
-        "ORGSYNC_METRICS_PORT": str(free_port()),
-        "ORGSYNC_MESSAGE_MAX_RETRIES": "10",
-    }
+    env = service_env(slow_aws, database_url, amqp_url, encryption_key, tmp_path, ORGSYNC_MESSAGE_MAX_RETRIES="10")
     workers = start_workers(env, tmp_path / "worker.log")
     try:
         org = slow_aws.org
@@ -148,33 +137,18 @@ def test_sync_survives_broker_and_database_connection_cuts(slow_aws, database_ur
 
 
 def test_sigterm_lets_in_flight_work_finish_or_go_back(slow_aws, database_url, amqp_url, encryption_key, tmp_path):
-    env = {
-        **os.environ,
-        **slow_aws.env(),
-        "ORGSYNC_DATABASE_URL": database_url,
-        "ORGSYNC_BROKER_URL": amqp_url,
-        "ORGSYNC_ENCRYPTION_KEYS": encryption_key,
-        "ORGSYNC_RELAY_INTERVAL_SECONDS": "0.5",
-        "ORGSYNC_METRICS_PORT": "0",
-    }
+    env = service_env(
+        slow_aws,
+        database_url,
+        amqp_url,
+        encryption_key,
+        tmp_path,
+        ORGSYNC_METRICS_PORT="0",
+        ORGSYNC_MESSAGE_MAX_RETRIES="10",
+    )
     workers = start_workers(env, tmp_path / "first.log")
     org = slow_aws.org
-    added = orgsync(
-        env,
-        "org",
-        "add",
-        "--nickname",
-        "term",
-        "--org-role-arn",
-        org.management_role_arn,
-        "--org-session-name",
-        "orgsync-e2e",
-        "--member-role-name",
-        org.member_role_name,
-        "--member-session-name",
-        "orgsync-e2e",
-        "--json",
-    )
+    added = orgsync(env, *org_add_args(org, "term", "--json"))
     assert added.returncode == 0, added.stderr
     time.sleep(2.0)
     workers.send_signal(signal.SIGTERM)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pika
 import psycopg
 
-from .conftest import orgsync
+from .conftest import org_add_args, orgsync
 
 
 def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env, workers, database_url):
@@ -20,18 +20,7 @@ def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env
     assert org is not None
     added = orgsync(
         env,
-        "org",
-        "add",
-        "--nickname",
-        "e2e",
-        "--org-role-arn",
-        org.management_role_arn,
-        "--org-session-name",
-        "orgsync-e2e",
-        "--member-role-name",
-        org.member_role_name,
-        "--member-session-name",
-        "orgsync-e2e",
+        *org_add_args(org, "e2e"),
         "--member-external-id-file",
         "-",
         "--exclude-name-prefix",
