@@ -65,6 +65,11 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Return when the work and all it caused has finished.")]
+RoleArnOpt = Annotated[str, typer.Option(help="Role to assume in that account.")]
+SessionNameOpt = Annotated[str, typer.Option(help="Session name.")]
+ExternalIdOpt = Annotated[str | None, typer.Option(help="External id of the role.")]
+ExternalIdFileOpt = Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")]
+DurationOpt = Annotated[int, typer.Option(help="900-43200 seconds.")]
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -410,11 +415,11 @@ def org_remove(
 def cloud_add(
     account_id: Annotated[str, typer.Option(help="12-digit AWS account id.")],
     name: Annotated[str, typer.Option(help="Display name.")],
-    role_arn: Annotated[str, typer.Option(help="Role to assume in that account.")],
-    session_name: Annotated[str, typer.Option(help="Session name.")],
-    external_id: Annotated[str | None, typer.Option(help="External id of the role.")] = None,
-    external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
-    session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+    role_arn: RoleArnOpt,
+    session_name: SessionNameOpt,
+    external_id: ExternalIdOpt = None,
+    external_id_file: ExternalIdFileOpt = None,
+    session_duration: DurationOpt = 3600,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a standalone account after assuming its role."""
@@ -531,11 +536,11 @@ def cloud_remove(
 @cloud_app.command("edit")
 def cloud_edit(
     account: Annotated[str, typer.Argument(help="Account id.")],
-    role_arn: Annotated[str, typer.Option(help="Role to assume in that account.")],
-    session_name: Annotated[str, typer.Option(help="Session name.")],
-    external_id: Annotated[str | None, typer.Option(help="External id of the role.")] = None,
-    external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
-    session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+    role_arn: RoleArnOpt,
+    session_name: SessionNameOpt,
+    external_id: ExternalIdOpt = None,
+    external_id_file: ExternalIdFileOpt = None,
+    session_duration: DurationOpt = 3600,
 ) -> None:
     """Replace a standalone account's role settings (all of them), after assuming the new role."""
     check_account_id(account, "account")
