@@ -134,6 +134,13 @@ def _print_listings(rt: Runtime, console: Console) -> None:
     console.print(listing)
     states = Counter(c["aws_state"] for c in clouds)
     console.print("accounts by AWS state: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    statuses = Counter(c["status"] for c in clouds)
+    console.print("accounts by status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    total = rt.aws.totals.total_calls
+    console.print(
+        f"AWS calls in all (registration, sync, member validation, tags): {total} "
+        f"({total / max(1, len(clouds)):.2f} per account)"
+    )
     if run is not None:
         calls = run.aws_calls.get("calls", {})
         total = sum(calls.values())
