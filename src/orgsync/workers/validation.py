@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from orgsync.aws.session import THROTTLE_CODES
 from orgsync.domain import events, status
 from orgsync.domain.config import AccessKey, RoleConfig, Secret
 from orgsync.domain.errors import AwsStepFailed, OrgSyncError, PermanentError
 from orgsync.storage import repository as repo
-from orgsync.storage.models import Cloud, Organization
+from orgsync.storage.models import Cloud, Organization, ProcessedMessage
 from orgsync.storage.vault import row_context
 
 from .deps import Deps, emit
@@ -29,14 +32,49 @@ class RetryLater(OrgSyncError):
     """A transient AWS condition (throttling after all retries, connection trouble): retry the message."""
 
 
-def _role_of(deps: Deps, cloud: Cloud, org: Organization | None) -> tuple[RoleConfig, AccessKey | None]:
+@dataclass(frozen=True)
+class _Target:
+    """What validating one cloud needs, read in one query."""
+
+    account_id: str
+    aws_state: str | None
+    cloud_credentials: bytes | None
+    org_id: uuid.UUID | None
+    org_credentials: bytes | None
+    partition: str | None
+
+
+def _load(session: Session, cloud_id: uuid.UUID, message_id: str) -> _Target | bool | None:
+    """The cloud and its org; None when the cloud is gone; False when the message was handled before."""
+    processed = select(ProcessedMessage.message_id).where(ProcessedMessage.message_id == uuid.UUID(message_id))
+    row = session.execute(
+        select(
+            Cloud.account_id,
+            Cloud.aws_state,
+            Cloud.credentials,
+            Cloud.organization_id,
+            Organization.credentials,
+            Organization.partition,
+            processed.exists(),
+        )
+        .outerjoin(Organization, Organization.id == Cloud.organization_id)
+        .where(Cloud.id == cloud_id)
+    ).first()
+    if row is None:
+        return False if repo.already_processed(session, message_id) else None
+    if row[6]:
+        return False
+    return _Target(*row[:6])
+
+
+def _role_of(deps: Deps, cloud_id: uuid.UUID, target: _Target) -> tuple[RoleConfig, AccessKey | None]:
     ring = deps.keyring()
-    if org is not None:
-        creds = ring.open(org.credentials, "organizations", org.id)
-        return creds.member.for_account(org.partition, cloud.account_id), creds.access_key
-    if cloud.credentials is None:
-        raise PermanentError(f"cloud {cloud.account_id} has no credentials and no organization")
-    data = json.loads(ring.decrypt(cloud.credentials, row_context("clouds", cloud.id)))["role"]
+    if target.org_id is not None and target.org_credentials is not None:
+        creds = ring.open(target.org_credentials, "organizations", target.org_id)
+        return creds.member.for_account(target.partition or "aws", target.account_id), creds.access_key
+    if target.cloud_credentials is None:
+        raise PermanentError(f"cloud {target.account_id} has no credentials and no organization")
+    data = json.loads(ring.decrypt(target.cloud_credentials, row_context("clouds", cloud_id)))["role"]
     external = data.get("external_id")
     role = RoleConfig(
         role_arn=data["role_arn"],
@@ -45,6 +83,17 @@ def _role_of(deps: Deps, cloud: Cloud, org: Organization | None) -> tuple[RoleCo
         external_id=Secret(external) if external else None,
     )
     return role, None
+
+
+# Stamps the validation and returns the status it replaced, in one statement.
+_RECORD = text(
+    """
+    UPDATE clouds c SET validated_at = now(), status = :status, status_message = :message
+    FROM (SELECT id, status, status_message FROM clouds WHERE id = :id FOR UPDATE) old
+    WHERE c.id = old.id
+    RETURNING old.status, old.status_message, c.organization_id, c.account_id
+    """
+)
 
 
 def validate_account(deps: Deps, envelope: events.Envelope, actor_name: str) -> None:
@@ -56,36 +105,20 @@ def validate_account(deps: Deps, envelope: events.Envelope, actor_name: str) -> 
     except ValueError:
         raise PermanentError(f"cloud_id {event.cloud_id!r} is not a UUID") from None
     with deps.sessions() as session:
-        if repo.already_processed(session, envelope.id):
-            return
-        cloud = session.get(Cloud, cloud_uuid)
-        if cloud is None or cloud.account_id != event.account_id:
-            outcome = None  # removed (or replaced) since the message was sent: nothing to validate
-        else:
-            org = session.get(Organization, cloud.organization_id) if cloud.organization_id else None
-            role, access_key = _role_of(deps, cloud, org)
-            outcome = status.suspended_outcome(cloud.aws_state) or _assume(deps, role, access_key)
+        target = _load(session, cloud_uuid, envelope.id)
+    if target is False:
+        return
+    outcome = None  # the cloud was removed (or replaced) since the message was sent: nothing to validate
+    if isinstance(target, _Target) and target.account_id == event.account_id:
+        role, access_key = _role_of(deps, cloud_uuid, target)
+        outcome = status.suspended_outcome(target.aws_state) or _assume(deps, role, access_key)
     with deps.sessions.begin() as session:
-        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):
+        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name) or outcome is None:
             return
-        if outcome is None:
-            return
-        cloud = session.get(Cloud, cloud_uuid, with_for_update=True)
-        if cloud is None:
-            return
-        cloud.validated_at = datetime.now(UTC)
-        if (cloud.status, cloud.status_message) != outcome:
-            cloud.status, cloud.status_message = outcome
-            emit(
-                session,
-                events.AccountValidated(
-                    None if cloud.organization_id is None else str(cloud.organization_id),
-                    str(cloud.id),
-                    cloud.account_id,
-                    outcome[0],
-                ),
-                cause=envelope,
-            )
+        row = session.execute(_RECORD, {"id": cloud_uuid, "status": outcome[0], "message": outcome[1]}).first()
+        if row is not None and (row.status, row.status_message) != outcome:
+            org_id = None if row.organization_id is None else str(row.organization_id)
+            emit(session, events.AccountValidated(org_id, str(cloud_uuid), row.account_id, outcome[0]), cause=envelope)
     deps.after_commit()
 
 
