@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src/orgsync/domain
+	$(BIN)/mypy src/orgsync
 
 bench: $(STAMP)
 	$(BIN)/python bench/sync.py

@@ -76,7 +76,7 @@ def db_url(name: str) -> str:
     return f"{base}/{name}"
 
 
-def admin_sql(statement: sql.Composable) -> None:
+def admin_sql(statement: sql.Composed) -> None:
     with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as conn:
         conn.execute(statement)
 
@@ -233,7 +233,7 @@ def process_name(proc: psutil.Process) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "?"
     if not cmdline:
-        return proc.name()
+        return str(proc.name())
     words = [Path(cmdline[0]).name] + [w for w in cmdline[1:4] if not w.startswith("/")]
     return " ".join(words)[:60]
 
@@ -594,7 +594,7 @@ def correlation_timeline(url: str, correlation_id: str) -> dict[str, Any]:
 
 def count_rows(url: str, query: str, params: tuple[Any, ...] = ()) -> int:
     with connect(url) as conn:
-        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(query, params).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -734,10 +734,18 @@ def start_workers(
     log_path: Path,
     queue: str,
     timeout: float = 120,
+    sampler: ProcessSampler | None = None,
+    label: str = "workers",
+    detail: bool = False,
 ) -> tuple[subprocess.Popen[bytes], float]:
-    """`orgsync worker` (stopped when `stack` closes), ready once `queue` has one consumer per process."""
+    """`orgsync worker` (stopped when `stack` closes), ready once `queue` has one consumer per process.
+
+    With a `sampler`, the worker tree is watched as `label` from its start (its start-up counts too).
+    """
     clock = time.monotonic()
     workers = stack.enter_context(worker_processes(env, processes, threads, log_path))
+    if sampler is not None:
+        sampler.watch(label, workers.pid, tree=True, detail=detail)
     wait_for_consumers(amqp_url, queue, processes, workers, timeout=timeout)
     return workers, round(time.monotonic() - clock, 3)
 

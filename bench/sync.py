@@ -19,430 +19,56 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
-import psutil
-import psycopg
 from psycopg import sql
 
+from harness import (
+    BOOKKEEPING,
+    MEMBER_EXTERNAL_ID,
+    BenchError,
+    CliRun,
+    ProcessSampler,
+    add_args,
+    add_failure_notes,
+    bench_main,
+    child_env,
+    cloud_statuses,
+    connect,
+    epoch,
+    load_settings,
+    log,
+    mib,
+    public_settings,
+    row_versions,
+    run_cli,
+    scratch_database,
+    scratch_vhost,
+    seconds,
+    source_version,
+    start_local_aws,
+    start_workers,
+    stat_deltas,
+    table_keys,
+    tuple_stats,
+    upgrade_database,
+    version_diff,
+    wait_outbox_drained,
+)
 from orgsync.app.settings import Settings
 from orgsync.localaws import LocalAwsServer
-from orgsync.storage.vault import generate_key
 
-ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
-PG_ADMIN_URL = os.environ.get("ORGSYNC_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_BASE = os.environ.get("ORGSYNC_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
-MEMBER_EXTERNAL_ID = "bench-member-external-id"
 SYNC_QUEUE = "org-sync"
-# tables that record the work rather than the inventory (not part of sync_runs.rows_written)
-BOOKKEEPING = ("organizations", "sync_runs", "outbox", "processed_messages")
-SECRET_SETTINGS = {"database_url", "broker_url", "encryption_keys", "encryption_keys_file", "data_dir"}
-STATS_IDLE_FLUSH_S = 11.0  # Postgres backends flush table statistics within ~10 s of going idle
 
 
-class BenchError(RuntimeError):
-    """A step of the benchmark failed; the message says which."""
-
-
-def log(message: str) -> None:
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
-
-
-def epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-# -- resources -----------------------------------------------------------------------------------
-
-
-def db_url(name: str) -> str:
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    return f"{base}/{name}"
-
-
-def admin_sql(statement: sql.Composable) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(statement)
-
-
-@contextlib.contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """A new, empty database; dropped (with its connections) at the end."""
-    admin_sql(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield db_url(name)
-    finally:
-        try:
-            admin_sql(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        except psycopg.Error as exc:
-            log(f"could not drop database {name}: {exc}")
-
-
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-@contextlib.contextmanager
-def scratch_vhost(name: str) -> Iterator[str]:
-    """A new RabbitMQ vhost with full rights for guest; deleted at the end. Yields its amqp:// URL."""
-    if shutil.which("rabbitmqctl") is None:
-        raise BenchError("rabbitmqctl is not on PATH (needed to create a vhost)")
-    created = rabbitmqctl("add_vhost", name)
-    if created.returncode != 0:
-        raise BenchError(f"rabbitmqctl add_vhost {name}: {created.stderr.strip() or created.stdout.strip()}")
-    try:
-        granted = rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        if granted.returncode != 0:
-            raise BenchError(f"rabbitmqctl set_permissions: {granted.stderr.strip()}")
-        yield f"{AMQP_BASE}/{name}"
-    finally:
-        deleted = rabbitmqctl("delete_vhost", name)
-        if deleted.returncode != 0:
-            log(f"could not delete vhost {name}: {deleted.stderr.strip()}")
-
-
-@contextlib.contextmanager
-def worker_processes(
-    env: dict[str, str], processes: int, threads: int, log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`orgsync worker` in a session of its own; SIGTERM to the whole group at the end."""
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [ORGSYNC, "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            stop_group(proc, timeout=30)
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log("workers did not stop after SIGTERM; killing them")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def wait_for_consumers(amqp_url: str, queue: str, count: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Until `queue` has `count` consumers (the worker processes are up); fails if the workers exit."""
-    deadline = time.monotonic() + timeout
-    params = pika.URLParameters(amqp_url)
-    params.connection_attempts = 1
-    params.socket_timeout = 5
-    consumers = 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"`orgsync worker` exited with {proc.returncode} while starting")
-        try:
-            connection = pika.BlockingConnection(params)
-            try:
-                declared = connection.channel().queue_declare(queue=queue, passive=True)
-                consumers = declared.method.consumer_count
-            finally:
-                with contextlib.suppress(Exception):
-                    connection.close()
-        except (pika.exceptions.ChannelClosedByBroker, pika.exceptions.AMQPError):
-            consumers = 0
-        if consumers >= count:
-            return
-        time.sleep(0.25)
-    raise BenchError(f"queue {queue} had {consumers} consumers after {timeout:.0f}s, expected {count}")
-
-
-# -- memory and CPU ------------------------------------------------------------------------------
-
-
-@dataclass
-class Usage:
-    """One phase of one process tree: peak RSS (sum at one instant, largest process) and CPU seconds."""
-
-    peak_sum_bytes: int = 0
-    peak_max_bytes: int = 0
-    processes: int = 0
-    samples: int = 0
-    cpu_first: float | None = None
-    cpu_last: float = 0.0
-
-    @property
-    def cpu_s(self) -> float:
-        return 0.0 if self.cpu_first is None else self.cpu_last - self.cpu_first
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "peak_sum_bytes": self.peak_sum_bytes,
-            "peak_max_bytes": self.peak_max_bytes,
-            "processes": self.processes,
-            "samples": self.samples,
-            "cpu_s": round(self.cpu_s, 2),
-        }
-
-
-class ProcessSampler:
-    """Samples RSS and CPU time of labelled process trees every `interval` seconds, per phase."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.phase = "startup"
-        self.usage: dict[str, dict[str, Usage]] = {}
-        self._targets: dict[str, tuple[psutil.Process, bool]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def __enter__(self) -> ProcessSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def watch(self, label: str, pid: int, *, tree: bool) -> None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            with self._lock:
-                self._targets[label] = (psutil.Process(pid), tree)
-            self.sample()
-
-    def unwatch(self, label: str) -> None:
-        self.sample()
-        with self._lock:
-            self._targets.pop(label, None)
-
-    def set_phase(self, phase: str) -> None:
-        self.sample()
-        with self._lock:
-            self.phase = phase
-        self.sample()
-
-    def sample(self) -> None:
-        with self._lock:
-            targets = dict(self._targets)
-            phase = self.phase
-        for label, (root, tree) in targets.items():
-            sizes: list[int] = []
-            cpu = 0.0
-            procs = [root]
-            if tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    procs += root.children(recursive=True)
-            for proc in procs:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied), proc.oneshot():
-                    sizes.append(proc.memory_info().rss)
-                    times = proc.cpu_times()
-                    cpu += times.user + times.system
-            if not sizes:
-                continue
-            with self._lock:
-                usage = self.usage.setdefault(label, {}).setdefault(phase, Usage())
-                usage.peak_sum_bytes = max(usage.peak_sum_bytes, sum(sizes))
-                usage.peak_max_bytes = max(usage.peak_max_bytes, max(sizes))
-                usage.processes = max(usage.processes, len(sizes))
-                usage.samples += 1
-                if usage.cpu_first is None:
-                    usage.cpu_first = cpu
-                usage.cpu_last = max(usage.cpu_last, cpu)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def report(self) -> dict[str, dict[str, dict[str, Any]]]:
-        with self._lock:
-            result: dict[str, dict[str, dict[str, Any]]] = {}
-            for label, phases in self.usage.items():
-                result[label] = {phase: usage.to_json() for phase, usage in phases.items()}
-                result[label]["overall"] = {
-                    "peak_sum_bytes": max(u.peak_sum_bytes for u in phases.values()),
-                    "peak_max_bytes": max(u.peak_max_bytes for u in phases.values()),
-                    "processes": max(u.processes for u in phases.values()),
-                    "samples": sum(u.samples for u in phases.values()),
-                    "cpu_s": round(sum(u.cpu_s for u in phases.values()), 2),
-                }
-            return result
-
-
-# -- the CLI -------------------------------------------------------------------------------------
-
-
-@dataclass
-class CliRun:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-    started_at: float  # wall clock (time.time())
-    finished_at: float
-
-
-def run_cli(
-    env: dict[str, str],
-    *args: str,
-    timeout: float,
-    stdin: str | None = None,
-    sampler: ProcessSampler | None = None,
-) -> CliRun:
-    """Run `orgsync ARGS` to completion (killed after `timeout`); raises BenchError if it fails."""
-    started_at = time.time()
-    clock = time.monotonic()
-    proc = subprocess.Popen(
-        [ORGSYNC, *args],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if sampler is not None:
-        sampler.watch("cli", proc.pid, tree=False)
-    try:
-        stdout, stderr = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"`orgsync {' '.join(args[:2])}` did not finish within {timeout:.0f}s") from None
-    finally:
-        if sampler is not None:
-            sampler.unwatch("cli")
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    run = CliRun(list(args), proc.returncode, stdout, stderr, time.monotonic() - clock, started_at, time.time())
-    if run.returncode != 0:
-        raise BenchError(f"`orgsync {' '.join(args[:2])}` exited with {run.returncode}: {stderr.strip()[-2000:]}")
-    return run
-
-
-# -- Postgres measurements -----------------------------------------------------------------------
-
-
-def connect(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=10)
-
-
-def table_keys(url: str) -> dict[str, sql.Composable]:
-    """Every table of the schema -> an SQL expression of its primary key (ctid if it has none)."""
-    with connect(url) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-                " ORDER BY tablename"
-            ).fetchall()
-        ]
-        keys: dict[str, sql.Composable] = {}
-        for table in tables:
-            columns = [
-                name
-                for (name,) in conn.execute(
-                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
-                    " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-                    " WHERE i.indrelid = %s::regclass AND i.indisprimary"
-                    " ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                    (f'public."{table}"',),
-                ).fetchall()
-            ]
-            if columns:
-                parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
-                keys[table] = sql.SQL("concat_ws('|', {})").format(parts)
-            else:
-                keys[table] = sql.SQL("ctid::text")
-    return keys
-
-
-def row_versions(url: str, keys: dict[str, sql.Composable]) -> dict[str, dict[str, str]]:
-    """Per table: primary key -> xmin||ctid (a new value means a new row version)."""
-    with connect(url) as conn:
-        return {
-            table: dict(
-                conn.execute(
-                    sql.SQL("SELECT {key}, xmin::text || ctid::text FROM {table}").format(
-                        key=key, table=sql.Identifier(table)
-                    )
-                ).fetchall()
-            )
-            for table, key in keys.items()
-        }
-
-
-def version_diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
-    """Rows inserted, updated (a new version of the same key) and deleted per table, net over the window."""
-    diff: dict[str, dict[str, int]] = {}
-    for table in sorted(set(before) | set(after)):
-        old, new = before.get(table, {}), after.get(table, {})
-        diff[table] = {
-            "inserted": len(new.keys() - old.keys()),
-            "updated": sum(1 for key in new.keys() & old.keys() if new[key] != old[key]),
-            "deleted": len(old.keys() - new.keys()),
-            "rows": len(new),
-        }
-    return diff
-
-
-def tuple_stats(url: str, tables: list[str]) -> dict[str, dict[str, int]]:
-    """pg_stat_user_tables n_tup_ins / n_tup_upd / n_tup_del (a fresh statistics snapshot)."""
-    with connect(url) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        rows = conn.execute(
-            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
-            " WHERE schemaname = 'public' AND relname = ANY(%s)",
-            (tables,),
-        ).fetchall()
-    found = {name: {"inserted": ins, "updated": upd, "deleted": dele} for name, ins, upd, dele in rows}
-    return {t: found.get(t, {"inserted": 0, "updated": 0, "deleted": 0}) for t in tables}
-
-
-def stat_deltas(
-    url: str, baseline: dict[str, dict[str, int]], expected: dict[str, dict[str, int]], timeout: float
-) -> dict[str, Any]:
-    """Tuple-counter deltas since `baseline` (row versions written, every one of them).
-
-    Worker backends flush their statistics when idle, at most once a second and otherwise within
-    ~10 s, so this reads until the deltas equal the net row changes in `expected`, or stop moving for
-    STATS_IDLE_FLUSH_S (a row inserted and then updated in the window counts twice here), or `timeout`.
-    Only the inventory tables are compared; the bookkeeping ones always differ (outbox rows are
-    inserted, then stamped sent).
-    """
-    tables = list(baseline)
-    data = [t for t in tables if t not in BOOKKEEPING]
-    wanted = {t: {k: v for k, v in expected.get(t, {}).items() if k != "rows"} for t in tables}
-    deadline = time.monotonic() + timeout
-    previous: dict[str, dict[str, int]] | None = None
-    stable_since = time.monotonic()
-    while True:
-        now = tuple_stats(url, tables)
-        deltas = {t: {k: now[t][k] - baseline[t][k] for k in now[t]} for t in tables}
-        if deltas != previous:
-            previous, stable_since = deltas, time.monotonic()
-        matches = all(deltas[t] == wanted[t] for t in data)
-        if matches or time.monotonic() - stable_since >= STATS_IDLE_FLUSH_S or time.monotonic() > deadline:
-            return {"tables": deltas, "matches_net_row_changes": matches}
-        time.sleep(0.5)
+# -- what one sync did ---------------------------------------------------------------------------
 
 
 def sync_run(url: str, request_id: str) -> dict[str, Any]:
@@ -488,26 +114,6 @@ def follow_up(url: str, request_id: str) -> dict[str, Any]:
         for actor, n, bad, first, last in rows
     }
     return {"events": events, "actors": actors, "unsent": unsent, "last_sent_at": epoch(last_sent)}
-
-
-def wait_outbox_drained(url: str, timeout: float) -> int:
-    """Until every outbox row is published (bounded); returns how many are still unsent."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
-        unsent = int(row[0]) if row else 0
-        if unsent == 0 or time.monotonic() > deadline:
-            return unsent
-        time.sleep(0.25)
-
-
-def cloud_statuses(url: str, org_id: str) -> dict[str, int]:
-    with connect(url) as conn:
-        rows = conn.execute(
-            "SELECT status, count(*) FROM clouds WHERE organization_id = %s GROUP BY 1 ORDER BY 2 DESC", (org_id,)
-        ).fetchall()
-    return {str(status): int(n) for status, n in rows}
 
 
 # -- AWS call accounting -------------------------------------------------------------------------
@@ -690,68 +296,9 @@ class Options:
     as_json: bool
 
 
-def child_env(
-    base: dict[str, str], aws: LocalAwsServer, database_url: str, amqp_url: str, data_dir: Path, timeout: float
-) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if not k.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION"))}
-    env.update(aws.env())
-    env.update(
-        {
-            "ORGSYNC_DATABASE_URL": database_url,
-            "ORGSYNC_BROKER_URL": amqp_url,
-            "ORGSYNC_ENCRYPTION_KEYS": generate_key(),
-            "ORGSYNC_DATA_DIR": str(data_dir),
-            "ORGSYNC_LOG_FORMAT": "json",
-            "ORGSYNC_WAIT_TIMEOUT_SECONDS": str(timeout),
-        }
-    )
-    return env
-
-
-def public_settings(settings: Settings) -> dict[str, Any]:
-    return {
-        k: (v if isinstance(v, int | float | str | bool) or v is None else str(v))
-        for k, v in settings.model_dump().items()
-        if k not in SECRET_SETTINGS
-    }
-
-
-def source_version() -> str:
-    """The git commit of the checkout, "+dirty" when src/ has uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "src"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + ("+dirty" if dirty else "")
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def add_args(management_role_arn: str, member_role_name: str) -> list[str]:
-    return [
-        *("org", "add", "--nickname", "bench", "--org-role-arn", management_role_arn),
-        *("--org-session-name", "orgsync-bench", "--member-role-name", member_role_name),
-        *("--member-session-name", "orgsync-bench", "--member-external-id-file", "-", "--wait", "--json"),
-    ]
-
-
 def run_bench(opts: Options) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:10]
-    try:
-        settings = Settings()
-    except ValueError as exc:  # pydantic's ValidationError
-        raise BenchError(f"the ORGSYNC_* settings in the environment are invalid: {exc}") from None
+    settings = load_settings()
     setup: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orgsync-bench-")))
@@ -762,8 +309,8 @@ def run_bench(opts: Options) -> dict[str, Any]:
             amqp_url = stack.enter_context(scratch_vhost(f"orgsync-bench-{suffix}"))
             log(f"database orgsync_bench_{suffix} and vhost orgsync-bench-{suffix} created")
 
-            clock = time.monotonic()
-            aws = LocalAwsServer(
+            aws, setup["local_aws_start_s"] = start_local_aws(
+                stack,
                 accounts=opts.accounts,
                 seed=opts.seed,
                 latency_ms=opts.latency_ms,
@@ -771,24 +318,25 @@ def run_bench(opts: Options) -> dict[str, Any]:
                 member_external_id=MEMBER_EXTERNAL_ID,
                 startup_timeout=max(120.0, opts.accounts / 10),
             )
-            stack.enter_context(aws)
-            setup["local_aws_start_s"] = round(time.monotonic() - clock, 3)
             org = aws.org
             assert org is not None and aws.pid is not None
             log(f"local AWS up with {len(org.accounts)} accounts in {setup['local_aws_start_s']:.1f}s")
 
             env = child_env(dict(os.environ), aws, database_url, amqp_url, workdir / "data", opts.timeout)
-            clock = time.monotonic()
-            run_cli(env, "db", "upgrade", timeout=120)
-            setup["db_upgrade_s"] = round(time.monotonic() - clock, 3)
+            setup["db_upgrade_s"] = upgrade_database(env)
 
             sampler = stack.enter_context(ProcessSampler())
             sampler.watch("local_aws", aws.pid, tree=True)
-            clock = time.monotonic()
-            workers = stack.enter_context(worker_processes(env, opts.workers, opts.threads, worker_log))
-            sampler.watch("workers", workers.pid, tree=True)
-            wait_for_consumers(amqp_url, SYNC_QUEUE, opts.workers, workers, timeout=120)
-            setup["workers_ready_s"] = round(time.monotonic() - clock, 3)
+            workers, setup["workers_ready_s"] = start_workers(
+                stack,
+                env,
+                amqp_url,
+                processes=opts.workers,
+                threads=opts.threads,
+                log_path=worker_log,
+                queue=SYNC_QUEUE,
+                sampler=sampler,
+            )
             log(f"{opts.workers} worker processes consuming after {setup['workers_ready_s']:.1f}s")
             sampler.set_phase("idle")
             time.sleep(1.0)  # a baseline of the idle workers
@@ -830,23 +378,11 @@ def run_bench(opts: Options) -> dict[str, Any]:
                 "queues": queues.get("queues", []),
             }
         except BaseException as exc:
-            note = tail(worker_log)
-            if note:
-                exc.add_note("worker log (last lines):\n" + note)
-            if aws is not None and isinstance(exc, BenchError):
-                exc.add_note("local AWS output (last lines):\n" + "\n".join(aws.output().splitlines()[-15:]))
+            add_failure_notes(exc, worker_log, aws)
             raise
 
 
 # -- the report ----------------------------------------------------------------------------------
-
-
-def mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
 
 
 def changes(c: dict[str, int] | None) -> str:
@@ -993,28 +529,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        report = run_bench(opts)
-    except KeyboardInterrupt:
-        log("interrupted; what the benchmark created was removed")
-        return 130
-    except (BenchError, psycopg.Error, OSError) as exc:
-        log(f"error: {exc}")
-        for note in getattr(exc, "__notes__", []):
-            sys.stderr.write(note + "\n")
-        return 1
-    if opts.as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-    else:
-        sys.stdout.write(format_report(report) + "\n")
-    return 0
+    return bench_main(parse_args(argv), run_bench, format_report)
 
 
 if __name__ == "__main__":

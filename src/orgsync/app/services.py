@@ -206,7 +206,7 @@ def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[st
 
 
 def find_cloud(session: Any, account_id: str) -> Cloud:
-    cloud = session.query(Cloud).filter(Cloud.account_id == account_id).first()
+    cloud: Cloud | None = session.query(Cloud).filter(Cloud.account_id == account_id).first()
     if cloud is None:
         raise NotFound(f"no cloud with account id {account_id}")
     return cloud

@@ -212,7 +212,7 @@ class AwsGateway:
             raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
 
     def client(self, session: boto3.Session, service: str) -> Any:
-        return session.client(service, config=self.config)
+        return session.client(service, config=self.config)  # type: ignore[call-overload]  # stubs want a literal
 
     # -- accounting -----------------------------------------------------------------------------
     def _instrument(self, session: boto3.Session) -> None:

@@ -11,10 +11,11 @@ import uuid
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from orgsync.domain.badges import SYSTEM_PREFIX
@@ -115,7 +116,7 @@ def stored_clouds(session: Session, org_id: uuid.UUID, account_ids: Iterable[str
             Cloud.parent_id,
             Cloud.org_path_ids,
             Cloud.org_path,
-        ).where(or_(Cloud.organization_id == org_id, Cloud.account_id.in_(ids) if ids else False))
+        ).where(or_(Cloud.organization_id == org_id, Cloud.account_id.in_(ids)))
     ).all()
     return [
         StoredCloud(
@@ -559,9 +560,9 @@ def reconcile_badges(
         params["org_id"] = org_id
     else:
         scope = "c.organization_id IS NOT NULL"
-    deleted = session.execute(text(RECONCILE_DELETE.format(scope=scope)), params).rowcount
-    written = session.execute(text(RECONCILE_UPSERT.format(scope=scope)), params).rowcount
-    return int(deleted or 0) + int(written or 0)
+    deleted = cast(CursorResult[Any], session.execute(text(RECONCILE_DELETE.format(scope=scope)), params))
+    written = cast(CursorResult[Any], session.execute(text(RECONCILE_UPSERT.format(scope=scope)), params))
+    return int(deleted.rowcount or 0) + int(written.rowcount or 0)
 
 
 def failure_reasons(session: Session, message_ids: Sequence[str]) -> dict[str, str]:

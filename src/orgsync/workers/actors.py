@@ -31,7 +31,7 @@ def decode_for(args: tuple[Any, ...], kwargs: dict[str, Any], expected: type[eve
 
 def declare_actors(broker: dramatiq.Broker, deps: Deps, *, max_retries: int) -> dict[str, dramatiq.Actor[..., None]]:
     def actor(route: Route, fn: Any) -> dramatiq.Actor[..., None]:
-        return dramatiq.actor(
+        return dramatiq.actor(  # type: ignore[call-overload,no-any-return]  # stubs lack actor_name/broker kwargs
             fn,
             broker=broker,
             actor_name=route.actor_name,

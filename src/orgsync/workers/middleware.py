@@ -18,7 +18,7 @@ from .relay import OutboxRelay
 log = logging.getLogger(__name__)
 
 
-def envelope_ids(message: dramatiq.Message) -> tuple[str, str | None]:
+def envelope_ids(message: dramatiq.Message[Any]) -> tuple[str, str | None]:
     """(message id, correlation id) of the envelope inside a dramatiq message, if it has one."""
     args = message.args
     if len(args) == 1 and isinstance(args[0], dict):
@@ -78,7 +78,8 @@ class LogContext(Middleware):
     ) -> None:
         logcontext.clear()
 
-    after_skip_message = after_process_message  # type: ignore[assignment]
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        logcontext.clear()
 
 
 class RelayInWorker(Middleware):

@@ -22,7 +22,7 @@ class DramatiqPublisher:
 
     def publish(self, row: OutboxMessage) -> None:
         if row.actor_name and row.queue_name:
-            message = dramatiq.Message(
+            message: dramatiq.Message[None] = dramatiq.Message(
                 queue_name=row.queue_name,
                 actor_name=row.actor_name,
                 args=(row.envelope,),
