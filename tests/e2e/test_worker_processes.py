@@ -41,11 +41,14 @@ def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env
     assert {k: c["org_path"] for k, c in clouds.items()} == {k: "/".join(a.ou_path_names) for k, a in expected.items()}
     assert {c["organization_id"] for c in clouds.values()} == {org_id}
 
+    from orgsync.app.broker_admin import _management_counts, management_url
+
+    api_up = _management_counts(env["ORGSYNC_BROKER_URL"], management_url(env["ORGSYNC_BROKER_URL"]), []) is not None
     deadline = time.monotonic() + 20  # the management API samples unacknowledged counts every 5 s
     while True:
         queues = json.loads(orgsync(env, "queues", "--json").stdout)
         sync_queue = next(q for q in queues["queues"] if q["queue"] == "org-sync")
-        if sync_queue["unacked"] == 0 or time.monotonic() > deadline:
+        if sync_queue["unacked"] in (0, None) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert (
@@ -57,7 +60,7 @@ def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env
     ) == (
         "rabbitmq",
         0,
-        0,
+        0 if api_up else None,  # without the management plugin, AMQP cannot tell unacknowledged counts
         0,
         2,
     )
