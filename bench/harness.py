@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -182,33 +182,36 @@ def wait_for_consumers(amqp_url: str, queue: str, count: int, proc: subprocess.P
 
 @dataclass
 class ProcessUsage:
-    """One process of a watched tree within one phase (kept when the tree is watched with `detail`)."""
+    """One process of a watched tree within one phase."""
 
     name: str
     peak_rss_bytes: int = 0
-    cpu_first: float | None = None
+    cpu_first: float = 0.0
     cpu_last: float = 0.0
 
     @property
     def cpu_s(self) -> float:
-        return 0.0 if self.cpu_first is None else self.cpu_last - self.cpu_first
+        return max(0.0, self.cpu_last - self.cpu_first)
 
 
 @dataclass
 class Usage:
-    """One phase of one process tree: peak RSS (sum at one instant, largest process) and CPU seconds."""
+    """One phase of one process tree: peak RSS (sum at one instant, largest process) and CPU seconds.
+
+    CPU time is counted per process, from its first sample in the phase (from zero when it started
+    during the phase) to its last, so processes that come and go (Postgres backends, the CLI) count.
+    """
 
     peak_sum_bytes: int = 0
     peak_max_bytes: int = 0
     processes: int = 0
     samples: int = 0
-    cpu_first: float | None = None
-    cpu_last: float = 0.0
-    per_process: dict[int, ProcessUsage] | None = None
+    detail: bool = False
+    per_process: dict[int, ProcessUsage] = field(default_factory=dict)
 
     @property
     def cpu_s(self) -> float:
-        return 0.0 if self.cpu_first is None else self.cpu_last - self.cpu_first
+        return sum(p.cpu_s for p in self.per_process.values())
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -218,7 +221,7 @@ class Usage:
             "samples": self.samples,
             "cpu_s": round(self.cpu_s, 2),
         }
-        if self.per_process is not None:
+        if self.detail:
             data["per_process"] = [
                 {"pid": pid, "name": p.name, "peak_rss_bytes": p.peak_rss_bytes, "cpu_s": round(p.cpu_s, 2)}
                 for pid, p in sorted(self.per_process.items())
@@ -251,22 +254,37 @@ def service_pid(name: str) -> int | None:
 
 
 SYSTEM = "system"  # the label of the whole machine's CPU time (every process, also other users')
+CPU_WAIT = "cpu_wait"  # the label of the time some runnable task waited for a CPU (Linux PSI), when known
+PSI_CPU = Path("/proc/pressure/cpu")
+
+
+def cpu_pressure_s() -> float | None:
+    """Seconds some runnable task had to wait for a CPU since boot (`some total` of /proc/pressure/cpu)."""
+    try:
+        for line in PSI_CPU.read_text().splitlines():
+            if line.startswith("some "):
+                fields = dict(part.split("=", 1) for part in line.split()[1:])
+                return int(fields["total"]) / 1e6
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
 
 
 class ProcessSampler:
     """Samples RSS and CPU time of labelled process trees every `interval` seconds, per phase.
 
     With `system=True` it also records the CPU seconds the whole machine was busy (label "system"),
-    which shows how much of the two CPUs other processes (or other users) took in a phase.
+    which shows how much of the CPUs other processes (or other users) took in a phase, and the seconds
+    some runnable task waited for a CPU (label "cpu_wait", Linux pressure stall information).
     """
 
     def __init__(self, interval: float = 0.05, *, system: bool = False) -> None:
         self.interval = interval
         self.phase = "startup"
+        self.phase_started = time.time()
         self.system = system
         self.usage: dict[str, dict[str, Usage]] = {}
         self._targets: dict[str, tuple[psutil.Process, bool, bool]] = {}
-        self._names: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -280,7 +298,7 @@ class ProcessSampler:
         self._thread.join(5)
 
     def watch(self, label: str, pid: int, *, tree: bool, detail: bool = False) -> None:
-        """Sample `pid` (and its descendants when `tree`); `detail` keeps CPU and RSS per process too."""
+        """Sample `pid` (and its descendants when `tree`); `detail` reports CPU and RSS per process too."""
         with contextlib.suppress(psutil.NoSuchProcess):
             with self._lock:
                 self._targets[label] = (psutil.Process(pid), tree, detail)
@@ -295,64 +313,57 @@ class ProcessSampler:
         self.sample()
         with self._lock:
             self.phase = phase
+            self.phase_started = time.time()
         self.sample()
 
-    def _name(self, proc: psutil.Process) -> str:
-        name = self._names.get(proc.pid)
-        if name is None:
-            name = self._names[proc.pid] = process_name(proc)
-        return name
+    def _record(self, label: str, phase: str, started: float, seen: list[tuple[int, str, float, int, float]]) -> None:
+        """Fold one sample of a tree, [(pid, name, create_time, rss, cpu)], into the phase's usage."""
+        with self._lock:
+            usage = self.usage.setdefault(label, {}).setdefault(phase, Usage())
+            usage.samples += 1
+            sizes = [rss for _, _, _, rss, _ in seen if rss]
+            if sizes:
+                usage.peak_sum_bytes = max(usage.peak_sum_bytes, sum(sizes))
+                usage.peak_max_bytes = max(usage.peak_max_bytes, max(sizes))
+                usage.processes = max(usage.processes, len(sizes))
+            for pid, name, created, rss, cpu in seen:
+                p = usage.per_process.get(pid)
+                if p is None:
+                    # a process started during the phase spent all its CPU time in it
+                    first = 0.0 if created > started else cpu
+                    p = usage.per_process[pid] = ProcessUsage(name, cpu_first=first, cpu_last=cpu)
+                p.name = name or p.name  # the latest: `orgsync worker` execs dramatiq
+                p.peak_rss_bytes = max(p.peak_rss_bytes, rss)
+                p.cpu_last = max(p.cpu_last, cpu)
 
     def sample(self) -> None:
         with self._lock:
             targets = dict(self._targets)
-            phase = self.phase
+            phase, started = self.phase, self.phase_started
         if self.system:
             times = psutil.cpu_times()
             busy = times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0)
             busy += getattr(times, "softirq", 0.0) + getattr(times, "steal", 0.0)
-            with self._lock:
-                usage = self.usage.setdefault(SYSTEM, {}).setdefault(phase, Usage())
-                usage.samples += 1
-                if usage.cpu_first is None:
-                    usage.cpu_first = busy
-                usage.cpu_last = max(usage.cpu_last, busy)
+            self._record(SYSTEM, phase, started, [(0, "all CPUs", 0.0, 0, busy)])
+            waited = cpu_pressure_s()
+            if waited is not None:
+                self._record(CPU_WAIT, phase, started, [(0, "cpu pressure", 0.0, 0, waited)])
         for label, (root, tree, detail) in targets.items():
-            sizes: list[int] = []
-            each: list[tuple[int, str, int, float]] = []
-            cpu = 0.0
+            seen: list[tuple[int, str, float, int, float]] = []
             procs = [root]
             if tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     procs += root.children(recursive=True)
             for proc in procs:
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied), proc.oneshot():
-                    rss = proc.memory_info().rss
                     times = proc.cpu_times()
-                    sizes.append(rss)
-                    cpu += times.user + times.system
-                    if detail:
-                        each.append((proc.pid, self._name(proc), rss, times.user + times.system))
-            if not sizes:
-                continue
-            with self._lock:
-                usage = self.usage.setdefault(label, {}).setdefault(phase, Usage())
-                usage.peak_sum_bytes = max(usage.peak_sum_bytes, sum(sizes))
-                usage.peak_max_bytes = max(usage.peak_max_bytes, max(sizes))
-                usage.processes = max(usage.processes, len(sizes))
-                usage.samples += 1
-                if usage.cpu_first is None:
-                    usage.cpu_first = cpu
-                usage.cpu_last = max(usage.cpu_last, cpu)
+                    name = process_name(proc) if detail else ""
+                    seen.append((proc.pid, name, proc.create_time(), proc.memory_info().rss, times.user + times.system))
+            if seen:
+                self._record(label, phase, started, seen)
                 if detail:
-                    if usage.per_process is None:
-                        usage.per_process = {}
-                    for pid, name, rss, proc_cpu in each:
-                        p = usage.per_process.setdefault(pid, ProcessUsage(name))
-                        p.peak_rss_bytes = max(p.peak_rss_bytes, rss)
-                        if p.cpu_first is None:
-                            p.cpu_first = proc_cpu
-                        p.cpu_last = max(p.cpu_last, proc_cpu)
+                    with self._lock:
+                        self.usage[label][phase].detail = True
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -590,6 +601,27 @@ def correlation_timeline(url: str, correlation_id: str) -> dict[str, Any]:
             for actor, n, bad, first, last in rows
         },
     }
+
+
+def log_records(path: Path, correlation_id: str) -> list[dict[str, Any]]:
+    """The JSON log lines (ORGSYNC_LOG_FORMAT=json) of the work caused by one request, with `ts` as epoch seconds."""
+    records: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        if correlation_id not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("correlation_id") == correlation_id:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                record["ts"] = datetime.fromisoformat(str(record["ts"])).timestamp()
+            records.append(record)
+    return records
 
 
 def count_rows(url: str, query: str, params: tuple[Any, ...] = ()) -> int:
