@@ -166,7 +166,7 @@ def wait_for(
     request_id: str,
     *,
     timeout: float,
-    poll: float = 0.2,
+    poll: float = 0.25,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> WaitResult:
     """Block until the request and every follow-up it caused are processed (or failed)."""

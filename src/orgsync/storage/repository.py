@@ -284,7 +284,8 @@ def claim_processing(session: Session, message_id: str, correlation_id: str | No
         .on_conflict_do_nothing(index_elements=[ProcessedMessage.message_id])
         .returning(ProcessedMessage.message_id)
     )
-    return session.execute(stmt).first() is not None
+    # on the session's connection: a plain Core statement, not the ORM's bulk-insert path
+    return session.connection().execute(stmt).first() is not None
 
 
 def already_processed(session: Session, message_id: str) -> bool:

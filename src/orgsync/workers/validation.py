@@ -112,6 +112,7 @@ def validate_account(deps: Deps, envelope: events.Envelope, actor_name: str) -> 
     if isinstance(target, _Target) and target.account_id == event.account_id:
         role, access_key = _role_of(deps, cloud_uuid, target)
         outcome = status.suspended_outcome(target.aws_state) or _assume(deps, role, access_key)
+    emitted = False
     with deps.sessions.begin() as session:
         if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name) or outcome is None:
             return
@@ -119,7 +120,9 @@ def validate_account(deps: Deps, envelope: events.Envelope, actor_name: str) -> 
         if row is not None and (row.status, row.status_message) != outcome:
             org_id = None if row.organization_id is None else str(row.organization_id)
             emit(session, events.AccountValidated(org_id, str(cloud_uuid), row.account_id, outcome[0]), cause=envelope)
-    deps.after_commit()
+            emitted = True
+    if emitted:
+        deps.after_commit()
 
 
 def _assume(deps: Deps, role: RoleConfig, access_key: AccessKey | None) -> tuple[str, str]:
