@@ -47,10 +47,9 @@ from psycopg import sql
 
 from harness import (
     BOOKKEEPING,
-    CPU_WAIT,
     HIGH_RATE_LIMITS,
     MEMBER_EXTERNAL_ID,
-    SYSTEM,
+    WATCHED,
     BenchError,
     ProcessSampler,
     add_args,
@@ -93,16 +92,6 @@ LIST_TAGS = "organizations:ListTagsForResource"
 ASSUME_ROLE = "sts:AssumeRole"
 ROWS_WRITTEN = re.compile(r"(\d+) rows written")
 CHANGED_KEY = "cost-center"  # the tag changed in (b) when the account has it (every account with >= 3 tags)
-WATCHED = {
-    "workers": "orgsync worker tree",
-    "local_aws": "local AWS server",
-    "postgres": "Postgres (all databases)",
-    "rabbitmq": "RabbitMQ",
-    "cli": "orgsync CLI",
-    "bench": "this benchmark (sampling)",
-    SYSTEM: "whole machine",
-    CPU_WAIT: "some task waiting for a CPU (PSI)",
-}
 
 
 @dataclass

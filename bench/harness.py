@@ -255,6 +255,18 @@ def service_pid(name: str) -> int | None:
 
 SYSTEM = "system"  # the label of the whole machine's CPU time (every process, also other users')
 CPU_WAIT = "cpu_wait"  # the label of the time some runnable task waited for a CPU (Linux PSI), when known
+
+# the process groups the benchmarks report, with their labels
+WATCHED = {
+    "workers": "orgsync worker tree",
+    "local_aws": "local AWS server",
+    "postgres": "Postgres (all databases)",
+    "rabbitmq": "RabbitMQ",
+    "cli": "orgsync CLI",
+    "bench": "this benchmark (sampling)",
+    SYSTEM: "whole machine",
+    CPU_WAIT: "some task waiting for a CPU (PSI)",
+}
 PSI_CPU = Path("/proc/pressure/cpu")
 
 

@@ -58,6 +58,7 @@ from harness import (
     HIGH_RATE_LIMITS,
     MEMBER_EXTERNAL_ID,
     SYSTEM,
+    WATCHED,
     BenchError,
     ProcessSampler,
     add_args,
@@ -95,16 +96,6 @@ ASSUME_ROLE = "sts:AssumeRole"
 ERROR_STATUSES = ("aws_error", "pending")  # statuses no account may end in after a validation
 SAMPLE_INTERVAL_S = 0.2  # RSS / CPU sampling; the sampler's own CPU time is reported ("this benchmark")
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
-WATCHED = {
-    "workers": "orgsync worker tree",
-    "local_aws": "local AWS server",
-    "postgres": "Postgres (all databases)",
-    "rabbitmq": "RabbitMQ",
-    "cli": "orgsync CLI",
-    "bench": "this benchmark (sampling)",
-    SYSTEM: "whole machine",
-    CPU_WAIT: "some task waiting for a CPU (PSI)",
-}
 
 
 @dataclass
