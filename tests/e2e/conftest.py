@@ -74,16 +74,21 @@ def org_add_args(org: BuiltOrg, nickname: str, *extra: str) -> list[str]:
     ]
 
 
+def start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`orgsync worker` with 2 processes x 4 threads in a session of its own, output appended to `log`."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [ORGSYNC, "worker", "--processes", "2", "--threads", "4"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @pytest.fixture
 def workers(env: dict[str, str], tmp_path) -> Iterator[subprocess.Popen[bytes]]:
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [ORGSYNC, "worker", "--processes", "2", "--threads", "4"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_workers(env, tmp_path / "worker.log")
     yield proc
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -92,7 +97,6 @@ def workers(env: dict[str, str], tmp_path) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    log.close()
 
 
 def orgsync(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,23 +14,13 @@ import pytest
 from orgsync.domain.tree import SUSPENDED_STATES
 from orgsync.localaws import LocalAwsServer
 
-from .conftest import ORGSYNC, org_add_args, orgsync, service_env
+from .conftest import org_add_args, orgsync, service_env, start_workers
 
 
 @pytest.fixture(scope="module")
 def slow_aws():
     with LocalAwsServer(accounts=300, seed=5, latency_ms=15) as server:
         yield server
-
-
-def start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [ORGSYNC, "worker", "--processes", "2", "--threads", "4"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def expected_state(org) -> dict[str, tuple[str, str, dict[str, str]]]:
