@@ -82,22 +82,7 @@ def test_sync_survives_broker_and_database_connection_cuts(slow_aws, database_ur
     workers = start_workers(env, tmp_path / "worker.log")
     try:
         org = slow_aws.org
-        added = orgsync(
-            env,
-            "org",
-            "add",
-            "--nickname",
-            "cut",
-            "--org-role-arn",
-            org.management_role_arn,
-            "--org-session-name",
-            "orgsync-e2e",
-            "--member-role-name",
-            org.member_role_name,
-            "--member-session-name",
-            "orgsync-e2e",
-            "--json",
-        )
+        added = orgsync(env, *org_add_args(org, "cut", "--json"))
         assert added.returncode == 0, added.stderr
         request_id = json.loads(added.stdout)["request_id"]
         vhost = amqp_url.rsplit("/", 1)[1]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from orgsync.aws.session import AwsGateway
+from orgsync.domain.errors import PermanentError
 from orgsync.domain.events import Envelope, Event, wrap
 from orgsync.storage import repository as repo
 from orgsync.storage.vault import KeyRing
@@ -22,6 +24,14 @@ class Deps:
     aws: AwsGateway
     walk_concurrency: int = 8
     after_commit: Callable[[], None] = lambda: None
+
+
+def message_uuid(value: str, field: str) -> uuid.UUID:
+    """An id field of a message as a UUID; a malformed one is a permanent error (dead letter)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise PermanentError(f"{field} {value!r} is not a UUID") from None
 
 
 def emit(

@@ -28,7 +28,7 @@ from orgsync.domain.tree import OrgTree, Scope, accounts_in_scope
 from orgsync.storage import repository as repo
 from orgsync.storage.models import SyncRun
 
-from .deps import Deps, emit
+from .deps import Deps, emit, message_uuid
 from .routes import ORG_SYNC
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,7 @@ class _OrgSnapshot:
 
 
 def _load_org(deps: Deps, org_id: str) -> _OrgSnapshot:
-    try:
-        uuid.UUID(org_id)
-    except ValueError:
-        raise PermanentError(f"org_id {org_id!r} is not a UUID") from None
+    message_uuid(org_id, "org_id")
     with deps.sessions() as session:
         try:
             org = repo.get_org(session, org_id)

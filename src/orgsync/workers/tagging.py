@@ -8,7 +8,6 @@ differences, and asks for a badge reconcile of exactly the clouds whose tags cha
 from __future__ import annotations
 
 import logging
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -17,12 +16,12 @@ from sqlalchemy import select
 from orgsync.aws.organizations import OrganizationsReader
 from orgsync.aws.session import error_code
 from orgsync.domain import events
-from orgsync.domain.errors import AwsStepFailed, PermanentError
+from orgsync.domain.errors import AwsStepFailed
 from orgsync.domain.tags import chunks, plan_tags
 from orgsync.storage import repository as repo
 from orgsync.storage.models import Organization
 
-from .deps import Deps, emit
+from .deps import Deps, emit, message_uuid
 from .routes import BADGE_RECONCILE, TAG_REFRESH
 from .validation import RetryLater
 
@@ -45,13 +44,6 @@ def refresh_tags(deps: Deps, envelope: events.Envelope) -> None:
         _refresh_chunk(deps, envelope, event.org_id, list(event.account_ids))
 
 
-def _org_uuid(org_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(org_id)
-    except ValueError:
-        raise PermanentError(f"org_id {org_id!r} is not a UUID") from None
-
-
 def _fan_out_orgs(deps: Deps, envelope: events.Envelope) -> None:
     with deps.sessions.begin() as session:
         if not repo.claim_processing(session, envelope.id, envelope.correlation_id, TAG_REFRESH.actor_name):
@@ -62,7 +54,7 @@ def _fan_out_orgs(deps: Deps, envelope: events.Envelope) -> None:
 
 
 def _fan_out_chunks(deps: Deps, envelope: events.Envelope, org_id: str) -> None:
-    org_uuid = _org_uuid(org_id)
+    org_uuid = message_uuid(org_id, "org_id")
     with deps.sessions.begin() as session:
         if not repo.claim_processing(session, envelope.id, envelope.correlation_id, TAG_REFRESH.actor_name):
             return
@@ -75,7 +67,7 @@ def _fan_out_chunks(deps: Deps, envelope: events.Envelope, org_id: str) -> None:
 
 
 def _refresh_chunk(deps: Deps, envelope: events.Envelope, org_id: str, account_ids: list[str]) -> None:
-    org_uuid = _org_uuid(org_id)
+    org_uuid = message_uuid(org_id, "org_id")
     with deps.sessions() as session:
         org = session.get(Organization, org_uuid)
         if org is None:
@@ -142,13 +134,10 @@ def reconcile(deps: Deps, envelope: events.Envelope) -> int:
     """BadgeReconcileDue -> badges follow resource tags (set-based SQL). Returns rows written."""
     event = envelope.event
     assert isinstance(event, events.BadgeReconcileDue)
-    org_uuid = _org_uuid(event.org_id) if event.org_id else None
+    org_uuid = message_uuid(event.org_id, "org_id") if event.org_id else None
     if event.cloud_ids is not None:
         for cloud_id in event.cloud_ids:
-            try:
-                uuid.UUID(cloud_id)
-            except ValueError:
-                raise PermanentError(f"cloud id {cloud_id!r} is not a UUID") from None
+            message_uuid(cloud_id, "cloud id")
     with deps.sessions.begin() as session:
         if org_uuid is not None:
             repo.lock_org(session, org_uuid)

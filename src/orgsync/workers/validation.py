@@ -23,7 +23,7 @@ from orgsync.storage import repository as repo
 from orgsync.storage.models import Cloud, Organization, ProcessedMessage
 from orgsync.storage.vault import row_context
 
-from .deps import Deps, emit
+from .deps import Deps, emit, message_uuid
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,7 @@ def validate_account(deps: Deps, envelope: events.Envelope, actor_name: str) -> 
     """AccountDiscovered / AccountValidationDue -> cloud status (+ AccountValidated when it changed)."""
     event = envelope.event
     assert isinstance(event, events.AccountDiscovered | events.AccountValidationDue)
-    try:
-        cloud_uuid = uuid.UUID(event.cloud_id)
-    except ValueError:
-        raise PermanentError(f"cloud_id {event.cloud_id!r} is not a UUID") from None
+    cloud_uuid = message_uuid(event.cloud_id, "cloud_id")
     with deps.sessions() as session:
         target = _load(session, cloud_uuid, envelope.id)
     if target is False:
