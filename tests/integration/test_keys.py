@@ -46,8 +46,17 @@ def test_a_ciphertext_copied_to_another_row_does_not_open(capsys, cli_env, aws):
     finally:
         engine.dispose()
     code, out, err = run(capsys, "org", "show", "copy", "--json")
-    assert (code, out) == (1, "")
-    assert err == "error: credential block does not decrypt for this row (tampered or copied)\n"
+    data = json.loads(out)  # everything but the credentials is still shown
+    assert (code, data["nickname"], data["credentials_source"], data["management_role"]) == (
+        1,
+        "copy",
+        "unreadable",
+        None,
+    )
+    assert err == (
+        "error: the stored credentials cannot be decrypted (tampered, copied or wrong key ring): `org edit` them "
+        "with every credential option\n"
+    )
 
 
 def test_keys_generate_prints_a_usable_key(capsys, cli_env):

@@ -33,6 +33,12 @@ from orgsync.domain.events import (
 
 MID = "0b8f5f5e-3c1a-4d7e-9a43-2d6f0c1e9b11"
 CID = "7d9a2b8c-1e4f-4a6b-8c3d-5e7f9a1b2c3d"
+ORG = "3f2b6a7e-9c1d-4e8f-a0b1-c2d3e4f5a6b7"
+ORG2 = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
+CLOUD = "9e8d7c6b-5a49-4382-b716-0f1e2d3c4b5a"
+CLOUD2 = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+RUN = "2c4e6a8b-0d1f-4325-a7b9-c1d3e5f7a9b0"
+ACCOUNT = "123456789012"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -42,7 +48,7 @@ def _body(type_: str = "OrgSyncRequested", data: object = None, **extra: object)
         "version": 1,
         "id": MID,
         "occurred_at": "2024-05-01T10:00:00.000Z",
-        "data": {"org_id": "org-1"} if data is None else data,
+        "data": {"org_id": ORG} if data is None else data,
     }
     body.update(extra)
     return body
@@ -105,8 +111,8 @@ def test_envelope_to_json_is_the_documented_shape_with_tuples_as_lists() -> None
 
 
 def test_decode_reads_every_envelope_field() -> None:
-    envelope = decode(_body(data={"org_id": "org-1", "reason": "schedule"}, correlation_id=CID))
-    assert envelope == Envelope(OrgSyncRequested("org-1", "schedule"), MID, "2024-05-01T10:00:00.000Z", CID)
+    envelope = decode(_body(data={"org_id": ORG, "reason": "schedule"}, correlation_id=CID))
+    assert envelope == Envelope(OrgSyncRequested(ORG, "schedule"), MID, "2024-05-01T10:00:00.000Z", CID)
 
 
 @pytest.mark.parametrize("correlation", [None, "", "absent"])
@@ -132,20 +138,20 @@ def test_decode_without_occurred_at_uses_now() -> None:
 @pytest.mark.parametrize(
     ("type_", "data", "event"),
     [
-        ("OrgSyncRequested", {"org_id": "o"}, OrgSyncRequested("o", "requested")),
+        ("OrgSyncRequested", {"org_id": ORG}, OrgSyncRequested(ORG, "requested")),
         ("TagRefreshDue", {}, TagRefreshDue(None, None)),
         ("TagRefreshDue", {"org_id": None, "account_ids": None}, TagRefreshDue(None, None)),
         ("TagRefreshDue", {"account_ids": []}, TagRefreshDue(None, ())),
-        ("BadgeReconcileDue", {"org_id": "o", "cloud_ids": ["c1", "c2"]}, BadgeReconcileDue("o", ("c1", "c2"))),
+        ("BadgeReconcileDue", {"org_id": ORG, "cloud_ids": [CLOUD, CLOUD2]}, BadgeReconcileDue(ORG, (CLOUD, CLOUD2))),
         (
             "AccountValidated",
-            {"org_id": None, "cloud_id": "c", "account_id": "a", "status": "ok"},
-            AccountValidated(None, "c", "a", "ok"),
+            {"org_id": None, "cloud_id": CLOUD, "account_id": ACCOUNT, "status": "ok"},
+            AccountValidated(None, CLOUD, ACCOUNT, "ok"),
         ),
         (
             "OrgSyncCompleted",
-            {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 0, "added": 3, "removed": -1},
-            OrgSyncCompleted("o", "r", "ok", 0, 3, -1),
+            {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 0, "added": 3, "removed": -1},
+            OrgSyncCompleted(ORG, RUN, "ok", 0, 3, -1),
         ),
     ],
 )
@@ -177,43 +183,43 @@ def test_decode_fills_defaults_and_accepts_null_for_optional_fields(
         (_body(version="1"), "OrgSyncRequested: version must be a positive integer, got '1'"),
         (_body(version=1.0), "OrgSyncRequested: version must be a positive integer, got 1.0"),
         (_body(version=True), "OrgSyncRequested: version must be a positive integer, got True"),
-        (_body(data=["org-1"]), "OrgSyncRequested: data is not a JSON object"),
-        (_body(data="org-1"), "OrgSyncRequested: data is not a JSON object"),
+        (_body(data=[ORG]), "OrgSyncRequested: data is not a JSON object"),
+        (_body(data=ORG), "OrgSyncRequested: data is not a JSON object"),
         (_body(id="not-a-uuid"), "OrgSyncRequested: id 'not-a-uuid' is not a UUID"),
         (_body(id=12), "OrgSyncRequested: id 12 is not a UUID"),
         (_body(id=None), "OrgSyncRequested: id None is not a UUID"),
         (_body(data={}), "OrgSyncRequested: missing field 'org_id'"),
-        (_body(data={"org_id": "o", "extra": 1, "another": 2}), "OrgSyncRequested: unknown field(s) another, extra"),
+        (_body(data={"org_id": ORG, "extra": 1, "another": 2}), "OrgSyncRequested: unknown field(s) another, extra"),
         (_body(data={"org_id": None}), "OrgSyncRequested: field 'org_id' must not be null"),
         (_body(data={"org_id": ""}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
         (_body(data={"org_id": 5}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
-        (_body(data={"org_id": ["o"]}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (_body(data={"org_id": [ORG]}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
         (_body(data={"org_id": True}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
         (
             _body(
                 "OrgSyncCompleted",
-                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": "3", "added": 0, "removed": 0},
+                {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": "3", "added": 0, "removed": 0},
             ),
             "OrgSyncCompleted: field 'accounts' must be an integer",
         ),
         (
             _body(
                 "OrgSyncCompleted",
-                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 1, "added": True, "removed": 0},
+                {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 1, "added": True, "removed": 0},
             ),
             "OrgSyncCompleted: field 'added' must be an integer",
         ),
         (
             _body(
                 "OrgSyncCompleted",
-                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 1, "added": 0, "removed": 1.5},
+                {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 1, "added": 0, "removed": 1.5},
             ),
             "OrgSyncCompleted: field 'removed' must be an integer",
         ),
         (
             _body(
                 "OrgSyncCompleted",
-                {"org_id": "o", "sync_run_id": "r", "status": "ok", "accounts": 1, "added": 0, "removed": None},
+                {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 1, "added": 0, "removed": None},
             ),
             "OrgSyncCompleted: field 'removed' must not be null",
         ),
@@ -230,7 +236,7 @@ def test_decode_fills_defaults_and_accepts_null_for_optional_fields(
             "BadgeReconcileDue: field 'cloud_ids' must be a list of strings",
         ),
         (
-            _body("AccountValidated", {"org_id": None, "cloud_id": "c", "account_id": "a"}),
+            _body("AccountValidated", {"org_id": None, "cloud_id": CLOUD, "account_id": ACCOUNT}),
             "AccountValidated: missing field 'status'",
         ),
     ],
@@ -242,10 +248,10 @@ def test_undecodable_message_raises_malformed_message_with_a_readable_reason(bod
 
 
 def test_decoded_message_does_not_alias_the_received_data() -> None:
-    data = {"org_id": "o", "account_ids": ["a"]}
+    data = {"org_id": ORG, "account_ids": [ACCOUNT]}
     envelope = decode(_body("TagRefreshDue", data))
-    data["account_ids"].append("b")
-    assert envelope.event == TagRefreshDue("o", ("a",))
+    data["account_ids"].append("210987654321")
+    assert envelope.event == TagRefreshDue(ORG, (ACCOUNT,))
 
 
 # --- versions and upcasters --------------------------------------------------------------------------------
@@ -262,11 +268,11 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 def test_registered_upcaster_turns_an_old_version_into_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(OrgSyncRequested, "VERSION", 2)
     monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), _v1_to_v2)
-    envelope = decode(_body(data={"org_id": "org-1", "why": "schedule"}))
-    assert envelope.event == OrgSyncRequested("org-1", "schedule")
+    envelope = decode(_body(data={"org_id": ORG, "why": "schedule"}))
+    assert envelope.event == OrgSyncRequested(ORG, "schedule")
     # the current version is read as is, and is what is written
-    assert decode(_body(version=2, data={"org_id": "org-1", "reason": "cli"})).event == OrgSyncRequested("org-1", "cli")
-    assert wrap(OrgSyncRequested("org-1")).to_json()["version"] == 2
+    assert decode(_body(version=2, data={"org_id": ORG, "reason": "cli"})).event == OrgSyncRequested(ORG, "cli")
+    assert wrap(OrgSyncRequested(ORG)).to_json()["version"] == 2
 
 
 def test_upcasters_chain_through_every_version(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,11 +287,11 @@ def test_upcasters_chain_through_every_version(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(OrgSyncRequested, "VERSION", 3)
     monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), step(1, {"reason": "from-v1"}))
-    monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 2), step(2, {"org_id": "renamed"}))
-    assert decode(_body(data={"org_id": "org-1"})).event == OrgSyncRequested("renamed", "from-v1")
+    monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 2), step(2, {"org_id": ORG2}))
+    assert decode(_body(data={"org_id": ORG})).event == OrgSyncRequested(ORG2, "from-v1")
     assert calls == [1, 2]
     calls.clear()
-    assert decode(_body(version=2, data={"org_id": "org-1"})).event == OrgSyncRequested("renamed", "requested")
+    assert decode(_body(version=2, data={"org_id": ORG})).event == OrgSyncRequested(ORG2, "requested")
     assert calls == [2]
 
 
@@ -311,21 +317,24 @@ def test_monkeypatched_versions_and_upcasters_are_restored() -> None:
 # --- properties ------------------------------------------------------------------------------------------------
 
 _text = st.text(min_size=1, max_size=20)
-_opt_text = st.none() | _text
-_ids = st.none() | st.lists(st.text(max_size=12), max_size=4).map(tuple)
+_uuid = st.uuids().map(str)
+_opt_uuid = st.none() | _uuid
+_account = st.from_regex(r"\A[0-9]{12}\Z")
+_account_ids = st.none() | st.lists(_account, max_size=4).map(tuple)
+_cloud_ids = st.none() | st.lists(_uuid, max_size=4).map(tuple)
 _ints = st.integers(min_value=-(2**53), max_value=2**53)
 
 EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
-    OrgSyncRequested: st.builds(OrgSyncRequested, org_id=_text, reason=_text),
-    AccountDiscovered: st.builds(AccountDiscovered, org_id=_text, cloud_id=_text, account_id=_text),
-    AccountValidationDue: st.builds(AccountValidationDue, cloud_id=_text, account_id=_text, org_id=_opt_text),
-    AccountRemoved: st.builds(AccountRemoved, org_id=_text, account_id=_text, reason=_text),
+    OrgSyncRequested: st.builds(OrgSyncRequested, org_id=_uuid, reason=_text),
+    AccountDiscovered: st.builds(AccountDiscovered, org_id=_uuid, cloud_id=_uuid, account_id=_account),
+    AccountValidationDue: st.builds(AccountValidationDue, cloud_id=_uuid, account_id=_account, org_id=_opt_uuid),
+    AccountRemoved: st.builds(AccountRemoved, org_id=_uuid, account_id=_account, reason=_text),
     OrgSyncCompleted: st.builds(
-        OrgSyncCompleted, org_id=_text, sync_run_id=_text, status=_text, accounts=_ints, added=_ints, removed=_ints
+        OrgSyncCompleted, org_id=_uuid, sync_run_id=_uuid, status=_text, accounts=_ints, added=_ints, removed=_ints
     ),
-    AccountValidated: st.builds(AccountValidated, org_id=_opt_text, cloud_id=_text, account_id=_text, status=_text),
-    TagRefreshDue: st.builds(TagRefreshDue, org_id=_opt_text, account_ids=_ids),
-    BadgeReconcileDue: st.builds(BadgeReconcileDue, org_id=_opt_text, cloud_ids=_ids),
+    AccountValidated: st.builds(AccountValidated, org_id=_opt_uuid, cloud_id=_uuid, account_id=_account, status=_text),
+    TagRefreshDue: st.builds(TagRefreshDue, org_id=_opt_uuid, account_ids=_account_ids),
+    BadgeReconcileDue: st.builds(BadgeReconcileDue, org_id=_opt_uuid, cloud_ids=_cloud_ids),
 }
 
 

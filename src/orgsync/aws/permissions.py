@@ -1,4 +1,6 @@
-"""Checking the management role: a read-only probe per required action, and IAM's simulator."""
+"""Checking the management role: a read-only probe per required action, and IAM's simulator.
+
+The probes decide; the simulator is only a second opinion, so any failure of it becomes a note."""
 
 from __future__ import annotations
 
@@ -60,7 +62,9 @@ def check_management_role(
         simulator = {r["EvalActionName"]: r["EvalDecision"] for r in response.get("EvaluationResults", [])}
     except ClientError as exc:
         note = f"IAM's policy simulator was not available ({error_code(exc)}); only probe calls were used"
-    except BotoCoreError as exc:
+    except Exception as exc:
+        # a second opinion: whatever goes wrong (botocore's ResponseParserError on a non-XML answer is no
+        # BotoCoreError; a result without the expected keys) leaves the probes' verdict standing
         note = f"IAM's policy simulator was not available ({type(exc).__name__}); only probe calls were used"
 
     global_key_scps: list[str] = []

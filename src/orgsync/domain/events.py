@@ -7,11 +7,16 @@ Envelope (JSON object):
 Messages carry ids and plain values only, never credentials. `correlation_id` ties every follow-up to
 the request that caused it (it defaults to the envelope id), which is how `--wait` knows when a
 request and all it caused are done. Older versions of an event are upcast on decode.
+
+`decode` checks everything an envelope carries, so handlers never parse again: the ids (message,
+correlation and every id-typed data field: UUIDs, AWS account ids of 12 digits) and `occurred_at` (an
+ISO-8601 timestamp with a time zone). Ids stay strings, in canonical form.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -112,6 +117,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
+# Data fields holding ids, by name: what they must look like. A list field holds ids of that kind.
+UUID_FIELDS = frozenset({"org_id", "cloud_id", "sync_run_id", "cloud_ids"})
+ACCOUNT_ID_FIELDS = frozenset({"account_id", "account_ids"})
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+
 # (type, from_version) -> function turning that version's data into the next version's data
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
@@ -167,11 +177,11 @@ def decode(body: object) -> Envelope:
         raise MalformedMessage(f"{type_name}: unknown version {version} (this build reads up to {cls.VERSION})")
     if not isinstance(data, Mapping):
         raise MalformedMessage(f"{type_name}: data is not a JSON object")
-    message_id = body["id"]
-    try:
-        message_id = str(uuid.UUID(str(message_id)))
-    except ValueError:
-        raise MalformedMessage(f"{type_name}: id {message_id!r} is not a UUID") from None
+    message_id = _uuid(type_name, "id", body["id"])
+    correlation = body.get("correlation_id")
+    correlation = message_id if correlation in (None, "") else _uuid(type_name, "correlation_id", correlation)
+    occurred_at = body.get("occurred_at")
+    occurred_at = now_iso() if occurred_at is None else _timestamp(type_name, occurred_at)
     payload = dict(data)
     while version < cls.VERSION:
         step = UPCASTERS.get((type_name, version))
@@ -179,10 +189,42 @@ def decode(body: object) -> Envelope:
             raise MalformedMessage(f"{type_name}: no upcaster from version {version}")
         payload = step(payload)
         version += 1
-    event = _build(cls, payload)
-    correlation = body.get("correlation_id") or message_id
-    occurred_at = body.get("occurred_at") or now_iso()
-    return Envelope(event, message_id, str(occurred_at), str(correlation))
+    return Envelope(_build(cls, payload), message_id, occurred_at, correlation)
+
+
+def _show(value: object) -> str:
+    """A received value for a reason: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _uuid(type_name: str, name: str, value: object) -> str:
+    """`value` as a canonical UUID string, or MalformedMessage naming the field."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise MalformedMessage(f"{type_name}: {name} {_show(value)} is not a UUID") from None
+
+
+def _account_id(type_name: str, name: str, value: str) -> str:
+    if not _ACCOUNT_ID.fullmatch(value):
+        raise MalformedMessage(f"{type_name}: {name} {_show(value)} is not an AWS account id (12 digits)")
+    return value
+
+
+def _timestamp(type_name: str, value: object) -> str:
+    """`occurred_at` as received, once it is known to be an ISO-8601 timestamp with a time zone."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise MalformedMessage(f"{type_name}: occurred_at {_show(value)} is not an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise MalformedMessage(f"{type_name}: occurred_at {_show(value)} has no time zone")
+    return value
 
 
 def _build(cls: type[Event], data: Mapping[str, Any]) -> Event:
@@ -196,8 +238,18 @@ def _build(cls: type[Event], data: Mapping[str, Any]) -> Event:
             if f.default is dataclasses.MISSING:
                 raise MalformedMessage(f"{cls.TYPE}: missing field {name!r}")
             continue
-        kwargs[name] = _coerce(cls.TYPE, name, str(f.type), data[name])
+        kwargs[name] = _check_id(cls.TYPE, name, _coerce(cls.TYPE, name, str(f.type), data[name]))
     return cls(**kwargs)
+
+
+def _check_id(type_name: str, name: str, value: Any) -> Any:
+    """An id-typed field (or each id of a list field) in its checked, canonical form."""
+    if value is None or name not in UUID_FIELDS | ACCOUNT_ID_FIELDS:
+        return value
+    check = _uuid if name in UUID_FIELDS else _account_id
+    if isinstance(value, tuple):
+        return tuple(check(type_name, f"{name}[{i}]", v) for i, v in enumerate(value))
+    return check(type_name, name, value)
 
 
 def _coerce(type_name: str, name: str, annotation: str, value: Any) -> Any:

@@ -17,6 +17,7 @@ DURATION_EXCEEDED = "duration_exceeded"
 ACCOUNT_SUSPENDED = "account_suspended"
 REGION_DISABLED = "sts_region_disabled"
 AWS_ERROR = "aws_error"
+CREDENTIALS_UNREADABLE = "credentials_unreadable"
 
 STATUSES = {
     PENDING: "not validated yet",
@@ -27,6 +28,7 @@ STATUSES = {
     ACCOUNT_SUSPENDED: "the account is suspended or closing in AWS",
     REGION_DISABLED: "STS is not activated in the region used",
     AWS_ERROR: "another AWS error",
+    CREDENTIALS_UNREADABLE: "the stored credentials cannot be decrypted (tampered, copied or wrong key ring)",
 }
 
 

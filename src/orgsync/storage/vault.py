@@ -20,15 +20,24 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from orgsync.domain.config import Credentials
-from orgsync.domain.errors import OrgSyncError
+from orgsync.domain.errors import OrgSyncError, PermanentError
 
 VERSION = b"\x01"
 KEY_ID_LEN = 8
 NONCE_LEN = 12
 
 
+# What users are told (org status, cloud status, `keys rotate`) when a stored block does not open.
+CREDENTIALS_UNREADABLE = "credentials cannot be decrypted (tampered, copied or wrong key ring)"
+
+
 class VaultError(OrgSyncError):
     """A key is malformed, missing, or a ciphertext does not open. Never carries key material."""
+
+
+class CredentialsUnreadable(VaultError, PermanentError):
+    """A stored credential block does not open with this key ring: not an orgsync ciphertext, encrypted
+    under a key the ring lacks, or not for this row (tampered or copied). Retrying cannot help."""
 
 
 def generate_key() -> str:
@@ -75,16 +84,16 @@ class KeyRing:
 
     def decrypt(self, blob: bytes, context: bytes) -> bytes:
         if len(blob) < 1 + KEY_ID_LEN + NONCE_LEN + 16 or blob[:1] != VERSION:
-            raise VaultError("credential block is not an orgsync ciphertext")
+            raise CredentialsUnreadable("credential block is not an orgsync ciphertext")
         key_id = blob[1 : 1 + KEY_ID_LEN]
         aead = self._keys.get(key_id)
         if aead is None:
-            raise VaultError("credential block was encrypted with a key that is not in the key ring")
+            raise CredentialsUnreadable("credential block was encrypted with a key that is not in the key ring")
         nonce = blob[1 + KEY_ID_LEN : 1 + KEY_ID_LEN + NONCE_LEN]
         try:
             return aead.decrypt(nonce, blob[1 + KEY_ID_LEN + NONCE_LEN :], context)
         except InvalidTag:
-            raise VaultError("credential block does not decrypt for this row (tampered or copied)") from None
+            raise CredentialsUnreadable("credential block does not decrypt for this row (tampered or copied)") from None
 
     def is_primary(self, blob: bytes) -> bool:
         return blob[1 : 1 + KEY_ID_LEN] == self._primary

@@ -26,12 +26,10 @@ class Deps:
     after_commit: Callable[[], None] = lambda: None
 
 
-def message_uuid(value: str, field: str) -> uuid.UUID:
-    """An id field of a message as a UUID; a malformed one is a permanent error (dead letter)."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise PermanentError(f"{field} {value!r} is not a UUID") from None
+def unknown_org(org_id: str | uuid.UUID) -> PermanentError:
+    """The dead-letter reason of a message naming an organization that does not exist (its id was
+    checked by `events.decode`; the org is absent: never registered, or removed since)."""
+    return PermanentError(f"org_id {org_id}: no such organization")
 
 
 def emit(

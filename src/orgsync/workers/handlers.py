@@ -26,9 +26,11 @@ from orgsync.domain.scp import Policy, ScpPlan, Target, plan_scps
 from orgsync.domain.sync import plan_sync, plan_system_badges, plan_units
 from orgsync.domain.tree import OrgTree, Scope, accounts_in_scope
 from orgsync.storage import repository as repo
-from orgsync.storage.models import SyncRun
+from orgsync.storage.models import Organization, SyncRun
+from orgsync.storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
-from .deps import Deps, emit, message_uuid
+from .deps import Deps, emit, unknown_org
+from .middleware import failure_reason
 from .routes import ORG_SYNC
 
 log = logging.getLogger(__name__)
@@ -43,13 +45,12 @@ class _OrgSnapshot:
     filters: Filters
 
 
-def _load_org(deps: Deps, org_id: str) -> _OrgSnapshot:
-    message_uuid(org_id, "org_id")
+def _load_org(deps: Deps, org_id: uuid.UUID) -> _OrgSnapshot:
+    """The org and its credentials; PermanentError when it does not exist, CredentialsUnreadable."""
     with deps.sessions() as session:
-        try:
-            org = repo.get_org(session, org_id)
-        except NotFound as exc:
-            raise PermanentError(str(exc)) from None
+        org = session.get(Organization, org_id)
+        if org is None:
+            raise unknown_org(org_id)
         credentials = deps.keyring().open(org.credentials, "organizations", org.id)
         return _OrgSnapshot(org.id, org.cloud_org_id, org.nickname, credentials, Filters.from_json(org.filters))
 
@@ -97,16 +98,25 @@ def sync_org(deps: Deps, envelope: events.Envelope) -> None:
         if repo.already_processed(session, envelope.id):
             log.info("sync request %s already handled", envelope.id)
             return
-    org = _load_org(deps, event.org_id)
     started = datetime.now(UTC)
     clock = time.monotonic()
     stats = CallStats()
+    try:
+        org = _load_org(deps, uuid.UUID(event.org_id))
+    except CredentialsUnreadable:
+        # the user sees it as the org's last sync; the message is dead-lettered (no retry can help), so
+        # it can be requeued once the key ring is fixed or the credentials are entered again
+        dead = PermanentError(CREDENTIALS_UNREADABLE)
+        org_uuid = uuid.UUID(event.org_id)
+        if _finish_failed(deps, envelope, org_uuid, started, clock, stats, str(dead), failure_reason(dead)):
+            raise dead from None
+        return
     with CallScope.counting(stats):
         try:
             reading = read_organization(deps, org)
             scope = accounts_in_scope(reading.tree, org.filters)
         except (AwsStepFailed, NotFound) as exc:
-            _finish_failed(deps, envelope, org, started, clock, stats, str(exc))
+            _finish_failed(deps, envelope, org.id, started, clock, stats, str(exc))
             return
     _apply(deps, envelope, org, reading, scope, started, clock, stats)
 
@@ -172,7 +182,7 @@ def _apply(
             + len(badge_writes)
             + scp_rows
         )
-        run = _sync_run(envelope, org, started, clock, stats, status, error)
+        run = _sync_run(envelope, org.id, started, clock, stats, status, error)
         run.accounts_seen = len(tree.accounts)
         run.accounts_in_scope = len(scope.accounts)
         run.added = len(plan.new) + len(plan.taken_over)
@@ -206,7 +216,7 @@ def _apply(
 
 def _sync_run(
     envelope: events.Envelope,
-    org: _OrgSnapshot,
+    org_id: uuid.UUID,
     started: datetime,
     clock: float,
     stats: CallStats,
@@ -215,7 +225,7 @@ def _sync_run(
 ) -> SyncRun:
     return SyncRun(
         id=uuid.uuid4(),
-        organization_id=org.id,
+        organization_id=org_id,
         kind="org-sync",
         message_id=uuid.UUID(envelope.id),
         correlation_id=uuid.UUID(envelope.correlation_id),
@@ -251,22 +261,34 @@ def _stamp_org(
 def _finish_failed(
     deps: Deps,
     envelope: events.Envelope,
-    org: _OrgSnapshot,
+    org_id: uuid.UUID,
     started: datetime,
     clock: float,
     stats: CallStats,
     error: str,
-) -> None:
-    log.warning("org %s sync failed: %s", org.id, error)
+    message_error: str | None = None,
+) -> bool:
+    """Record a failed sync (run, org status, OrgSyncCompleted); False if the message was handled before.
+
+    `message_error` is what the message's failure records, when it differs from the sync's error (the
+    reason RecordFailures writes too when the message is dead-lettered next, so `--wait` reads one text).
+    """
+    log.warning("org %s sync failed: %s", org_id, error)
     with deps.sessions.begin() as session:
-        repo.lock_org(session, org.id)
+        repo.lock_org(session, org_id)
         if not repo.claim_processing(session, envelope.id, envelope.correlation_id, ORG_SYNC.actor_name):
-            return
+            return False
         repo.mark_processed(
-            session, envelope.id, envelope.correlation_id, ORG_SYNC.actor_name, status="failed", error=error
+            session,
+            envelope.id,
+            envelope.correlation_id,
+            ORG_SYNC.actor_name,
+            status="failed",
+            error=message_error or error,
         )
-        run = _sync_run(envelope, org, started, clock, stats, "failed", error)
+        run = _sync_run(envelope, org_id, started, clock, stats, "failed", error)
         session.add(run)
-        _stamp_org(session, org.id, run)
-        emit(session, events.OrgSyncCompleted(str(org.id), str(run.id), "failed", 0, 0, 0), cause=envelope)
+        _stamp_org(session, org_id, run)
+        emit(session, events.OrgSyncCompleted(str(org_id), str(run.id), "failed", 0, 0, 0), cause=envelope)
     deps.after_commit()
+    return True

@@ -8,6 +8,7 @@ differences, and asks for a badge reconcile of exactly the clouds whose tags cha
 from __future__ import annotations
 
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,12 +17,13 @@ from sqlalchemy import select
 from orgsync.aws.organizations import OrganizationsReader
 from orgsync.aws.session import error_code
 from orgsync.domain import events
-from orgsync.domain.errors import AwsStepFailed
+from orgsync.domain.errors import AwsStepFailed, PermanentError
 from orgsync.domain.tags import chunks, plan_tags
 from orgsync.storage import repository as repo
 from orgsync.storage.models import Organization
+from orgsync.storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
-from .deps import Deps, emit, message_uuid
+from .deps import Deps, emit, unknown_org
 from .routes import BADGE_RECONCILE, TAG_REFRESH
 from .validation import RetryLater
 
@@ -54,12 +56,12 @@ def _fan_out_orgs(deps: Deps, envelope: events.Envelope) -> None:
 
 
 def _fan_out_chunks(deps: Deps, envelope: events.Envelope, org_id: str) -> None:
-    org_uuid = message_uuid(org_id, "org_id")
+    org_uuid = uuid.UUID(org_id)
     with deps.sessions.begin() as session:
         if not repo.claim_processing(session, envelope.id, envelope.correlation_id, TAG_REFRESH.actor_name):
             return
         if session.get(Organization, org_uuid) is None:
-            return  # removed since: nothing to refresh
+            raise unknown_org(org_id)  # rolls the claim back: the failure is recorded instead
         accounts = sorted(repo.managed_accounts(session, org_uuid))
         for chunk in chunks(accounts, CHUNK):
             emit(session, events.TagRefreshDue(org_id, tuple(chunk)), cause=envelope)
@@ -67,15 +69,17 @@ def _fan_out_chunks(deps: Deps, envelope: events.Envelope, org_id: str) -> None:
 
 
 def _refresh_chunk(deps: Deps, envelope: events.Envelope, org_id: str, account_ids: list[str]) -> None:
-    org_uuid = message_uuid(org_id, "org_id")
+    org_uuid = uuid.UUID(org_id)
     with deps.sessions() as session:
         org = session.get(Organization, org_uuid)
         if org is None:
-            clouds: dict[str, str] = {}
-        else:
+            raise unknown_org(org_id)
+        try:
             creds = deps.keyring().open(org.credentials, "organizations", org.id)
-            managed = repo.managed_accounts(session, org_uuid)
-            clouds = {a: managed[a] for a in account_ids if a in managed}
+        except CredentialsUnreadable:
+            raise PermanentError(CREDENTIALS_UNREADABLE) from None
+        managed = repo.managed_accounts(session, org_uuid)
+        clouds = {a: managed[a] for a in account_ids if a in managed}
     aws_tags: dict[str, dict[str, str]] = {}
     if clouds:
         try:
@@ -134,15 +138,14 @@ def reconcile(deps: Deps, envelope: events.Envelope) -> int:
     """BadgeReconcileDue -> badges follow resource tags (set-based SQL). Returns rows written."""
     event = envelope.event
     assert isinstance(event, events.BadgeReconcileDue)
-    org_uuid = message_uuid(event.org_id, "org_id") if event.org_id else None
-    if event.cloud_ids is not None:
-        for cloud_id in event.cloud_ids:
-            message_uuid(cloud_id, "cloud id")
+    org_uuid = None if event.org_id is None else uuid.UUID(event.org_id)
     with deps.sessions.begin() as session:
         if org_uuid is not None:
             repo.lock_org(session, org_uuid)
         if not repo.claim_processing(session, envelope.id, envelope.correlation_id, BADGE_RECONCILE.actor_name):
             return 0
+        if org_uuid is not None and session.get(Organization, org_uuid) is None:
+            raise unknown_org(org_uuid)  # rolls the claim back: the failure is recorded instead
         rows = repo.reconcile_badges(
             session, org_id=org_uuid, cloud_ids=list(event.cloud_ids) if event.cloud_ids is not None else None
         )
