@@ -1,5 +1,9 @@
-"""Publishing outbox rows through dramatiq: actor-bound events as dramatiq messages, facts to the
-`orgsync.events` topic exchange (RabbitMQ only; in-process there is nobody else to tell)."""
+"""Publishing outbox rows through dramatiq: events with a consumer here as dramatiq messages to their
+queue, and every fact (routes.is_fact) to the `orgsync.events` topic exchange as well (routing key = event
+type, body = the JSON envelope). The exchange exists on RabbitMQ only: in-process nobody else listens.
+
+Both publishes go through the broker's channel of this thread, which waits for RabbitMQ's confirm of
+each, so `publish` returns only once everything is confirmed (the relay then marks the row sent)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from orgsync.storage.models import OutboxMessage
 
-from .routes import EVENTS_EXCHANGE
+from .routes import EVENTS_EXCHANGE, is_fact
 
 
 class DramatiqPublisher:
@@ -21,18 +25,21 @@ class DramatiqPublisher:
         self._declared = threading.local()
 
     def publish(self, row: OutboxMessage) -> None:
-        if row.actor_name and row.queue_name:
+        queue_name, actor_name = row.queue_name, row.actor_name
+        routed = bool(queue_name and actor_name)
+        # an event no actor here consumes goes to the exchange even if not listed as a fact: never nowhere
+        if isinstance(self.broker, RabbitmqBroker) and (is_fact(row.event_type) or not routed):
+            self._publish_fact(row)
+        if queue_name and actor_name:
             message: dramatiq.Message[None] = dramatiq.Message(
-                queue_name=row.queue_name,
-                actor_name=row.actor_name,
+                queue_name=queue_name,
+                actor_name=actor_name,
                 args=(row.envelope,),
                 kwargs={},
                 options={},
                 message_id=str(row.message_id),
             )
             self.broker.enqueue(message)
-        elif isinstance(self.broker, RabbitmqBroker):
-            self._publish_fact(row)
 
     def _publish_fact(self, row: OutboxMessage) -> None:
         assert isinstance(self.broker, RabbitmqBroker)
@@ -43,8 +50,10 @@ class DramatiqPublisher:
             raise
 
     def _basic_publish(self, broker: RabbitmqBroker, row: OutboxMessage) -> None:
-        channel = broker.channel
+        channel = broker.channel  # this thread's channel, in confirm mode (make_broker: confirm_delivery=True)
         if getattr(self._declared, "channel", None) is not channel:
+            if not broker.confirm_delivery:  # a broker made elsewhere: confirms are what lets the row be marked sent
+                channel.confirm_delivery()
             channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
             self._declared.channel = channel
         channel.basic_publish(

@@ -1,5 +1,9 @@
-"""Which queue and actor consume each event type. Events without a consumer here are facts for other
-services: they are published to the `orgsync.events` topic exchange (routing key = event type)."""
+"""Which queue and actor consume each event type, and which events are facts for other services.
+
+A *fact* says what happened (named in the past tense: AccountDiscovered, OrgSyncCompleted, ...); every
+fact is published to the `orgsync.events` topic exchange (routing key = event type) and, when it has a
+route here, to its internal queue too. The triggers (`...Requested`, `...Due`) ask for work: they go to
+their queue only."""
 
 from __future__ import annotations
 
@@ -30,6 +34,21 @@ ROUTES: dict[str, Route] = {
 QUEUES = tuple(sorted({r.queue_name for r in ROUTES.values()}))
 EVENTS_EXCHANGE = "orgsync.events"
 
+# the one list of facts: published to EVENTS_EXCHANGE whether or not orgsync consumes them itself
+FACTS: frozenset[str] = frozenset(
+    {
+        events.AccountDiscovered.TYPE,
+        events.AccountRemoved.TYPE,
+        events.AccountValidated.TYPE,
+        events.OrgSyncCompleted.TYPE,
+    }
+)
+
 
 def route_of(event_type: str) -> Route | None:
     return ROUTES.get(event_type)
+
+
+def is_fact(event_type: str) -> bool:
+    """Does this event go to the `orgsync.events` exchange for other services?"""
+    return event_type in FACTS
