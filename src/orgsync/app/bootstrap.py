@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,8 +22,9 @@ from orgsync.domain.errors import OrgSyncError
 from orgsync.storage import db
 from orgsync.storage.vault import KeyRing, VaultError, ensure_keys_file, read_keys_file
 from orgsync.workers.actors import declare_actors
+from orgsync.workers.broker import QuietRabbitmqBroker, quiet_pika
 from orgsync.workers.deps import Deps
-from orgsync.workers.middleware import LogContext, RecordFailures, RelayInWorker
+from orgsync.workers.middleware import LogContext, PauseWhileDatabaseDown, RecordFailures, RelayInWorker
 from orgsync.workers.publisher import DramatiqPublisher
 from orgsync.workers.relay import OutboxRelay
 
@@ -83,7 +85,10 @@ class Runtime:
             pool_size=max(10, settings.walk_concurrency * 2),
         )
         broker = make_broker(settings)
-        relay = OutboxRelay(sessions, DramatiqPublisher(broker))
+        if isinstance(broker, QuietRabbitmqBroker):
+            relay = OutboxRelay(sessions, DramatiqPublisher(broker), keepalive=broker.keepalive, guard=quiet_pika)
+        else:
+            relay = OutboxRelay(sessions, DramatiqPublisher(broker))
         runtime_keyring = _LazyKeyRing(settings)
         deps = Deps(
             sessions=sessions,
@@ -101,6 +106,9 @@ class Runtime:
         # after_* hooks run in reverse order: placed before Retries, this sees the message already failed
         broker.add_middleware(RecordFailures(sessions), before=Retries)
         broker.add_middleware(RelayInWorker(relay, settings.relay_interval_seconds))
+        if isinstance(broker, RabbitmqBroker):
+            # worker processes stop consuming while Postgres is away rather than fail every message
+            broker.add_middleware(PauseWhileDatabaseDown(database_probe(engine), settings.health_check_seconds))
         declare_actors(broker, deps, max_retries=settings.message_max_retries)
         dramatiq.set_broker(broker)
         return cls(settings, engine, sessions, aws, broker, relay, deps, url)
@@ -163,4 +171,18 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     url = settings.broker_url.get_secret_value()
     if not url.startswith(("amqp://", "amqps://")):
         raise OrgSyncError("ORGSYNC_BROKER_URL must be an amqp:// or amqps:// URL")
-    return RabbitmqBroker(url=url, confirm_delivery=True)
+    return QuietRabbitmqBroker(url=url, confirm_delivery=True)
+
+
+def database_probe(engine: Engine) -> Callable[[], str | None]:
+    """A check of the database through the engine's pool: None when usable, else a short reason."""
+
+    def probe() -> str | None:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            return db.database_problem(getattr(exc, "orig", None) or exc)
+        return None
+
+    return probe

@@ -7,8 +7,10 @@ declares, accounts per status and the age of each org's last successful sync fro
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from orgsync.storage import db
 from orgsync.storage.models import Cloud, Organization, SyncRun
 from orgsync.workers.routes import QUEUES
 
+from .logs import configure_logging
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -106,11 +109,47 @@ def start(settings: Settings, *, port: int, multiprocess: bool) -> Any:
     return server
 
 
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def unavailable_message(host: str, port: int, exc: OSError, who: str) -> str:
+    """One line saying the metrics endpoint is off, e.g. `metrics port 127.0.0.1:9464 is in use; ...`."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"metrics port {address(host, port)} is in use; {who} runs without metrics"
+    reason = exc.strerror or type(exc).__name__
+    return f"metrics cannot be served on {address(host, port)} ({reason}); {who} runs without metrics"
+
+
+def bind_problem(host: str, port: int) -> OSError | None:
+    """Why /metrics could not be served on host:port right now (None: it can), binding as the server does."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return exc
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            return exc
+    return None
+
+
 def serve() -> None:
-    """dramatiq fork function of `orgsync worker`: serve the group's metrics until terminated."""
+    """dramatiq fork function of `orgsync worker`: serve the group's metrics until terminated.
+
+    When the port is taken (it was free when `orgsync worker` checked) this says so in one line and idles
+    instead of exiting: dramatiq reaps its fork processes only at shutdown.
+    """
     settings = get_settings()
+    configure_logging(settings)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         log.warning("PROMETHEUS_MULTIPROC_DIR is not set; worker counters will be missing")
-    start(settings, port=settings.metrics_port, multiprocess=True)
+    try:
+        start(settings, port=settings.metrics_port, multiprocess=True)
+    except OSError as exc:
+        log.warning(unavailable_message(settings.metrics_host, settings.metrics_port, exc, "this worker group"))
     while True:
         time.sleep(3600)

@@ -25,7 +25,9 @@ def main(settings: Settings) -> None:
             server = metrics_server.start(settings, port=settings.scheduler_metrics_port, multiprocess=False)
         except OSError as exc:  # e.g. a standby on the same host: scheduling matters more than metrics
             logging.getLogger(__name__).warning(
-                "metrics not served on port %d: %s", settings.scheduler_metrics_port, exc.strerror
+                metrics_server.unavailable_message(
+                    settings.metrics_host, settings.scheduler_metrics_port, exc, "this scheduler"
+                )
             )
     try:
         run_scheduler(rt)

@@ -48,3 +48,27 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`; safe to run concurrently (an advisory lock serialises it)."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def database_problem(exc: BaseException) -> str:
+    """A short reason from a psycopg/libpq connection error, e.g. `connection refused`."""
+    text = str(exc).strip()
+    lowered = text.lower()
+    if "fatal:" in lowered:
+        start = lowered.rindex("fatal:") + len("fatal:")
+        reason = text[start:].strip().splitlines()[0].strip()
+        if reason.lower().startswith("password authentication failed"):
+            return "password authentication failed"
+        return reason
+    if "connection refused" in lowered:
+        return "connection refused"
+    if "timeout expired" in lowered or "timed out" in lowered:
+        return "timed out"
+    if "failed to resolve host" in lowered or "could not translate host name" in lowered:
+        return "unknown host"
+    if "no password supplied" in lowered:
+        return "no password supplied"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if " failed: " in first:
+        first = first.rsplit(" failed: ", 1)[1]
+    return first.strip() or type(exc).__name__

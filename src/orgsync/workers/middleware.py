@@ -1,9 +1,14 @@
-"""dramatiq middleware of ours: record messages that end in the dead-letter queue, run the relay."""
+"""dramatiq middleware of ours: record messages that end in the dead-letter queue, run the relay, stop
+consuming while the database is unreachable."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from queue import PriorityQueue
 from typing import Any
 
 import dramatiq
@@ -94,3 +99,82 @@ class RelayInWorker(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         self.relay.stop()
+
+
+class PauseWhileDatabaseDown(Middleware):
+    """Stops a worker process consuming while Postgres is unreachable, and resumes when it is back.
+
+    A thread probes the database every `interval` seconds. When the probe fails it logs one WARNING and
+    pauses the consumers (see `pause_consuming`): RabbitMQ takes their messages back and counts no
+    consumer here. When the probe succeeds again it logs one INFO and resumes. Without this every
+    message would fail (and be retried, then dead-lettered) for as long as the database is away.
+    """
+
+    def __init__(self, probe: Callable[[], str | None], interval: float, *, drain_timeout: float = 30.0) -> None:
+        self.probe = probe
+        self.interval = interval
+        self.drain_timeout = drain_timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.paused = False
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, args=(worker,), name="database-health", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.drain_timeout + 10)
+            self._thread = None
+
+    def _watch(self, worker: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                problem = self.probe()
+            except Exception as exc:  # a probe must not end the watch
+                problem = type(exc).__name__
+            if self._stop.is_set():
+                return
+            if problem is not None and not self.paused:
+                log.warning("database unreachable (%s); consumers paused until it is back", problem)
+                pause_consuming(worker, timeout=self.drain_timeout, stop=self._stop)
+                self.paused = True
+            elif problem is None and self.paused:
+                resume_consuming(worker)
+                self.paused = False
+                log.info("database reachable again; consumers resumed")
+            self._stop.wait(self.interval)
+
+
+def _wait_all(threads: list[Any], deadline: float, stop: threading.Event | None) -> None:
+    for thread in threads:
+        while not thread.paused_event.wait(0.2):
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()) or not thread.is_alive():
+                return
+
+
+def pause_consuming(worker: Any, *, timeout: float = 30.0, stop: threading.Event | None = None) -> None:
+    """Pause a dramatiq Worker's consumers so that RabbitMQ counts no consumer of it, losing nothing.
+
+    Each consumer closes its connection, so RabbitMQ takes back every message it had delivered and not
+    yet seen acked. Worker threads go on with what they already hold: their acks can no longer reach
+    RabbitMQ, which redelivers those messages later, and the handlers' processed-message claims make the
+    second delivery a no-op. Nothing held in memory is dropped, so no message can be left unacked on a
+    connection that stays open.
+    """
+    deadline = time.monotonic() + timeout
+    consumers = list(worker.consumers.values())
+    for consumer in consumers:
+        consumer.pause()
+    _wait_all(consumers, deadline, stop)
+    for consumer in consumers:
+        if consumer.paused_event.is_set():
+            # its delayed messages went back to RabbitMQ with its connection; these copies would duplicate them
+            consumer.delay_queue = PriorityQueue()
+
+
+def resume_consuming(worker: Any) -> None:
+    for consumer in list(worker.consumers.values()):
+        consumer.resume()
