@@ -22,6 +22,11 @@ def test_demo_runs_on_embedded_defaults_and_leaves_a_browsable_inventory(tmp_pat
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "sync ok" in demo.stdout
+    # what the demo announces is what it lists: 30 members plus the management account
+    assert "generating an organization of 30 member accounts and its management account" in demo.stdout
+    assert "clouds: 30 member accounts and 1 management account(s)" in demo.stdout
+    # the probes prove every call the sync needs: the simulator's disagreement is a note, never a warning
+    assert "warning" not in demo.stdout + demo.stderr
 
     demo_dir = tmp_path / "demo"
     assert stat.S_IMODE((demo_dir / "encryption.keys").stat().st_mode) == 0o600

@@ -116,7 +116,7 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_the_worker_goes_on(aws_
             "the body is not JSON",
             "MalformedMessage: unknown message type 'NoSuchEvent'",
             "MalformedMessage: OrgSyncRequested: unknown version 99 (this build reads up to 1)",
-            f"PermanentError: organization {unknown_org} does not exist",
+            f"PermanentError: org_id {unknown_org}: no such organization",
         ]
     )
     assert {d["queue"] for d in letters} == {"org-sync"}
@@ -125,14 +125,40 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_the_worker_goes_on(aws_
     synced = orgsync(env, "org", "sync", "ops", "--wait")
     assert (synced.returncode, synced.stderr) == (0, "")
 
-    # requeued letters fail again, for the same reasons; purge empties the queue
+    # requeued letters fail again, for the same reasons (the body that is not JSON cannot be requeued: a
+    # worker can do nothing with it, it stays); purge empties the queue
+    not_json = next(d for d in letters if d["reason"] == "the body is not JSON")
+    assert not_json["id"].startswith("sha256:") and 0 <= not_json["age_seconds"] < 300
+    unknown = orgsync(env, "dead-letters", "requeue", "no-such-id")
+    assert (unknown.returncode, unknown.stdout, unknown.stderr) == (
+        1,
+        "",
+        "error: no dead letter with id no-such-id (see `orgsync dead-letters list`)\n",
+    )
+    refused = orgsync(env, "dead-letters", "requeue", not_json["id"])
+    assert (refused.returncode, refused.stdout, refused.stderr) == (
+        1,
+        f"requeued 0 messages\nmessage {not_json['id']} cannot be requeued: the body is not JSON\n",
+        "error: 1 of the messages asked for cannot be requeued\n",
+    )
     requeued = orgsync(env, "dead-letters", "requeue", "--queue", "org-sync", "--json")
-    assert len(json.loads(requeued.stdout)["requeued"]) == 4
+    assert requeued.returncode == 0
+    assert (len(json.loads(requeued.stdout)["requeued"]), json.loads(requeued.stdout)["refused"]) == (
+        3,
+        [{"id": not_json["id"], "reason": "the body is not JSON"}],
+    )
     again = wait_for_dead(env, 4)
     assert sorted(d["reason"] for d in again) == sorted(d["reason"] for d in letters)
+    one = orgsync(env, "dead-letters", "purge", not_json["id"], "--yes")
+    assert (one.returncode, one.stdout) == (0, "purged 1 dead letters from org-sync.XQ\n")
     purged = orgsync(env, "dead-letters", "purge", "--queue", "org-sync", "--yes")
-    assert (purged.returncode, purged.stdout) == (0, "purged 4 dead letters from org-sync.XQ\n")
+    assert (purged.returncode, purged.stdout) == (0, "purged 3 dead letters from org-sync.XQ\n")
     assert dead_letters(env) == []
+    nosuch = orgsync(env, "dead-letters", "list", "--queue", "nosuch")
+    assert (nosuch.returncode, nosuch.stderr) == (
+        1,
+        "error: unknown queue nosuch; orgsync's queues are account-validation, badges, org-sync, tags\n",
+    )
 
 
 def test_metrics_after_a_known_workload(aws_server, env, workers):

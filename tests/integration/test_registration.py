@@ -20,7 +20,7 @@ def aws():
         yield org
 
 
-def test_org_add_with_json_prints_the_org_and_the_simulator_warning(capsys, cli_env, aws: BuiltOrg):
+def test_org_add_with_json_prints_the_org_and_explains_the_simulator_false_positive(capsys, cli_env, aws: BuiltOrg):
     code, out, err = run(capsys, *add_args(aws, **{"--org-external-id": "mgmt-external-id-1"}), "--json")
     assert (code, err) == (0, "")
     data = json.loads(out)
@@ -30,8 +30,10 @@ def test_org_add_with_json_prints_the_org_and_the_simulator_warning(capsys, cli_
         len(aws.accounts),
         "succeeded",
     )
-    assert len(data["warnings"]) == 1
-    assert "false positive" in data["warnings"][0] and "ProtectOrganizationsFromOthers" in data["warnings"][0]
+    assert data["warnings"] == []
+    simulator_notes = [n for n in data["notes"] if n.startswith("IAM's policy simulator reports")]
+    assert len(simulator_notes) == 1
+    assert "false positive" in simulator_notes[0] and "ProtectOrganizationsFromOthers" in simulator_notes[0]
     assert "mgmt-external-id-1" not in out
     code, out, _ = run(capsys, "cloud", "list", "--json", "--badge", f"system.cloud_organization={aws.org_id}")
     assert code == 0

@@ -69,12 +69,12 @@ CASES = [
         [],
     ),
     (
-        "simulator_denial_of_an_allowed_call_is_a_warning",
+        "simulator_denial_of_a_call_the_probe_proved_is_an_explaining_note_not_a_warning",
         {},
         {LIST_ROOTS: "explicitDeny"},
         [],
-        [_false_positive(LIST_ROOTS, "explicitDeny")],
         [],
+        [_false_positive(LIST_ROOTS, "explicitDeny")],
     ),
     (
         "unprobed_action_is_a_note",
@@ -151,11 +151,12 @@ def test_probe_missing_from_the_results_counts_as_unknown() -> None:
     assert report.ok is True
 
 
-def test_warning_names_the_scps_with_global_conditions_sorted_and_once() -> None:
+def test_explaining_note_names_the_scps_with_global_conditions_sorted_and_once() -> None:
     report = assess(
         ALL_ALLOWED, {**ALL_ALLOWED, LIST_ROOTS: "implicitDeny"}, global_key_scps=["ZetaScp", "AlphaScp", "ZetaScp"]
     )
-    assert report.warnings == (
+    assert report.warnings == ()
+    assert report.notes == (
         _false_positive(LIST_ROOTS, "implicitDeny", "SCP(s) with conditions on global keys: AlphaScp, ZetaScp"),
     )
 
@@ -248,11 +249,12 @@ def test_scps_with_global_conditions_are_listed_once_in_input_order() -> None:
     assert scps_with_global_conditions(policies) == ["Zeta", "Alpha"]
 
 
-def test_every_contradicted_action_is_listed_in_one_warning() -> None:
+def test_every_contradicted_action_is_listed_in_one_note() -> None:
     simulator = dict.fromkeys(REQUIRED_ACTIONS, "explicitDeny")
     report = assess(ALL_ALLOWED, simulator, global_key_scps=["ProtectOrg"])
     listed = ", ".join(f"{a} (explicitDeny)" for a in REQUIRED_ACTIONS)
-    assert report.warnings == (
+    assert report.warnings == ()
+    assert report.notes == (
         f"IAM's policy simulator reports {listed} as denied, but the calls themselves succeeded: "
         "most likely a false positive of the simulator; SCP(s) with conditions on global keys: ProtectOrg",
     )

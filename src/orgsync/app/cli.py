@@ -7,19 +7,16 @@ on stderr and exit non-zero; secrets are read from files, stdin or a prompt, nev
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
-import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from orgsync.domain.config import (
     OrgRegistration,
@@ -28,6 +25,7 @@ from orgsync.domain.config import (
     build_credentials,
     build_filters,
     check_account_id,
+    check_cloud_name,
     check_duration,
     check_external_id,
     check_nickname,
@@ -35,13 +33,17 @@ from orgsync.domain.config import (
     parse_role_arn,
 )
 from orgsync.domain.errors import InvalidInput, OrgSyncError
+from orgsync.domain.status import STATUSES
 from orgsync.storage import repository as repo
 from orgsync.storage.models import Organization
+from orgsync.storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
 from . import services
 from .bootstrap import Runtime
 from .logs import configure_logging
 from .settings import get_settings
+from .terminal import add_row, literal, shorten, table
+from .terminal import console as make_console
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Keep a cloud inventory in step with AWS Organizations."
@@ -61,8 +63,8 @@ app.add_typer(dead_app, name="dead-letters")
 app.add_typer(tags_app, name="tags")
 app.add_typer(badges_app, name="badges")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = make_console()
+err = make_console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Return when the work and all it caused has finished.")]
 RoleArnOpt = Annotated[str, typer.Option(help="Role to assume in that account.")]
@@ -72,15 +74,36 @@ ExternalIdFileOpt = Annotated[str | None, typer.Option(help="Read it from a file
 DurationOpt = Annotated[int, typer.Option(help="900-43200 seconds.")]
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+def _error_line(message: str) -> str:
+    """One line on stderr: control characters escaped, a long value cut."""
+    return "error: " + shorten(literal(message))
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(_error_line(message))
     raise typer.Exit(code)
 
 
 @contextmanager
 def runtime(*, workers: bool = False, migrate: bool | None = None) -> Iterator[Runtime]:
+    """The command's runtime, after checking the services it needs answer (one clear line if not).
+
+    `workers`: the command publishes work; with RabbitMQ the broker must be reachable before anything
+    is stored, or a request would wait in the outbox for a worker that cannot receive it.
+    """
+    from .preflight import check_broker, check_database
+
     settings = get_settings()
     configure_logging(settings, quiet=True)
+    if "ORGSYNC_LOG_LEVEL" not in os.environ:
+        # a command reports what went wrong in its own error line; the logs of the work it runs or
+        # publishes (pika's reconnects, a worker thread's warnings) are for ORGSYNC_LOG_LEVEL=INFO
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.CRITICAL)
+    if settings.database_url is not None and not settings.embedded_database and not migrate:
+        check_database(settings.database_url.get_secret_value())
+    if workers and settings.broker_url is not None and not settings.in_process_broker:
+        check_broker(settings.broker_url.get_secret_value())
     rt = Runtime.open(settings, migrate=migrate)
     try:
         if workers and rt.in_process:
@@ -111,6 +134,22 @@ def _read_secret(path: str | None, what: str) -> str | None:
     return value
 
 
+def _follow(
+    rt: Runtime, request_id: str | None, *, label: str, wait: bool, as_json: bool, data: dict[str, Any], text: str
+) -> None:
+    """The end of every command that requests work: wait when asked (always in-process), report, and
+    exit non-zero when the work timed out or failed. `--json` prints `data` plus the wait's outcome."""
+    result = None
+    if request_id is not None and (wait or rt.in_process):
+        result = _wait(rt, request_id, label=label, as_json=as_json)
+    if as_json:
+        _print_json({**data, **_wait_json(result)})
+    else:
+        out.print(text)
+    if result is not None:
+        _finish_wait(result, label)
+
+
 def _wait(rt: Runtime, request_id: str, *, label: str, as_json: bool) -> services.WaitResult:
     settings = rt.settings
     if as_json:
@@ -123,13 +162,25 @@ def _wait(rt: Runtime, request_id: str, *, label: str, as_json: bool) -> service
         return services.wait_for(rt, request_id, timeout=settings.wait_timeout_seconds, on_progress=show)
 
 
-def _finish_wait(result: services.WaitResult) -> None:
+def _wait_json(result: services.WaitResult | None) -> dict[str, Any]:
+    """What --json says of a --wait: finished, ok, and each failure (the exit code says it too)."""
+    if result is None:
+        return {"finished": False, "ok": None, "failures": []}
+    return {
+        "finished": result.finished,
+        "ok": result.ok,
+        "failures": [{"actor": actor, "error": error} for actor, error in result.failures],
+    }
+
+
+def _finish_wait(result: services.WaitResult, label: str) -> None:
+    """Exit non-zero when the awaited work timed out or any part of it failed."""
     if not result.finished:
-        _fail(f"timed out after {result.seconds:.0f}s waiting for the sync to finish")
+        _fail(f"timed out after {result.seconds:.0f}s waiting for the {label} to finish (ORGSYNC_WAIT_TIMEOUT_SECONDS)")
     if result.failures:
         actor, error = result.failures[0]
         more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
-        _fail(f"{actor}: {error}{more}")
+        _fail(f"{label} failed: {actor}: {error}{more}")
 
 
 # -- org ----------------------------------------------------------------------------------------
@@ -146,6 +197,7 @@ def _org_json(org: Organization, account_count: int) -> dict[str, Any]:
         "account_count": account_count,
         "filters": org.filters,
         "warnings": report.get("warnings", []),
+        "notes": report.get("notes", []),
         "permission_errors": report.get("errors", []),
         "permissions_checked_at": report.get("checked_at"),
         "last_sync": {
@@ -200,25 +252,25 @@ def org_add(
     )
     with runtime(workers=True) as rt:
         registered = services.register_org(rt, registration)
+        if not as_json:
+            out.print(
+                f"added organization {literal(registered.nickname)} ({registered.cloud_org_id}) as {registered.org_id}"
+            )
+            for warning in registered.report.warnings:
+                out.print(f"warning: {literal(warning)}")
+            for note in registered.report.notes:
+                out.print(f"note: {literal(note)}")
         result = None
         if wait or rt.in_process:
-            result = _wait(rt, registered.request_id, label="syncing", as_json=as_json)
+            result = _wait(rt, registered.request_id, label="sync", as_json=as_json)
         with rt.sessions() as s:
-            orgs = {str(o.id): (o, n) for o, n in repo.list_orgs(s)}
-        org, count = orgs[registered.org_id]
-        data = _org_json(org, count)
-        data["request_id"] = registered.request_id
-        data["notes"] = list(registered.report.notes)
+            org, count = repo.org_with_count(s, registered.org_id)
         if as_json:
-            _print_json(data)
-        else:
-            out.print(f"added organization {org.nickname} ({org.cloud_org_id}) as {org.id}")
-            for warning in registered.report.warnings:
-                out.print(f"warning: {warning}", markup=False)
-            if result is not None and result.finished:
-                out.print(f"synced: {count} accounts in {result.seconds:.1f}s")
+            _print_json({**_org_json(org, count), "request_id": registered.request_id, **_wait_json(result)})
+        elif result is not None and result.ok:
+            out.print(f"synced: {count} accounts in {result.seconds:.1f}s")
         if result is not None:
-            _finish_wait(result)
+            _finish_wait(result, "sync")
 
 
 @org_app.command("list")
@@ -229,18 +281,20 @@ def org_list(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    table = Table("nickname", "cloud org", "accounts", "last sync", "finished", "id")
+    grid = table("nickname", "cloud org", "accounts", "last sync", "finished", "error", "id")
     for r in rows:
         last = r["last_sync"]
-        table.add_row(
+        add_row(
+            grid,
             r["nickname"],
             r["cloud_org_id"],
-            str(r["account_count"]),
-            last["status"] or "-",
-            last["finished_at"] or "-",
+            r["account_count"],
+            last["status"],
+            last["finished_at"],
+            shorten(last["error"] or "", 80),
             r["id"],
         )
-    out.print(table)
+    out.print(grid)
 
 
 @org_app.command("show")
@@ -249,25 +303,30 @@ def org_show(
 ) -> None:
     """One organization: settings (never secrets), filters, warnings, last sync."""
     with runtime() as rt, rt.sessions() as s:
-        found = repo.find_org(s, org)
-        count = dict((str(o.id), n) for o, n in repo.list_orgs(s))[str(found.id)]
+        found, count = repo.org_with_count(s, repo.find_org(s, org).id)
         data = _org_json(found, count)
-        creds = rt.keyring.open(found.credentials, "organizations", found.id)
-        data["management_role"] = {
-            "role_arn": creds.management.role_arn,
-            "session_name": creds.management.session_name,
-            "session_duration": creds.management.duration_seconds,
-            "external_id_set": creds.management.external_id is not None,
-        }
-        data["member_role"] = {
-            "role_name": creds.member.role_name,
-            "session_name": creds.member.session_name,
-            "session_duration": creds.member.duration_seconds,
-            "external_id_set": creds.member.external_id is not None,
-        }
-        data["credentials_source"] = "iam-user" if creds.access_key else "ambient"
-        if creds.access_key:
-            data["access_key_id"] = creds.access_key.access_key_id
+        unreadable = False
+        try:
+            creds = rt.keyring.open(found.credentials, "organizations", found.id)
+        except CredentialsUnreadable:  # show the rest (the last sync says the same), then exit 1
+            unreadable = True
+            data.update(management_role=None, member_role=None, credentials_source="unreadable")
+        else:
+            data["management_role"] = {
+                "role_arn": creds.management.role_arn,
+                "session_name": creds.management.session_name,
+                "session_duration": creds.management.duration_seconds,
+                "external_id_set": creds.management.external_id is not None,
+            }
+            data["member_role"] = {
+                "role_name": creds.member.role_name,
+                "session_name": creds.member.session_name,
+                "session_duration": creds.member.duration_seconds,
+                "external_id_set": creds.member.external_id is not None,
+            }
+            data["credentials_source"] = "iam-user" if creds.access_key else "ambient"
+            if creds.access_key:
+                data["access_key_id"] = creds.access_key.access_key_id
         run = repo.latest_sync_run(s, found.id)
         if run is not None:
             data["last_sync"].update(
@@ -283,15 +342,53 @@ def org_show(
             )
     if as_json:
         _print_json(data)
-        return
-    for key in ("nickname", "id", "cloud_org_id", "management_account_id", "account_count", "credentials_source"):
-        out.print(f"{key:24} {data[key]}", markup=False)
-    out.print(f"{'management role':24} {data['management_role']['role_arn']}", markup=False)
-    out.print(f"{'member role':24} {data['member_role']['role_name']}", markup=False)
-    out.print(f"{'filters':24} {json.dumps(data['filters'])}", markup=False)
-    out.print(f"{'last sync':24} {json.dumps(data['last_sync'], default=str)}", markup=False)
-    for warning in data["warnings"]:
-        out.print(f"warning: {warning}", markup=False)
+    else:
+        for label, value in _org_show_lines(data):
+            out.print(f"{label:24} {literal(value)}")
+        for error in data["permission_errors"]:
+            out.print(f"error: {literal(error)}")
+        for warning in data["warnings"]:
+            out.print(f"warning: {literal(warning)}")
+        for note in data["notes"]:
+            out.print(f"note: {literal(note)}")
+    if unreadable:
+        _fail(f"the stored {CREDENTIALS_UNREADABLE}: `org edit` them with every credential option")
+
+
+def _org_show_lines(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """`org show` as label/value lines: settings, filters, then the last sync in words."""
+    filters = data["filters"]
+    last = data["last_sync"]
+    lines: list[tuple[str, Any]] = [
+        ("nickname", data["nickname"]),
+        ("id", data["id"]),
+        ("cloud org", data["cloud_org_id"]),
+        ("management account", data["management_account_id"]),
+        ("accounts", data["account_count"]),
+        ("credentials", data["credentials_source"]),
+        ("management role", (data["management_role"] or {}).get("role_arn", "-")),
+        ("member role", (data["member_role"] or {}).get("role_name", "-")),
+        ("exclude name prefixes", ", ".join(filters.get("exclude_name_prefixes") or []) or "-"),
+        ("limit to OUs", ", ".join(filters.get("limit_to_ou_ids") or []) or "-"),
+        ("auto-remove suspended", "yes" if filters.get("auto_remove_suspended") else "no"),
+        ("last sync", last["status"] or "never"),
+    ]
+    if last.get("started_at"):
+        lines.append(("  started", last["started_at"]))
+    if last.get("finished_at"):
+        lines.append(("  finished", last["finished_at"]))
+    if last.get("error"):
+        lines.append(("  error", shorten(last["error"])))
+    if "accounts_in_scope" in last:
+        calls = last["aws_calls"].get("calls", {}) if isinstance(last["aws_calls"], dict) else {}
+        lines += [
+            ("  accounts in scope", last["accounts_in_scope"]),
+            ("  added/updated/removed", f"{last['added']}/{last['updated']}/{last['removed']}"),
+            ("  rows written", last["rows_written"]),
+            ("  AWS calls", sum(calls.values())),
+            ("  took", f"{last['duration_ms'] / 1000:.1f}s" if last["duration_ms"] is not None else "-"),
+        ]
+    return lines
 
 
 @org_app.command("sync")
@@ -303,15 +400,15 @@ def org_sync(
     """Request a sync of one organization now."""
     with runtime(workers=True) as rt:
         org_id, request_id = services.request_sync(rt, org, "requested from the CLI")
-        result = None
-        if wait or rt.in_process:
-            result = _wait(rt, request_id, label="syncing", as_json=as_json)
-        if as_json:
-            _print_json({"org_id": org_id, "request_id": request_id, "finished": bool(result and result.finished)})
-        else:
-            out.print(f"sync requested for {org_id} (request {request_id})")
-        if result is not None:
-            _finish_wait(result)
+        _follow(
+            rt,
+            request_id,
+            label="sync",
+            wait=wait,
+            as_json=as_json,
+            data={"org_id": org_id, "request_id": request_id},
+            text=f"sync requested for {org_id} (request {request_id})",
+        )
 
 
 @org_app.command("edit")
@@ -378,17 +475,15 @@ def org_edit(
     )
     with runtime(workers=True) as rt:
         org_id, request_id, changed = services.edit_org(rt, org, edit)
-        result = None
-        if request_id is not None and (wait or rt.in_process):
-            result = _wait(rt, request_id, label="syncing", as_json=as_json)
-        if as_json:
-            _print_json({"id": org_id, "changed": changed, "request_id": request_id})
-        elif changed:
-            out.print(f"changed {', '.join(changed)}; sync requested ({request_id})")
-        else:
-            out.print("nothing to change")
-        if result is not None:
-            _finish_wait(result)
+        _follow(
+            rt,
+            request_id,
+            label="sync",
+            wait=wait,
+            as_json=as_json,
+            data={"id": org_id, "changed": changed, "request_id": request_id},
+            text=f"changed {', '.join(changed)}; sync requested ({request_id})" if changed else "nothing to change",
+        )
 
 
 @org_app.command("remove")
@@ -398,14 +493,18 @@ def org_remove(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove an organization and every account it manages from the inventory (AWS is not touched)."""
-    if not yes and not typer.confirm(f"Remove organization {org} and all the accounts it manages?"):
-        raise typer.Abort()
     with runtime() as rt:
+        with rt.sessions() as s:
+            found = repo.find_org(s, org)  # an unknown org is refused before anything is asked
+            nickname = found.nickname
+        question = f"Remove organization {literal(nickname)} and all the accounts it manages?"
+        if not yes and not typer.confirm(question):
+            raise typer.Abort()
         nickname, count = services.remove_org(rt, org)
     if as_json:
         _print_json({"nickname": nickname, "clouds_removed": count})
     else:
-        out.print(f"removed organization {nickname} and its {count} accounts")
+        out.print(f"removed organization {literal(nickname)} and its {count} accounts")
 
 
 # -- cloud --------------------------------------------------------------------------------------
@@ -427,12 +526,11 @@ def cloud_add(
     role = _role_config(
         role_arn, session_name, external_id or _read_secret(external_id_file, "external-id-file"), session_duration
     )
-    if not name.strip():
-        raise InvalidInput("name", "must not be empty")
+    name = check_cloud_name(name)
     with runtime() as rt:
-        cloud_id = services.add_cloud(rt, account_id, name.strip(), role)
+        cloud_id = services.add_cloud(rt, account_id, name, role)
     if as_json:
-        _print_json({"id": cloud_id, "account_id": account_id, "name": name.strip(), "status": "ok"})
+        _print_json({"id": cloud_id, "account_id": account_id, "name": name, "status": "ok"})
     else:
         out.print(f"added account {account_id} as {cloud_id}")
 
@@ -451,23 +549,26 @@ def cloud_list(
         if not sep or not key:
             raise InvalidInput("badge", "expected KEY=VALUE")
         badge_filter = (key, value)
+    if status is not None and status not in STATUSES:
+        raise InvalidInput("status", f"unknown status {status!r}; one of {', '.join(STATUSES)}")
     with runtime() as rt, rt.sessions() as s:
         org_id = repo.find_org(s, org).id if org else None
         rows = repo.list_clouds(s, org_id=org_id, badge=badge_filter, status=status)
     if as_json:
         _print_json(rows)
         return
-    table = Table("account", "name", "aws state", "status", "org path", "managed")
+    grid = table("account", "name", "aws state", "status", "org path", "managed")
     for r in rows:
-        table.add_row(
+        add_row(
+            grid,
             r["account_id"],
             r["name"],
-            r["aws_state"] or "-",
+            r["aws_state"],
             r["status"],
-            r["org_path"] or "-",
+            r["org_path"],
             "yes" if r["managed"] else "no",
         )
-    out.print(table)
+    out.print(grid)
     out.print(f"{len(rows)} accounts")
 
 
@@ -483,15 +584,15 @@ def cloud_validate(
         check_account_id(account, "account")
     with runtime(workers=True) as rt:
         request_id, count = services.request_validation(rt, org_ref=org, account_ids=list(accounts or ()))
-        result = None
-        if count and (wait or rt.in_process):
-            result = _wait(rt, request_id, label=f"validating {count} accounts", as_json=as_json)
-        if as_json:
-            _print_json({"request_id": request_id, "accounts": count})
-        else:
-            out.print(f"validation requested for {count} accounts ({request_id})")
-        if result is not None:
-            _finish_wait(result)
+        _follow(
+            rt,
+            request_id if count else None,
+            label="validation",
+            wait=wait,
+            as_json=as_json,
+            data={"request_id": request_id, "accounts": count},
+            text=f"validation requested for {count} accounts ({request_id})",
+        )
 
 
 @cloud_app.command("show")
@@ -509,14 +610,14 @@ def cloud_show(account: Annotated[str, typer.Argument(help="Account id.")], as_j
         _print_json(data)
         return
     for key in ("account_id", "name", "email", "aws_state", "status", "status_message", "org_path", "managed"):
-        out.print(f"{key:16} {data[key]}", markup=False)
+        out.print(f"{key:16} {literal(data[key])}")
     for key, badge in data["badge_details"].items():
         flag = " (auto)" if badge["autogenerated"] else ""
-        out.print(f"badge            {key}={badge['value']}{flag}", markup=False)
+        out.print(f"badge            {literal(key)}={literal(badge['value'])}{flag}")
     for key, value in data["tags"].items():
-        out.print(f"tag              {key}={value}", markup=False)
+        out.print(f"tag              {literal(key)}={literal(value)}")
     for scp in data["service_control_policies"]:
-        out.print(f"scp              {scp['name']} ({scp['id']}) from {scp['attached_to']}", markup=False)
+        out.print(f"scp              {literal(scp['name'])} ({scp['id']}) from {literal(scp['attached_to'])}")
 
 
 @cloud_app.command("remove")
@@ -526,9 +627,10 @@ def cloud_remove(
 ) -> None:
     """Remove a standalone account; accounts managed by an organization follow the organization."""
     check_account_id(account, "account")
-    if not yes and not typer.confirm(f"Remove account {account}?"):
-        raise typer.Abort()
     with runtime() as rt:
+        name = services.removable_cloud(rt, account)  # unknown or managed: refused before anything is asked
+        if not yes and not typer.confirm(f"Remove account {account} ({literal(name)})?"):
+            raise typer.Abort()
         services.remove_cloud(rt, account)
     out.print(f"removed account {account}")
 
@@ -569,15 +671,15 @@ def _role_config(role_arn: str, session_name: str, external_id: str | None, dura
 def _request_and_wait(event_factory: Any, org: str | None, label: str, wait: bool, as_json: bool) -> None:
     with runtime(workers=True) as rt:
         request_id = services.request_event(rt, org, event_factory)
-        result = None
-        if wait or rt.in_process:
-            result = _wait(rt, request_id, label=label, as_json=as_json)
-        if as_json:
-            _print_json({"request_id": request_id, "finished": bool(result and result.finished)})
-        else:
-            out.print(f"{label} requested ({request_id})")
-        if result is not None:
-            _finish_wait(result)
+        _follow(
+            rt,
+            request_id,
+            label=label,
+            wait=wait,
+            as_json=as_json,
+            data={"request_id": request_id},
+            text=f"{label} requested ({request_id})",
+        )
 
 
 @tags_app.command("refresh")
@@ -607,11 +709,13 @@ def badges_reconcile(
 @app.command()
 def scheduler() -> None:
     """Publish the periodic work (syncs, tag refresh, badge reconcile, re-validation); one instance leads."""
+    from . import preflight
     from .scheduler_main import main as scheduler_main
 
     settings = get_settings()
     if settings.in_process_broker:
         _fail("orgsync scheduler needs ORGSYNC_BROKER_URL: it only publishes work for `orgsync worker` processes")
+    preflight.check_services(settings)  # one clear line and exit 1 when the database or RabbitMQ is unusable
     scheduler_main(settings)
 
 
@@ -620,39 +724,34 @@ def scheduler() -> None:
 
 @app.command()
 def worker(
-    processes: Annotated[int, typer.Option(help="Worker processes.")] = 0,
-    threads: Annotated[int, typer.Option(help="Threads per process.")] = 0,
-    queues: Annotated[list[str] | None, typer.Option(help="Queues to consume (default: all).")] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Worker processes (default: ORGSYNC_WORKER_PROCESSES).", show_default=False),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Threads per process (default: ORGSYNC_WORKER_THREADS).", show_default=False),
+    ] = None,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="QUEUE[,QUEUE...]",
+            help="Queues to consume (default: all): repeat the option or separate names by commas.",
+        ),
+    ] = None,
 ) -> None:
     """Run dramatiq worker processes consuming orgsync's queues from RabbitMQ."""
     settings = get_settings()
     if settings.in_process_broker:
         _fail("orgsync worker needs ORGSYNC_BROKER_URL (without it, commands run their work in-process)")
-    from orgsync.workers.routes import QUEUES
+    from . import preflight, worker_main
 
-    unknown = sorted(set(queues or ()) - set(QUEUES))
-    if unknown:
-        _fail(f"unknown queue(s) {', '.join(unknown)}; orgsync's queues are {', '.join(QUEUES)}")
-    args = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "orgsync.app.worker_main:boot",
-        "--processes",
-        str(processes or settings.worker_processes),
-        "--threads",
-        str(threads or settings.worker_threads),
-        "--skip-logging",
-    ]
-    if queues:
-        args += ["--queues", *queues]
-    if settings.metrics_port:
-        # every worker process writes its counters here; one fork process serves them all
-        metrics_dir = Path(tempfile.mkdtemp(prefix="orgsync-metrics-"))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        args += ["--fork-function", "orgsync.app.metrics_server:serve"]
+    process_count = worker_main.at_least_one("--processes", processes, settings.worker_processes)
+    thread_count = worker_main.at_least_one("--threads", threads, settings.worker_threads)
+    names = worker_main.parse_queues(queues)
+    preflight.check_services(settings)  # one clear line and exit 1, rather than workers that cannot work
     sys.stdout.flush()
-    os.execv(sys.executable, args)  # noqa: S606 - replaces this process with dramatiq's own supervisor
+    raise typer.Exit(worker_main.run(settings, processes=process_count, threads=thread_count, queues=names))
 
 
 @app.command()
@@ -670,30 +769,31 @@ def queues(as_json: JsonOpt = False) -> None:
     else:
         from .broker_admin import queue_counts
 
-        assert settings.broker_url is not None
+        url = _broker_url_or_fail()
         api = settings.broker_management_url.get_secret_value() if settings.broker_management_url else None
-        data = {"mode": "rabbitmq", "queues": queue_counts(settings.broker_url.get_secret_value(), QUEUES, api)}
+        data = {"mode": "rabbitmq", "queues": queue_counts(url, QUEUES, api)}
     if as_json:
         _print_json(data)
         return
     if data["mode"] == "in-process":
         out.print("in-process broker: " + data["note"])
         return
-    table = Table("queue", "ready", "unacked", "delayed", "dead", "consumers")
+    grid = table("queue", "ready", "unacked", "delayed", "dead", "consumers")
     for q in data["queues"]:
-        table.add_row(
-            q["queue"],
-            *(str(q[k]) if q[k] is not None else "-" for k in ("ready", "unacked", "delayed", "dead", "consumers")),
-        )
-    out.print(table)
+        add_row(grid, q["queue"], *(q[k] for k in ("ready", "unacked", "delayed", "dead", "consumers")))
+    out.print(grid)
 
 
 def _broker_url_or_fail() -> str:
+    """The broker URL of a command that reads RabbitMQ itself, after checking RabbitMQ answers."""
+    from .preflight import check_broker
+
     settings = get_settings()
     if settings.in_process_broker or settings.broker_url is None:
-        _fail("no ORGSYNC_BROKER_URL: with the in-process broker, dead letters live only inside a command's run")
-        raise AssertionError  # unreachable: _fail exits
-    return settings.broker_url.get_secret_value()
+        _fail("no ORGSYNC_BROKER_URL: with the in-process broker, messages live only inside a command's run")
+    url = settings.broker_url.get_secret_value()
+    check_broker(url)
+    return url
 
 
 def _queues_option(queue: str | None) -> tuple[str, ...]:
@@ -708,68 +808,104 @@ def _queues_option(queue: str | None) -> tuple[str, ...]:
 def dead_letters_list(
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None, as_json: JsonOpt = False
 ) -> None:
-    """Dead-lettered messages: type, org, age, why they failed."""
+    """Dead-lettered messages: id, type, org, age, why they failed."""
     from .broker_admin import peek_dead_letters
 
     url = _broker_url_or_fail()
     letters = peek_dead_letters(url, _queues_option(queue))
     with runtime() as rt, rt.sessions() as s:
-        reasons = repo.failure_reasons(s, [i for d in letters for i in (d["envelope_id"], d["message_id"]) if i])
-    now_ms = time.time() * 1000
+        reasons = repo.failure_reasons(s, [i for d in letters for i in (d["envelope_id"], d["id"]) if i])
     for letter in letters:
-        reason = reasons.get(letter["envelope_id"] or "") or reasons.get(letter["message_id"]) or None
-        letter["reason"] = reason or ("the body is not JSON" if not letter.pop("body_is_json") else "unknown")
+        # what the worker recorded when it gave up comes first; else what the message itself tells
+        letter["reason"] = reasons.get(letter["envelope_id"] or "") or reasons.get(letter["id"]) or letter["reason"]
         letter.pop("body_is_json", None)
-        sent = letter.pop("enqueued_at_ms")
-        letter["age_seconds"] = round((now_ms - sent) / 1000) if isinstance(sent, int | float) else None
+        letter.pop("enqueued_at_ms", None)
     if as_json:
         _print_json(letters)
         return
-    table = Table("queue", "message", "type", "org", "age (s)", "reason")
+    grid = table("queue", "id", "type", "org", "age (s)", "reason")
     for d in letters:
-        table.add_row(d["queue"], d["message_id"], d["type"], d["org_id"] or "-", str(d["age_seconds"]), d["reason"])
-    out.print(table)
+        add_row(grid, d["queue"], d["id"], d["type"], d["org_id"], d["age_seconds"], d["reason"])
+    out.print(grid)
     out.print(f"{len(letters)} dead letters")
+
+
+def _dead_letter_ids(url: str, queues: tuple[str, ...], ids: list[str] | None) -> set[str] | None:
+    """The ids asked for, after checking each names a dead letter (else nothing is done at all)."""
+    if not ids:
+        return None
+    from .broker_admin import peek_dead_letters
+
+    known = {i for d in peek_dead_letters(url, queues) for i in (d["id"], d["message_id"], d["envelope_id"]) if i}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        where = f" in {queues[0]}.XQ" if len(queues) == 1 else ""
+        _fail(f"no dead letter with id {', '.join(unknown)}{where} (see `orgsync dead-letters list`)")
+    return set(ids)
 
 
 @dead_app.command("requeue")
 def dead_letters_requeue(
-    ids: Annotated[list[str] | None, typer.Argument(help="Message ids (default: every dead letter).")] = None,
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead letter ids (default: every dead letter).")] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Put dead letters back on their queue (after fixing what made them fail)."""
+    """Put dead letters back on their queue (after fixing what made them fail).
+
+    Only orgsync's own messages can go back; any other body stays a dead letter (purge it by id).
+    Exits 1 when an id given is unknown (nothing is moved) or cannot be requeued.
+    """
     from .broker_admin import requeue_dead_letters
 
     url = _broker_url_or_fail()
+    queues = _queues_option(queue)
+    wanted = _dead_letter_ids(url, queues, ids)
     moved: list[tuple[str, str]] = []
+    refused: list[tuple[str, str]] = []
     with runtime() as rt:
 
         def forget(message_ids: list[str]) -> None:
             with rt.sessions.begin() as s:
                 repo.forget_failures(s, message_ids)
 
-        for name in _queues_option(queue):
-            moved += requeue_dead_letters(url, name, set(ids) if ids else None, forget)
+        for name in queues:
+            outcome = requeue_dead_letters(url, name, wanted, forget)
+            moved += outcome.moved
+            refused += outcome.refused
     if as_json:
-        _print_json({"requeued": [m for m, _ in moved]})
+        _print_json({"requeued": [m for m, _ in moved], "refused": [{"id": i, "reason": why} for i, why in refused]})
     else:
         out.print(f"requeued {len(moved)} messages")
+        for message_id, why in refused:
+            out.print(f"message {literal(message_id)} cannot be requeued: {literal(why)}")
+    if refused and wanted is not None:
+        _fail(f"{len(refused)} of the messages asked for cannot be requeued")
 
 
 @dead_app.command("purge")
 def dead_letters_purge(
-    queue: Annotated[str, typer.Option(help="The queue whose dead letters to drop.")],
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead letter ids (default: all of --queue).")] = None,
+    queue: Annotated[str | None, typer.Option(help="The queue whose dead letters to drop.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Drop every dead letter of one queue."""
+    """Drop dead letters: the given ids, or every dead letter of one queue."""
     from .broker_admin import purge_dead_letters
 
     url = _broker_url_or_fail()
-    _queues_option(queue)
-    if not yes and not typer.confirm(f"Drop every dead letter of {queue}?"):
+    if not ids and queue is None:
+        raise InvalidInput("queue", "give --queue to drop every dead letter of a queue, or the ids to drop")
+    queues = _queues_option(queue)
+    wanted = _dead_letter_ids(url, queues, ids)
+    what = f"{len(wanted)} dead letters" if wanted else f"every dead letter of {queue}"
+    if not yes and not typer.confirm(f"Drop {what}?"):
         raise typer.Abort()
-    out.print(f"purged {purge_dead_letters(url, queue)} dead letters from {queue}.XQ")
+    dropped = [(name, i) for name in queues for i in purge_dead_letters(url, name, wanted)]
+    if as_json:
+        _print_json({"purged": [{"queue": name, "id": i} for name, i in dropped]})
+        return
+    for name in sorted({name for name, _ in dropped} or set(queues if queue else ())):
+        out.print(f"purged {sum(1 for n, _ in dropped if n == name)} dead letters from {name}.XQ")
 
 
 @db_app.command("upgrade")
@@ -791,10 +927,14 @@ def keys_generate() -> None:
 @keys_app.command("rotate")
 def keys_rotate(as_json: JsonOpt = False) -> None:
     """Re-encrypt every stored credential block under the first key of the ring."""
-    from .keys import rotate
+    from .keys import RotationRefused, rotate
 
     with runtime() as rt:
-        counts = rotate(rt)
+        try:
+            counts = rotate(rt)
+        except RotationRefused as exc:  # every bad row is named, however long the line: nothing is cut
+            err.print("error: " + literal(str(exc)))
+            raise typer.Exit(1) from None
     if as_json:
         _print_json(counts)
     else:
@@ -814,30 +954,41 @@ def demo(
     run_demo(accounts=accounts, seed=seed, console=out)
 
 
+def _usage_error(exc: Any) -> str:
+    """A usage error in one line that names the option or argument it is about."""
+    message = str(exc.format_message())
+    param = getattr(exc, "param", None)
+    if param is not None and getattr(param, "opts", None):
+        hint = "/".join(param.opts)
+        if hint not in message:
+            message = f"{hint}: {message}"
+    return message
+
+
 def main() -> None:
+    """`orgsync`: exit 0 on success, 1 on a refused or failed request, 2 on bad usage, 130 when aborted."""
     debug = os.environ.get("ORGSYNC_DEBUG") == "1"
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    from typer._click.exceptions import ClickException  # typer bundles its own click
+
     try:
-        app(standalone_mode=False)
+        # without standalone mode, click returns the code of a `typer.Exit` instead of raising it
+        code = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("error: aborted")
         sys.exit(130)
     except OrgSyncError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(_error_line(str(exc)))
         sys.exit(1)
+    except ClickException as exc:
+        err.print(_error_line(_usage_error(exc)))
+        sys.exit(exc.exit_code)
     except Exception as exc:  # the last line of defence: one line, never a traceback
         if debug:
             raise
-        import click
-
-        if isinstance(exc, click.ClickException):
-            err.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
-        err.print(
-            f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            markup=False,
-            soft_wrap=True,
-        )
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(_error_line(f"unexpected {type(exc).__name__}: {first} (ORGSYNC_DEBUG=1 shows the traceback)"))
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

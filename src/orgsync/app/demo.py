@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from orgsync.domain.config import OrgRegistration, build_credentials, build_filters
 from orgsync.storage import repository as repo
@@ -23,6 +22,7 @@ from . import services
 from .bootstrap import Runtime
 from .logs import configure_logging
 from .settings import Settings, get_settings
+from .terminal import add_row, literal, table
 
 if TYPE_CHECKING:
     from orgsync.localaws.generator import OrgSpec
@@ -54,7 +54,10 @@ def run_demo(*, accounts: int, seed: int, console: Console) -> None:
     )
     configure_logging(settings, quiet=True)
     started = time.monotonic()
-    console.print(f"[bold]orgsync demo[/bold]: generating an organization of {accounts} accounts (seed {seed})")
+    console.print(
+        f"orgsync demo: generating an organization of {accounts} member accounts and its management account "
+        f"(seed {seed})"
+    )
     spec = demo_spec(accounts, seed)
     with local_aws(spec) as org:
         console.print(
@@ -80,7 +83,7 @@ def run_demo(*, accounts: int, seed: int, console: Console) -> None:
             registered = services.register_org(rt, registration)
             console.print(f"registered in {time.monotonic() - t0:.2f}s (management role assumed, permissions checked)")
             for warning in registered.report.warnings:
-                console.print(f"  warning: {warning}", markup=False)
+                console.print(f"  warning: {literal(warning)}")
             result = _sync_with_progress(rt, registered.request_id, console)
             _print_listings(rt, console)
             status = "ok" if result.ok else f"FAILED: {result.failures}"
@@ -88,8 +91,7 @@ def run_demo(*, accounts: int, seed: int, console: Console) -> None:
                 f"\nsync {status}: {result.seconds:.2f}s for the sync, {time.monotonic() - started:.2f}s in all"
             )
             console.print(
-                "Explore the demo database afterwards with e.g. "
-                f"[bold]ORGSYNC_DATA_DIR={data_dir} orgsync cloud list[/bold]"
+                f"Explore the demo database afterwards with e.g. ORGSYNC_DATA_DIR={data_dir} orgsync cloud list"
             )
         finally:
             rt.close()
@@ -124,13 +126,22 @@ def _print_listings(rt: Runtime, console: Console) -> None:
         orgs = repo.list_orgs(s)
         clouds = repo.list_clouds(s)
         run = repo.latest_sync_run(s, orgs[0][0].id) if orgs else None
-    table = Table("nickname", "cloud org", "accounts", "last sync", title="organizations")
+    grid = table("nickname", "cloud org", "accounts", "last sync", title="organizations")
     for org, count in orgs:
-        table.add_row(org.nickname, org.cloud_org_id, str(count), org.last_sync_status or "-")
-    console.print(table)
-    listing = Table("account", "name", "aws state", "status", "org path", title="clouds")
+        add_row(grid, org.nickname, org.cloud_org_id, count, org.last_sync_status)
+    console.print(grid)
+    managers = {org.management_account_id for org, _ in orgs}
+    members = sum(1 for c in clouds if c["account_id"] not in managers)
+    listing = table(
+        "account",
+        "name",
+        "aws state",
+        "status",
+        "org path",
+        title=f"clouds: {members} member accounts and {len(clouds) - members} management account(s)",
+    )
     for c in clouds:
-        listing.add_row(c["account_id"], c["name"], c["aws_state"] or "-", c["status"], c["org_path"] or "-")
+        add_row(listing, c["account_id"], c["name"], c["aws_state"], c["status"], c["org_path"])
     console.print(listing)
     states = Counter(c["aws_state"] for c in clouds)
     console.print("accounts by AWS state: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))

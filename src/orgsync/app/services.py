@@ -31,6 +31,7 @@ from .bootstrap import Runtime
 class Registered:
     org_id: str
     cloud_org_id: str
+    nickname: str
     request_id: str
     report: PermissionReport
 
@@ -97,7 +98,7 @@ def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
     except IntegrityError:
         raise Conflict(f"organization {info.id} or nickname {reg.nickname!r} is already registered") from None
     rt.deps.after_commit()
-    return Registered(str(org_id), info.id, request.id, report)
+    return Registered(str(org_id), info.id, reg.nickname, request.id, report)
 
 
 def request_sync(rt: Runtime, org_ref: str, reason: str) -> tuple[str, str]:
@@ -218,10 +219,21 @@ def _refuse_managed(session: Any, cloud: Cloud, why: str) -> None:
         raise Conflict(f"account {cloud.account_id} is managed by organization {org.nickname!r}: {why}")
 
 
+_MANAGED_REMOVAL = "it leaves the inventory with the organization's scope, or with the organization"
+
+
+def removable_cloud(rt: Runtime, account_id: str) -> str:
+    """The name of a standalone cloud that may be removed; refuses an unknown or managed account."""
+    with rt.sessions() as s:
+        cloud = find_cloud(s, account_id)
+        _refuse_managed(s, cloud, _MANAGED_REMOVAL)
+        return cloud.name
+
+
 def remove_cloud(rt: Runtime, account_id: str) -> None:
     with rt.sessions.begin() as s:
         cloud = find_cloud(s, account_id)
-        _refuse_managed(s, cloud, "it leaves the inventory with the organization's scope, or with the organization")
+        _refuse_managed(s, cloud, _MANAGED_REMOVAL)
         s.delete(cloud)
 
 

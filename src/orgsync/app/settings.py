@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orgsync.aws.session import parse_rate_limits
+from orgsync.domain.errors import OrgSyncError
 
 
 class Settings(BaseSettings):
@@ -30,23 +32,23 @@ class Settings(BaseSettings):
     # AWS: every process shares one rate limit across all its threads; botocore retries throttling.
     # calls per second per AWS service, shared by every thread of a process; "*" covers the others
     aws_rate_limits: str = "organizations=20,sts=200,iam=20,*=50"
-    aws_max_attempts: int = 10
+    aws_max_attempts: int = Field(default=10, ge=1)
     aws_region: str = "us-east-1"
-    walk_concurrency: int = 8
+    walk_concurrency: int = Field(default=8, ge=1)
 
-    worker_processes: int = 2
-    worker_threads: int = 8
-    message_max_retries: int = 5
-    relay_interval_seconds: float = 2.0
-    wait_timeout_seconds: float = 600.0
+    worker_processes: int = Field(default=2, ge=1)
+    worker_threads: int = Field(default=8, ge=1)
+    message_max_retries: int = Field(default=5, ge=0)
+    relay_interval_seconds: float = Field(default=2.0, gt=0)
+    wait_timeout_seconds: float = Field(default=600.0, gt=0)
 
     # Prometheus: worker groups serve on metrics_port, the scheduler on scheduler_metrics_port; 0 = off
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9464
-    scheduler_metrics_port: int = 9465
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    scheduler_metrics_port: int = Field(default=9465, ge=0, le=65535)
 
-    log_format: str = "auto"
-    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "human"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"
 
     @field_validator("aws_rate_limits")
     @classmethod
@@ -71,7 +73,28 @@ class Settings(BaseSettings):
     # how often a standby tries to take leadership and the leader checks its lock connection
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # -- worker health (orgsync.workers.middleware.PauseWhileDatabaseDown) -------------------------------
+    # how often each worker process checks Postgres; while unreachable it stops consuming
+    health_check_seconds: float = Field(default=2.0, gt=0)
+
+
+class InvalidSetting(OrgSyncError):
+    """An ORGSYNC_* variable with a value orgsync cannot use."""
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings; a bad variable raises InvalidSetting naming it (never echoing a secret)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSetting(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = "ORGSYNC_" + str(error["loc"][0]).upper() if error["loc"] else "ORGSYNC_*"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(problems)

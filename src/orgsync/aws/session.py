@@ -8,6 +8,7 @@ for throttling and transient errors. `AWS_ENDPOINT_URL` is honoured by botocore 
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections import Counter
@@ -38,18 +39,28 @@ THROTTLE_CODES = frozenset(
 )
 
 
+KNOWN_SERVICES = ("organizations", "sts", "iam", "sqs")
+
+
 def parse_rate_limits(text: str) -> dict[str, float]:
-    """ "organizations=20,sts=200,*=50" -> {"organizations": 20.0, "sts": 200.0, "*": 50.0}."""
+    """ "organizations=20,sts=200,*=50" -> {"organizations": 20.0, "sts": 200.0, "*": 50.0}.
+
+    Raises ValueError naming the bad entry: an unknown service, or a rate that is not a finite number above 0.
+    """
     limits: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        service, sep, value = part.partition("=")
+        service, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or not service:
+            raise ValueError(f"{part!r} is not service=calls-per-second (e.g. sts=200)")
+        if service != "*" and service not in KNOWN_SERVICES:
+            raise ValueError(f"unknown service {service!r} (known: {', '.join(KNOWN_SERVICES)} and * for the rest)")
         try:
             rate = float(value)
         except ValueError:
-            rate = 0.0
-        if not sep or not service.strip() or rate <= 0:
-            raise ValueError(f"bad rate limit {part!r}: expected service=calls-per-second, e.g. sts=200")
-        limits[service.strip()] = rate
+            rate = math.nan
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError(f"{service}: {value!r} is not a number of calls per second above 0")
+        limits[service] = rate
     return limits
 
 

@@ -286,6 +286,14 @@ def check_nickname(value: str | None) -> str:
     return nickname
 
 
+def check_cloud_name(value: str | None) -> str:
+    """A standalone cloud's display name: 1-256 printable characters (AWS allows 50; others may be longer)."""
+    name = (value or "").strip()
+    if not name or len(name) > 256 or not name.isprintable():
+        raise InvalidInput("name", "1-256 printable characters")
+    return name
+
+
 @dataclass(frozen=True)
 class OrgRegistration:
     """A complete, format-checked `org add` request."""

@@ -94,6 +94,13 @@ def list_orgs(session: Session) -> list[tuple[Organization, int]]:
     return [(org, int(n)) for org, n in rows]
 
 
+def org_with_count(session: Session, org_id: str | uuid.UUID) -> tuple[Organization, int]:
+    """One organization and how many clouds it manages."""
+    org = get_org(session, org_id)
+    count = session.scalar(select(func.count()).select_from(Cloud).where(Cloud.organization_id == org.id))
+    return org, int(count or 0)
+
+
 def org_by_cloud_org_id(session: Session, cloud_org_id: str, provider: str = "aws") -> Organization | None:
     return session.scalars(
         select(Organization).where(Organization.provider == provider, Organization.cloud_org_id == cloud_org_id)
