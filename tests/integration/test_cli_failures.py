@@ -157,6 +157,12 @@ COMMAND_FAILURES = [
         "error: orgsync worker needs ORGSYNC_BROKER_URL (without it, commands run their work in-process)",
     ),
     (
+        "scheduler_without_a_broker",
+        ["scheduler"],
+        1,
+        "error: orgsync scheduler needs ORGSYNC_BROKER_URL: it only publishes work for `orgsync worker` processes",
+    ),
+    (
         "org_sync_of_an_unknown_org",
         ["org", "sync", "nosuch", "--wait"],
         1,
@@ -300,3 +306,40 @@ def test_names_from_aws_are_printed_literally_with_control_characters_escaped(ca
 
     code, out, _ = run(capsys, "cloud", "show", member.account_id, "--json")
     assert json.loads(out)["name"] == HOSTILE  # JSON carries the value itself, escaped by JSON's own rules
+
+
+def test_org_show_says_the_last_sync_in_words_not_json(capsys, cli_env, aws: BuiltOrg):
+    assert run(capsys, *add_args(aws, **{"--exclude-name-prefix": "sandbox-"}))[0] == 0
+    code, out, err = run(capsys, "org", "show", "acme")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    labels = [line[:24].rstrip() for line in lines if not line.startswith("note: ")]
+    assert labels == [
+        "nickname",
+        "id",
+        "cloud org",
+        "management account",
+        "accounts",
+        "credentials",
+        "management role",
+        "member role",
+        "exclude name prefixes",
+        "limit to OUs",
+        "auto-remove suspended",
+        "last sync",
+        "  started",
+        "  finished",
+        "  accounts in scope",
+        "  added/updated/removed",
+        "  rows written",
+        "  AWS calls",
+        "  took",
+    ]
+    values = {line[:24].strip(): line[25:] for line in lines}
+    assert (values["cloud org"], values["exclude name prefixes"], values["last sync"], values["member role"]) == (
+        aws.org_id,
+        "sandbox-",
+        "succeeded",
+        aws.member_role_name,
+    )
+    assert "{" not in out
