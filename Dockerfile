@@ -2,7 +2,13 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY src ./src
+COPY orgsync ./orgsync
+COPY domain ./domain
+COPY storage ./storage
+COPY aws ./aws
+COPY workers ./workers
+COPY scheduler ./scheduler
+COPY localaws ./localaws
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim

@@ -84,7 +84,7 @@ from harness import (
     version_diff,
     wait_outbox_drained,
 )
-from orgsync.localaws import LocalAwsServer
+from localaws import LocalAwsServer
 
 TAGS_QUEUE = "tags"
 SAMPLE_INTERVAL_S = 0.2

@@ -39,9 +39,9 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from orgsync.app.settings import Settings
-from orgsync.localaws import LocalAwsError, LocalAwsServer
-from orgsync.storage.vault import generate_key
+from localaws import LocalAwsError, LocalAwsServer
+from orgsync.settings import Settings
+from storage.vault import generate_key
 
 ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
 PG_ADMIN_URL = os.environ.get("ORGSYNC_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -691,15 +691,22 @@ def public_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+# the packages whose code a benchmark measures
+SOURCE_PACKAGES = ("orgsync", "domain", "storage", "aws", "workers", "scheduler", "localaws")
+
+
 def source_version() -> str:
-    """The git commit of the checkout, "+dirty" when src/ has uncommitted changes."""
+    """The git commit of the checkout, "+dirty" when its packages have uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "src"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(root), "status", "--porcelain", "--", *SOURCE_PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -722,11 +729,14 @@ def add_args(management_role_arn: str, member_role_name: str) -> list[str]:
 
 
 def source_diff_digest() -> str | None:
-    """A short digest of the uncommitted changes under src/ (None when there are none), to tell runs apart."""
+    """A short digest of the uncommitted changes to the packages (None when there are none), to tell runs apart."""
     root = Path(__file__).resolve().parent.parent
     try:
         diff = subprocess.run(
-            ["git", "-C", str(root), "diff", "HEAD", "--", "src"], capture_output=True, timeout=10, check=False
+            ["git", "-C", str(root), "diff", "HEAD", "--", *SOURCE_PACKAGES],
+            capture_output=True,
+            timeout=10,
+            check=False,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None

@@ -62,8 +62,8 @@ from harness import (
     version_diff,
     wait_outbox_drained,
 )
-from orgsync.app.settings import Settings
-from orgsync.localaws import LocalAwsServer
+from localaws import LocalAwsServer
+from orgsync.settings import Settings
 
 SYNC_QUEUE = "org-sync"
 

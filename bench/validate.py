@@ -89,7 +89,7 @@ from harness import (
     upgrade_database,
     wait_outbox_drained,
 )
-from orgsync.localaws import LocalAwsServer
+from localaws import LocalAwsServer
 
 VALIDATION_QUEUE = "account-validation"
 ASSUME_ROLE = "sts:AssumeRole"

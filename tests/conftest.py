@@ -52,7 +52,7 @@ def pg_template() -> Iterator[str]:
             pass
     except psycopg.OperationalError as exc:
         unavailable("Postgres", str(exc).splitlines()[0])
-    from orgsync.storage import db
+    from storage import db
 
     name = f"orgsync_t{RUN_ID}_tpl"
     _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -110,7 +110,7 @@ def _purge(url: str) -> None:
     import pika
     import pika.exceptions
 
-    from orgsync.workers.routes import QUEUES
+    from workers.routes import QUEUES
 
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:
@@ -130,6 +130,6 @@ def _purge(url: str) -> None:
 
 @pytest.fixture
 def encryption_key() -> str:
-    from orgsync.storage.vault import generate_key
+    from storage.vault import generate_key
 
     return generate_key()

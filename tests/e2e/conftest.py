@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.localaws import BuiltOrg, LocalAwsServer
+from localaws import BuiltOrg, LocalAwsServer
 
 
 def free_port() -> int:

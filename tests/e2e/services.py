@@ -18,8 +18,8 @@ import dramatiq
 import pika
 import pytest
 
-from orgsync.domain.events import Event, wrap
-from orgsync.workers.routes import QUEUES
+from domain.events import Event, wrap
+from workers.routes import QUEUES
 
 from .conftest import ORGSYNC
 

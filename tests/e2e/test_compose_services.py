@@ -22,8 +22,8 @@ import pytest
 import yaml
 from psycopg import sql
 
-from orgsync.app.preflight import check_database
-from orgsync.workers.routes import QUEUES
+from orgsync.preflight import check_database
+from workers.routes import QUEUES
 
 from ..conftest import PG_ADMIN_URL, _db_url
 from .conftest import ORGSYNC, free_port, service_env

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orgsync.app.demo import demo_spec
+from orgsync.demo import demo_spec
 
 ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
 

@@ -11,8 +11,8 @@ import time
 import psycopg
 import pytest
 
-from orgsync.domain.tree import SUSPENDED_STATES
-from orgsync.localaws import LocalAwsServer
+from domain.tree import SUSPENDED_STATES
+from localaws import LocalAwsServer
 
 from .conftest import org_add_args, orgsync, service_env, start_workers
 

@@ -28,9 +28,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-SCHEDULER = (
-    "from orgsync.app.scheduler_main import main; from orgsync.app.settings import get_settings; main(get_settings())"
-)
+SCHEDULER = "from orgsync.scheduler_main import main; from orgsync.settings import get_settings; main(get_settings())"
 ORGS = 3
 CONSUME_AFTER = timedelta(seconds=0.3)
 TAKEOVER_LIMIT = 5.0  # seconds from SIGKILL to the first sync published by the standby

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from orgsync.domain.events import BadgeReconcileDue, Event
-from orgsync.storage import db
-from orgsync.workers.deps import emit
-from orgsync.workers.routes import QUEUES
+from domain.events import BadgeReconcileDue, Event
+from storage import db
+from workers.deps import emit
+from workers.routes import QUEUES
 
 from ..conftest import PG_ADMIN_URL
 from .conftest import ORGSYNC, free_port, orgsync

@@ -41,7 +41,7 @@ def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env
     assert {k: c["org_path"] for k, c in clouds.items()} == {k: "/".join(a.ou_path_names) for k, a in expected.items()}
     assert {c["organization_id"] for c in clouds.values()} == {org_id}
 
-    from orgsync.app.broker_admin import _management_counts, management_url
+    from orgsync.broker_admin import _management_counts, management_url
 
     api_up = _management_counts(env["ORGSYNC_BROKER_URL"], management_url(env["ORGSYNC_BROKER_URL"]), []) is not None
     deadline = time.monotonic() + 20  # the management API samples unacknowledged counts every 5 s

@@ -11,16 +11,16 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from orgsync.app import cli, services
-from orgsync.app.bootstrap import Runtime
-from orgsync.app.settings import Settings, get_settings
-from orgsync.domain.config import OrgRegistration, build_credentials, build_filters
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.localaws.generator import OrgSpec, generate_org
-from orgsync.localaws.inprocess import local_aws
-from orgsync.storage import db
-from orgsync.storage import repository as repo
-from orgsync.storage.models import Cloud, Organization, OutboxMessage
+from domain.config import OrgRegistration, build_credentials, build_filters
+from localaws.builder import BuiltOrg
+from localaws.generator import OrgSpec, generate_org
+from localaws.inprocess import local_aws
+from orgsync import cli, services
+from orgsync.bootstrap import Runtime
+from orgsync.settings import Settings, get_settings
+from storage import db
+from storage import repository as repo
+from storage.models import Cloud, Organization, OutboxMessage
 
 SESSION = "orgsync-test"
 

@@ -9,12 +9,12 @@ import boto3
 import pytest
 from sqlalchemy import delete, select, text
 
-from orgsync.app import services
-from orgsync.domain import events
-from orgsync.domain.badges import Badge, apply_plan, plan_badges
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.storage import repository as repo
-from orgsync.storage.models import BadgeRow, Cloud, Organization, OutboxMessage, ResourceTag
+from domain import events
+from domain.badges import Badge, apply_plan, plan_badges
+from localaws.builder import BuiltOrg
+from orgsync import services
+from storage import repository as repo
+from storage.models import BadgeRow, Cloud, Organization, OutboxMessage, ResourceTag
 
 from .conftest import add_and_sync, clouds_by_account
 

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from orgsync.app.settings import get_settings
-from orgsync.localaws import faults
-from orgsync.localaws.builder import BuiltOrg
+from localaws import faults
+from localaws.builder import BuiltOrg
+from orgsync.settings import get_settings
 
 from ..conftest import PG_ADMIN_URL, RUN_ID
 from .conftest import add_args, counts, run
@@ -286,7 +286,7 @@ SHOWN = "[bold red]PWN[/bold red] \\x1b[41mESC\\x0d\\x0afake line"
 
 
 def test_names_from_aws_are_printed_literally_with_control_characters_escaped(capsys, cli_env, aws: BuiltOrg):
-    from orgsync.localaws.orgmodel import find_account, org_backend_for
+    from localaws.orgmodel import find_account, org_backend_for
 
     member = next(a for a in aws.accounts if a.account_id != aws.management_account_id)
     find_account(org_backend_for(aws.management_account_id), member.account_id).name = HOSTILE

@@ -22,12 +22,12 @@ import pytest
 from dramatiq.middleware import Middleware
 from sqlalchemy import select
 
-from orgsync.app import services
-from orgsync.app.bootstrap import Runtime
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.localaws.generator import OrgSpec, generate_org
-from orgsync.storage import repository as repo
-from orgsync.storage.models import Cloud, ProcessedMessage, SyncRun
+from localaws.builder import BuiltOrg
+from localaws.generator import OrgSpec, generate_org
+from orgsync import services
+from orgsync.bootstrap import Runtime
+from storage import repository as repo
+from storage.models import Cloud, ProcessedMessage, SyncRun
 
 from .conftest import registration, start_threads
 

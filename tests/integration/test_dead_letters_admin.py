@@ -13,7 +13,7 @@ import pika
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from orgsync.app.broker_admin import Requeued, peek_dead_letters, purge_dead_letters, requeue_dead_letters
+from orgsync.broker_admin import Requeued, peek_dead_letters, purge_dead_letters, requeue_dead_letters
 
 QUEUE = "org-sync"
 XQ = f"{QUEUE}.XQ"

@@ -10,10 +10,10 @@ import time
 import pika
 from sqlalchemy import func, select
 
-from orgsync.domain.tree import SUSPENDED_STATES
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.storage.models import OutboxMessage, ProcessedMessage
-from orgsync.workers.routes import EVENTS_EXCHANGE, FACTS, route_of
+from domain.tree import SUSPENDED_STATES
+from localaws.builder import BuiltOrg
+from storage.models import OutboxMessage, ProcessedMessage
+from workers.routes import EVENTS_EXCHANGE, FACTS, route_of
 
 from .conftest import RuntimeFactory, add_and_sync, clouds_by_account
 

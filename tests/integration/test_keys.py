@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from orgsync.app.settings import get_settings
-from orgsync.storage import db
-from orgsync.storage.models import Organization
-from orgsync.storage.vault import generate_key
+from orgsync.settings import get_settings
+from storage import db
+from storage.models import Organization
+from storage.vault import generate_key
 
 from .conftest import add_args, run
 

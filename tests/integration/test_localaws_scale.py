@@ -7,7 +7,7 @@ import tracemalloc
 
 import boto3
 
-from orgsync.localaws import LocalAwsServer, build_org, generate_org, local_aws
+from localaws import LocalAwsServer, build_org, generate_org, local_aws
 
 
 def test_build_ten_thousand_accounts_with_ten_tags() -> None:

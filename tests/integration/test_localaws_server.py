@@ -15,7 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from orgsync.localaws import LocalAwsError, LocalAwsServer
+from localaws import LocalAwsError, LocalAwsServer
 
 EXTERNAL_ID = "mgmt-ext"
 MEMBER_EXTERNAL_ID = "member-ext"

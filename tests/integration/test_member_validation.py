@@ -9,13 +9,13 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from orgsync.app import services
-from orgsync.domain.tree import SUSPENDED_STATES
-from orgsync.localaws import faults, set_member_role
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.localaws.generator import generate_org
-from orgsync.localaws.inprocess import local_aws
-from orgsync.storage.models import Organization, OutboxMessage, ProcessedMessage, SyncRun
+from domain.tree import SUSPENDED_STATES
+from localaws import faults, set_member_role
+from localaws.builder import BuiltOrg
+from localaws.generator import generate_org
+from localaws.inprocess import local_aws
+from orgsync import services
+from storage.models import Organization, OutboxMessage, ProcessedMessage, SyncRun
 
 from .conftest import add_and_sync, clouds_by_account, registration, run
 

@@ -8,11 +8,11 @@ import boto3
 import pytest
 from sqlalchemy import select
 
-from orgsync.domain.tree import SUSPENDED_STATES
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.localaws.generator import generate_org
-from orgsync.localaws.inprocess import local_aws
-from orgsync.storage.models import Organization
+from domain.tree import SUSPENDED_STATES
+from localaws.builder import BuiltOrg
+from localaws.generator import generate_org
+from localaws.inprocess import local_aws
+from storage.models import Organization
 
 from .conftest import add_args, counts, run
 
@@ -33,7 +33,7 @@ def added(capsys, cli_env, aws: BuiltOrg) -> str:
 
 
 def ciphertext(database_url: str) -> bytes:
-    from orgsync.storage import db
+    from storage import db
 
     engine = db.make_engine(database_url, pool_size=1)
     try:

@@ -9,14 +9,14 @@ import uuid
 import boto3
 from sqlalchemy import func, select, text
 
-from orgsync.app import services
-from orgsync.domain import events
-from orgsync.domain.tree import SUSPENDED_STATES
-from orgsync.localaws import faults
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.storage import repository as repo
-from orgsync.storage.models import BadgeRow, Cloud, OrgUnitRow, OutboxMessage, SyncRun
-from orgsync.workers import handlers
+from domain import events
+from domain.tree import SUSPENDED_STATES
+from localaws import faults
+from localaws.builder import BuiltOrg
+from orgsync import services
+from storage import repository as repo
+from storage.models import BadgeRow, Cloud, OrgUnitRow, OutboxMessage, SyncRun
+from workers import handlers
 
 from .conftest import add_and_sync, clouds_by_account, registration, stored_accounts, sync
 
@@ -135,7 +135,7 @@ def _table_writes(session) -> dict[str, list[str]]:
 
 def test_takeover_of_an_account_already_in_the_inventory(rt, aws: BuiltOrg):
     member = next(a for a in aws.accounts if a.member_role == "ok" and a.account_id != aws.management_account_id)
-    from orgsync.domain.config import RoleConfig
+    from domain.config import RoleConfig
 
     cloud_id = services.add_cloud(
         rt, member.account_id, "standalone name", RoleConfig(aws.member_role_arn(member.account_id), "standalone")
@@ -187,7 +187,7 @@ def test_incomplete_walk_removes_nothing_but_still_upserts(rt, aws: BuiltOrg):
     renamed = next(
         a for a in aws.accounts if a.ou_path_ids == [aws.root_id] and a.account_id != aws.management_account_id
     )
-    from orgsync.localaws.orgmodel import find_account, org_backend_for
+    from localaws.orgmodel import find_account, org_backend_for
 
     find_account(org_backend_for(aws.management_account_id), renamed.account_id).name = "renamed-account"
     faults.fail_parent(aws.units["security"])

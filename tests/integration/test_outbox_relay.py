@@ -14,18 +14,18 @@ import pika
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from orgsync.app.bootstrap import Runtime
-from orgsync.app.settings import Settings
-from orgsync.storage.models import OutboxMessage
+from orgsync.bootstrap import Runtime
+from orgsync.settings import Settings
+from storage.models import OutboxMessage
 
 CHILD = textwrap.dedent(
     """
     import os, signal, sys, uuid
     from pydantic import SecretStr
-    from orgsync.app.bootstrap import Runtime
-    from orgsync.app.settings import Settings
-    from orgsync.domain import events
-    from orgsync.workers.deps import emit
+    from orgsync.bootstrap import Runtime
+    from orgsync.settings import Settings
+    from domain import events
+    from workers.deps import emit
 
     database_url, broker_url, key, mode = sys.argv[1:5]
     rt = Runtime.open(

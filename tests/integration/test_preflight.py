@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from orgsync.app.preflight import ServiceUnavailable, check_broker, check_database
-from orgsync.storage import db
+from orgsync.preflight import ServiceUnavailable, check_broker, check_database
+from storage import db
 
 from ..conftest import AMQP_BASE, PG_ADMIN_URL, _db_url
 

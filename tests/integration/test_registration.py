@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.localaws.generator import generate_org
-from orgsync.localaws.inprocess import local_aws
+from localaws.builder import BuiltOrg
+from localaws.generator import generate_org
+from localaws.inprocess import local_aws
 
 from .conftest import add_args, counts, run
 

@@ -16,13 +16,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from orgsync.app.bootstrap import Runtime
-from orgsync.app.settings import Settings
-from orgsync.domain import events
-from orgsync.storage.models import OutboxMessage
-from orgsync.workers.broker import QuietRabbitmqBroker
-from orgsync.workers.deps import emit
-from orgsync.workers.routes import EVENTS_EXCHANGE
+from domain import events
+from orgsync.bootstrap import Runtime
+from orgsync.settings import Settings
+from storage.models import OutboxMessage
+from workers.broker import QuietRabbitmqBroker
+from workers.deps import emit
+from workers.routes import EVENTS_EXCHANGE
 
 HEARTBEAT = 2
 IDLE = 4 * HEARTBEAT + 2  # well past the point where RabbitMQ drops a silent connection
@@ -100,7 +100,7 @@ def test_an_idle_relay_keeps_its_connection_and_publishes_after_the_heartbeat_ti
     wait_sent(rt, second)
 
     assert errors(caplog) == []
-    assert not [r for r in caplog.records if r.name.startswith("orgsync.workers.relay") and r.levelno >= 30]
+    assert not [r for r in caplog.records if r.name.startswith("workers.relay") and r.levelno >= 30]
     # nothing lost: both facts reached the exchange, both sync requests their queue
     assert (drain(channel, facts), drain(channel, "org-sync")) == (2, 2)
     listener.close()

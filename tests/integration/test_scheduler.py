@@ -14,14 +14,14 @@ import psycopg
 import pytest
 from sqlalchemy import select, update
 
-from orgsync.app.bootstrap import Runtime
-from orgsync.domain import events
-from orgsync.scheduler import jobs
-from orgsync.scheduler.leader import Leader
-from orgsync.scheduler.service import first_runs, run_scheduler
-from orgsync.storage import repository as repo
-from orgsync.storage.models import Cloud, Organization, OutboxMessage, ProcessedMessage
-from orgsync.workers.deps import emit
+from domain import events
+from orgsync.bootstrap import Runtime
+from scheduler import jobs
+from scheduler.leader import Leader
+from scheduler.service import first_runs, run_scheduler
+from storage import repository as repo
+from storage.models import Cloud, Organization, OutboxMessage, ProcessedMessage
+from workers.deps import emit
 
 from .conftest import RuntimeFactory
 

@@ -14,15 +14,15 @@ import pytest
 from dramatiq.middleware import Middleware
 from sqlalchemy import select
 
-from orgsync.app import services
-from orgsync.app.bootstrap import Runtime
-from orgsync.app.settings import get_settings
-from orgsync.domain.config import RoleConfig
-from orgsync.localaws.builder import BuiltOrg
-from orgsync.localaws.generator import OrgSpec, generate_org
-from orgsync.storage import db
-from orgsync.storage.models import Cloud, Organization, SyncRun
-from orgsync.storage.vault import KeyRing, generate_key, row_context
+from domain.config import RoleConfig
+from localaws.builder import BuiltOrg
+from localaws.generator import OrgSpec, generate_org
+from orgsync import services
+from orgsync.bootstrap import Runtime
+from orgsync.settings import get_settings
+from storage import db
+from storage.models import Cloud, Organization, SyncRun
+from storage.vault import KeyRing, generate_key, row_context
 
 from .conftest import add_and_sync, add_args, run
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orgsync.domain.badges import (
+from domain.badges import (
     ORG_BADGE,
     ORG_NICKNAME_BADGE,
     ORG_PATH_BADGE,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orgsync.domain.config import (
+from domain.config import (
     DEFAULT_SESSION_SECONDS,
     PARTITIONS,
     AccessKey,
@@ -27,7 +27,7 @@ from orgsync.domain.config import (
     member_role_arn,
     parse_role_arn,
 )
-from orgsync.domain.errors import InvalidInput
+from domain.errors import InvalidInput
 
 ARN = "arn:aws:iam::123456789012:role/OrgReader"
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"

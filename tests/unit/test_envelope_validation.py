@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from orgsync.domain.errors import MalformedMessage
-from orgsync.domain.events import (
+from domain.errors import MalformedMessage
+from domain.events import (
     AccountDiscovered,
     AccountValidationDue,
     BadgeReconcileDue,

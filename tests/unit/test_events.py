@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orgsync.domain import events
-from orgsync.domain.errors import MalformedMessage, PermanentError
-from orgsync.domain.events import (
+from domain import events
+from domain.errors import MalformedMessage, PermanentError
+from domain.events import (
     EVENT_TYPES,
     UPCASTERS,
     AccountDiscovered,

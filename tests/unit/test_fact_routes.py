@@ -3,8 +3,8 @@ never the `...Requested` / `...Due` triggers. A new event type must take a side 
 
 from __future__ import annotations
 
-from orgsync.domain.events import EVENT_TYPES
-from orgsync.workers.routes import FACTS, is_fact, route_of
+from domain.events import EVENT_TYPES
+from workers.routes import FACTS, is_fact, route_of
 
 
 def test_facts_are_the_past_tense_events_and_only_those():

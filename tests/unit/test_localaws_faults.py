@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from orgsync.localaws import BuiltOrg, faults, generate_org, local_aws
+from localaws import BuiltOrg, faults, generate_org, local_aws
 
 NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
 

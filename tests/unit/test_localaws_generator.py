@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from orgsync.localaws.generator import MANAGEMENT_ACCOUNT_ID, OrgSpec, generate_org
+from localaws.generator import MANAGEMENT_ACCOUNT_ID, OrgSpec, generate_org
 
 
 def test_same_arguments_give_the_same_spec() -> None:

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from orgsync.localaws import (
+from localaws import (
     AccountSpec,
     BuiltOrg,
     OrgSpec,

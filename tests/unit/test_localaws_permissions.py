@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from orgsync.localaws import BuiltOrg, generate_org, local_aws
-from orgsync.localaws.policy import wildcard_match
+from localaws import BuiltOrg, generate_org, local_aws
+from localaws.policy import wildcard_match
 
 READ_ACTIONS = [
     "organizations:DescribeOrganization",

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from orgsync.localaws import BuiltOrg, generate_org, local_aws, patches
-from orgsync.localaws.registry import REGISTRY, MemberRole
+from localaws import BuiltOrg, generate_org, local_aws, patches
+from localaws.registry import REGISTRY, MemberRole
 
 MEMBER_EXTERNAL_ID = "member-ext-123"
 MANAGEMENT_EXTERNAL_ID = "mgmt-ext-456"

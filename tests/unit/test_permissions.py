@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orgsync.domain.permissions import (
+from domain.permissions import (
     ALLOWED,
     DENIED,
     REQUIRED_ACTIONS,

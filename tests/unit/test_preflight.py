@@ -10,11 +10,11 @@ import pika.exceptions
 import pytest
 from pika.adapters.utils.connection_workflow import AMQPConnectorSocketConnectError
 
-from orgsync.app import metrics_server, preflight, worker_main
-from orgsync.app.preflight import ServiceUnavailable
-from orgsync.domain.errors import OrgSyncError
-from orgsync.storage.db import database_problem
-from orgsync.workers.broker import broker_problem
+from domain.errors import OrgSyncError
+from orgsync import metrics_server, preflight, worker_main
+from orgsync.preflight import ServiceUnavailable
+from storage.db import database_problem
+from workers.broker import broker_problem
 
 
 def test_service_unavailable_is_an_orgsync_error():
@@ -236,7 +236,7 @@ def test_the_worker_supervisor_does_not_import_prometheus_client():
 
     code = (
         "import sys\n"
-        "from orgsync.app import cli, metrics_server, preflight, worker_main\n"
+        "from orgsync import cli, metrics_server, preflight, worker_main\n"
         "import dramatiq.cli\n"
         "preflight.schema_heads(); preflight.database_target('postgresql://u@h/d'); preflight.broker_target('amqp://h/v')\n"
         "metrics_server.bind_problem('127.0.0.1', 0); worker_main.parse_queues(['tags'])\n"

@@ -14,8 +14,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.parsers import ResponseParserError
 
-from orgsync.aws.permissions import check_management_role
-from orgsync.domain.permissions import ALLOWED, DENIED, REQUIRED_ACTIONS
+from aws.permissions import check_management_role
+from domain.permissions import ALLOWED, DENIED, REQUIRED_ACTIONS
 
 ROLE_ARN = "arn:aws:iam::111111111111:role/OrgSyncReader"
 MANAGEMENT_ACCOUNT = "111111111111"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orgsync.domain.config import Filters
-from orgsync.domain.sync import (
+from domain.config import Filters
+from domain.sync import (
     CloudFields,
     StoredCloud,
     SyncPlan,
@@ -19,7 +19,7 @@ from orgsync.domain.sync import (
     plan_system_badges,
     plan_units,
 )
-from orgsync.domain.tree import Account, OrgTree, OrgUnit, Scope, accounts_in_scope
+from domain.tree import Account, OrgTree, OrgUnit, Scope, accounts_in_scope
 
 ORG = "org-1"
 OTHER_ORG = "org-2"

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orgsync.domain.config import Filters
-from orgsync.domain.errors import NotFound
-from orgsync.domain.tree import (
+from domain.config import Filters
+from domain.errors import NotFound
+from domain.tree import (
     SUSPENDED_STATES,
     Account,
     AccountInScope,

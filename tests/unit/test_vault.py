@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orgsync.domain.config import AccessKey, Credentials, MemberRoleConfig, RoleConfig, Secret
-from orgsync.storage.vault import (
+from domain.config import AccessKey, Credentials, MemberRoleConfig, RoleConfig, Secret
+from storage.vault import (
     KEY_ID_LEN,
     NONCE_LEN,
     KeyRing,

@@ -1,0 +1,1 @@
+"""AWS through boto3: caller sessions, AssumeRole, rate control and call counting, the tree walk, permission probes."""

@@ -1,0 +1,155 @@
+"""The Prometheus endpoint of a worker group (and of the scheduler).
+
+Counters come from every worker process through prometheus_client's multiprocess directory; the
+gauges below are read when Prometheus scrapes: queue depths (dead letters included) by passive
+declares, accounts per status and the age of each org's last successful sync from Postgres.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import func, select
+
+from storage import db
+from storage.models import Cloud, Organization, SyncRun
+from workers.routes import QUEUES
+
+from .logs import configure_logging
+from .settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class StateCollector:
+    """Gauges computed at scrape time; a failing source is skipped, never fails the scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: Any = None
+
+    def _sessions(self) -> Any:
+        if self._engine is None:
+            assert self.settings.database_url is not None
+            self._engine = db.make_engine(self.settings.database_url.get_secret_value(), pool_size=1)
+        return db.make_session_factory(self._engine)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        if self.settings.broker_url is not None:
+            from .broker_admin import queue_counts
+
+            messages = GaugeMetricFamily("orgsync_queue_messages", "Messages in a queue.", labels=["queue", "state"])
+            consumers = GaugeMetricFamily("orgsync_queue_consumers", "Consumers of a queue.", labels=["queue"])
+            try:
+                for q in queue_counts(self.settings.broker_url.get_secret_value(), QUEUES):
+                    for state in ("ready", "delayed", "dead"):
+                        messages.add_metric([q["queue"], state], q[state])
+                    consumers.add_metric([q["queue"]], q["consumers"])
+                yield messages
+                yield consumers
+            except Exception as exc:
+                log.warning("queue depths not available: %s", type(exc).__name__)
+        if self.settings.database_url is not None:
+            try:
+                yield from self._database_gauges()
+            except Exception as exc:
+                log.warning("database gauges not available: %s", type(exc).__name__)
+
+    def _database_gauges(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        accounts = GaugeMetricFamily("orgsync_accounts", "Accounts (clouds) per status.", labels=["status"])
+        age = GaugeMetricFamily(
+            "orgsync_seconds_since_last_successful_sync",
+            "Seconds since the last successful sync of an organization.",
+            labels=["org_id", "nickname"],
+        )
+        with self._sessions()() as s:
+            for status, count in s.execute(select(Cloud.status, func.count()).group_by(Cloud.status)):
+                accounts.add_metric([status], count)
+            last = (
+                select(SyncRun.organization_id, func.max(SyncRun.finished_at).label("at"))
+                .where(SyncRun.status == "succeeded")
+                .group_by(SyncRun.organization_id)
+                .subquery()
+            )
+            now = time.time()
+            for org_id, nickname, at in s.execute(
+                select(Organization.id, Organization.nickname, last.c.at).join(
+                    last, last.c.organization_id == Organization.id
+                )
+            ):
+                age.add_metric([str(org_id), nickname], now - at.timestamp())
+        yield accounts
+        yield age
+
+
+def start(settings: Settings, *, port: int, multiprocess: bool) -> Any:
+    """Serve /metrics on settings.metrics_host:port in a background thread; returns the server."""
+    import prometheus_client as prom
+    from prometheus_client import multiprocess as prom_mp
+
+    registry = prom.CollectorRegistry()
+    if multiprocess:
+        prom_mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
+    else:
+        for collector in list(prom.REGISTRY._collector_to_names):
+            registry.register(collector)
+    registry.register(StateCollector(settings))
+    server, _thread = prom.start_http_server(port, addr=settings.metrics_host, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    return server
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def unavailable_message(host: str, port: int, exc: OSError, who: str) -> str:
+    """One line saying the metrics endpoint is off, e.g. `metrics port 127.0.0.1:9464 is in use; ...`."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"metrics port {address(host, port)} is in use; {who} runs without metrics"
+    reason = exc.strerror or type(exc).__name__
+    return f"metrics cannot be served on {address(host, port)} ({reason}); {who} runs without metrics"
+
+
+def bind_problem(host: str, port: int) -> OSError | None:
+    """Why /metrics could not be served on host:port right now (None: it can), binding as the server does."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return exc
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def serve() -> None:
+    """dramatiq fork function of `orgsync worker`: serve the group's metrics until terminated.
+
+    When the port is taken (it was free when `orgsync worker` checked) this says so in one line and idles
+    instead of exiting: dramatiq reaps its fork processes only at shutdown.
+    """
+    settings = get_settings()
+    configure_logging(settings)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        log.warning("PROMETHEUS_MULTIPROC_DIR is not set; worker counters will be missing")
+    try:
+        start(settings, port=settings.metrics_port, multiprocess=True)
+    except OSError as exc:
+        log.warning(unavailable_message(settings.metrics_host, settings.metrics_port, exc, "this worker group"))
+    while True:
+        time.sleep(3600)

@@ -1,0 +1,37 @@
+"""Entry point of the scheduler process (`orgsync scheduler`): one leader at a time, the rest standby."""
+
+from __future__ import annotations
+
+import logging
+
+from scheduler.service import run_scheduler
+
+from .bootstrap import Runtime
+from .logs import configure_logging
+from .settings import Settings
+
+
+def main(settings: Settings) -> None:
+    """Run the scheduler until SIGTERM/SIGINT; returns normally (exit status 0) after releasing the lock."""
+    configure_logging(settings)
+    # APScheduler logs every run at INFO; the scheduler logs each run's outcome itself
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    rt = Runtime.open(settings, migrate=False)
+    server = None
+    if settings.scheduler_metrics_port:
+        from . import metrics_server
+
+        try:
+            server = metrics_server.start(settings, port=settings.scheduler_metrics_port, multiprocess=False)
+        except OSError as exc:  # e.g. a standby on the same host: scheduling matters more than metrics
+            logging.getLogger(__name__).warning(
+                metrics_server.unavailable_message(
+                    settings.metrics_host, settings.scheduler_metrics_port, exc, "this scheduler"
+                )
+            )
+    try:
+        run_scheduler(rt)
+    finally:
+        if server is not None:
+            server.shutdown()
+        rt.close()

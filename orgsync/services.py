@@ -1,0 +1,345 @@
+"""Application services behind the CLI (and later an HTTP API): register orgs and clouds, request
+syncs, wait for the work a request caused."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from aws.organizations import OrganizationInfo, OrganizationsReader
+from aws.permissions import check_management_role
+from domain import events
+from domain.config import Credentials, Filters, OrgRegistration, RoleConfig, parse_role_arn
+from domain.errors import AwsStepFailed, Conflict, InvalidInput, NotFound, OrgSyncError
+from domain.permissions import PermissionReport
+from domain.tree import scope_units
+from storage import repository as repo
+from storage.models import Cloud, Organization
+from storage.vault import row_context
+from workers.deps import emit
+
+from .bootstrap import Runtime
+
+
+@dataclass(frozen=True)
+class Registered:
+    org_id: str
+    cloud_org_id: str
+    nickname: str
+    request_id: str
+    report: PermissionReport
+
+
+def check_management_access(
+    rt: Runtime, creds: Credentials, limit_to_ou_ids: tuple[str, ...]
+) -> tuple[OrganizationInfo, PermissionReport]:
+    """Assume the management role, read the organization, check every permission the sync needs.
+
+    Raises with the failing step named; nothing is stored here.
+    """
+    session = rt.aws.assume_role(
+        rt.aws.caller_sts(creds.access_key), creds.management, step="assume the management role"
+    )
+    org_client = rt.aws.client(session, "organizations")
+    reader = OrganizationsReader(org_client, concurrency=rt.settings.walk_concurrency)
+    info = reader.describe()
+    report = check_management_role(
+        org_client, rt.aws.client(session, "iam"), creds.management.role_arn, info.management_account_id
+    )
+    if not report.ok:
+        raise AwsStepFailed("permission check", "; ".join(report.errors))
+    if limit_to_ou_ids:
+        try:
+            scope_units(reader.units(), limit_to_ou_ids)
+        except OrgSyncError as exc:
+            raise InvalidInput("limit-to-ou", str(exc)) from None
+    return info, report
+
+
+def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
+    """Check the management role end to end, then store the org and request its first sync.
+
+    Any failing step raises with the step named; nothing is stored unless every step passed.
+    """
+    creds = reg.credentials
+    _, role_account, _ = parse_role_arn(creds.management.role_arn, "org-role-arn")
+    info, report = check_management_access(rt, creds, reg.filters.limit_to_ou_ids)
+    with rt.sessions.begin() as s:
+        existing = repo.org_by_cloud_org_id(s, info.id)
+        if existing is not None:
+            raise Conflict(f"organization {info.id} is already registered as {existing.nickname!r}")
+        if s.query(Organization.id).filter(Organization.nickname == reg.nickname).first():
+            raise Conflict(f"the nickname {reg.nickname!r} is taken")
+    org_id = uuid.uuid4()
+    keyring = rt.keyring
+    try:
+        with rt.sessions.begin() as s:
+            s.add(
+                Organization(
+                    id=org_id,
+                    provider="aws",
+                    cloud_org_id=info.id,
+                    nickname=reg.nickname,
+                    management_account_id=info.management_account_id or role_account,
+                    partition=creds.management.partition,
+                    credentials=keyring.seal(creds, "organizations", org_id),
+                    filters=reg.filters.to_json(),
+                    permission_report=report.to_json(),
+                )
+            )
+            s.flush()
+            request = emit(s, events.OrgSyncRequested(str(org_id), "organization added"))
+    except IntegrityError:
+        raise Conflict(f"organization {info.id} or nickname {reg.nickname!r} is already registered") from None
+    rt.deps.after_commit()
+    return Registered(str(org_id), info.id, reg.nickname, request.id, report)
+
+
+def request_sync(rt: Runtime, org_ref: str, reason: str) -> tuple[str, str]:
+    """Write an OrgSyncRequested for the org; returns (org id, request id)."""
+    with rt.sessions.begin() as s:
+        org = repo.find_org(s, org_ref)
+        request = emit(s, events.OrgSyncRequested(str(org.id), reason))
+        org_id = str(org.id)
+    rt.deps.after_commit()
+    return org_id, request.id
+
+
+def add_cloud(rt: Runtime, account_id: str, name: str, role: RoleConfig) -> str:
+    """Register a standalone account after assuming its role; returns the cloud id."""
+    if role.account_id != account_id:
+        raise InvalidInput("role-arn", f"the role is in account {role.account_id}, not {account_id}")
+    with rt.sessions() as s:
+        existing = s.query(Cloud).filter(Cloud.account_id == account_id).first()
+        if existing is not None:
+            owner = ""
+            if existing.organization_id is not None:
+                owner = f" (managed by organization {repo.get_org(s, existing.organization_id).nickname!r})"
+            raise Conflict(f"account {account_id} is already registered{owner}")
+    rt.aws.assume_role(rt.aws.caller_session(), role, step="assume the account role")
+    cloud_id = uuid.uuid4()
+    blob = rt.keyring.encrypt(json.dumps({"role": role_to_json(role)}).encode(), row_context("clouds", cloud_id))
+    try:
+        with rt.sessions.begin() as s:
+            s.add(
+                Cloud(
+                    id=cloud_id,
+                    account_id=account_id,
+                    name=name,
+                    status="ok",
+                    status_message="role assumed",
+                    credentials=blob,
+                )
+            )
+    except IntegrityError:
+        raise Conflict(f"account {account_id} is already registered") from None
+    return str(cloud_id)
+
+
+def role_to_json(role: RoleConfig) -> dict[str, Any]:
+    return {
+        "role_arn": role.role_arn,
+        "session_name": role.session_name,
+        "duration_seconds": role.duration_seconds,
+        "external_id": None if role.external_id is None else role.external_id.reveal(),
+    }
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    finished: bool
+    failures: list[tuple[str, str | None]]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.finished and not self.failures
+
+
+def wait_for(
+    rt: Runtime,
+    request_id: str,
+    *,
+    timeout: float,
+    poll: float = 0.25,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> WaitResult:
+    """Block until the request and every follow-up it caused are processed (or failed)."""
+    start = time.monotonic()
+    while True:
+        with rt.sessions() as s:
+            progress = repo.correlation_progress(s, request_id)
+        if on_progress is not None:
+            on_progress(progress)
+        if progress["pending"] == 0 and progress["done"] > 0:
+            return WaitResult(True, progress["failures"], time.monotonic() - start)
+        if time.monotonic() - start > timeout:
+            return WaitResult(False, progress["failures"], time.monotonic() - start)
+        if not rt.in_process:
+            rt.relay.flush()
+        time.sleep(poll)
+
+
+def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[str]) -> tuple[str, int]:
+    """AccountValidationDue for the chosen clouds (all of an org, given accounts, or every cloud)."""
+    request_id = str(uuid.uuid4())
+    with rt.sessions.begin() as s:
+        query = s.query(Cloud)
+        if org_ref is not None:
+            query = query.filter(Cloud.organization_id == repo.find_org(s, org_ref).id)
+        if account_ids:
+            query = query.filter(Cloud.account_id.in_(account_ids))
+        clouds = query.order_by(Cloud.account_id).all()
+        missing = sorted(set(account_ids) - {c.account_id for c in clouds})
+        if missing:
+            raise NotFound(f"no cloud with account id {', '.join(missing)}")
+        for cloud in clouds:
+            org_id = None if cloud.organization_id is None else str(cloud.organization_id)
+            emit(s, events.AccountValidationDue(str(cloud.id), cloud.account_id, org_id), correlation_id=request_id)
+    rt.deps.after_commit()
+    return request_id, len(clouds)
+
+
+def find_cloud(session: Any, account_id: str) -> Cloud:
+    cloud: Cloud | None = session.query(Cloud).filter(Cloud.account_id == account_id).first()
+    if cloud is None:
+        raise NotFound(f"no cloud with account id {account_id}")
+    return cloud
+
+
+def _refuse_managed(session: Any, cloud: Cloud, why: str) -> None:
+    if cloud.organization_id is not None:
+        org = repo.get_org(session, cloud.organization_id)
+        raise Conflict(f"account {cloud.account_id} is managed by organization {org.nickname!r}: {why}")
+
+
+_MANAGED_REMOVAL = "it leaves the inventory with the organization's scope, or with the organization"
+
+
+def removable_cloud(rt: Runtime, account_id: str) -> str:
+    """The name of a standalone cloud that may be removed; refuses an unknown or managed account."""
+    with rt.sessions() as s:
+        cloud = find_cloud(s, account_id)
+        _refuse_managed(s, cloud, _MANAGED_REMOVAL)
+        return cloud.name
+
+
+def remove_cloud(rt: Runtime, account_id: str) -> None:
+    with rt.sessions.begin() as s:
+        cloud = find_cloud(s, account_id)
+        _refuse_managed(s, cloud, _MANAGED_REMOVAL)
+        s.delete(cloud)
+
+
+def edit_cloud(rt: Runtime, account_id: str, role: RoleConfig) -> None:
+    """Replace a standalone cloud's role settings, after assuming the new role."""
+    if role.account_id != account_id:
+        raise InvalidInput("role-arn", f"the role is in account {role.account_id}, not {account_id}")
+    with rt.sessions() as s:
+        _refuse_managed(s, find_cloud(s, account_id), "its credentials are the organization's; edit the organization")
+    rt.aws.assume_role_credentials(rt.aws.caller_sts(), role, step="assume the account role")
+    with rt.sessions.begin() as s:
+        cloud = find_cloud(s, account_id)
+        _refuse_managed(s, cloud, "its credentials are the organization's; edit the organization")
+        cloud.credentials = rt.keyring.encrypt(
+            json.dumps({"role": role_to_json(role)}).encode(), row_context("clouds", cloud.id)
+        )
+        cloud.status, cloud.status_message = "ok", f"assumed {role.role_arn}"
+
+
+def remove_org(rt: Runtime, org_ref: str) -> tuple[str, int]:
+    """Delete an organization and the clouds it manages (their tags, badges, OU tree and runs with them)."""
+    with rt.sessions.begin() as s:
+        org = repo.find_org(s, org_ref)
+        count = s.query(Cloud).filter(Cloud.organization_id == org.id).count()
+        nickname = org.nickname
+        s.delete(org)
+    return nickname, count
+
+
+@dataclass(frozen=True)
+class OrgEdit:
+    """What `org edit` changes: None means "keep"."""
+
+    credentials: Credentials | None = None
+    nickname: str | None = None
+    exclude_name_prefixes: tuple[str, ...] | None = None
+    limit_to_ou_ids: tuple[str, ...] | None = None
+    auto_remove_suspended: bool | None = None
+
+
+def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[str, str | None, list[str]]:
+    """Apply an edit; returns (org id, sync request id or None when nothing changed, changed fields).
+
+    New credentials are checked exactly like `org add` and must read the same organization. Without
+    new credentials the stored ciphertext is not touched.
+    """
+    with rt.sessions() as s:
+        org = repo.find_org(s, org_ref)
+        org_id, cloud_org_id, old_filters, old_nickname = (
+            org.id,
+            org.cloud_org_id,
+            Filters.from_json(org.filters),
+            org.nickname,
+        )
+    filters = Filters(
+        exclude_name_prefixes=old_filters.exclude_name_prefixes
+        if edit.exclude_name_prefixes is None
+        else edit.exclude_name_prefixes,
+        limit_to_ou_ids=old_filters.limit_to_ou_ids if edit.limit_to_ou_ids is None else edit.limit_to_ou_ids,
+        auto_remove_suspended=old_filters.auto_remove_suspended
+        if edit.auto_remove_suspended is None
+        else edit.auto_remove_suspended,
+    )
+    changed = [
+        name
+        for name, differs in (
+            ("credentials", edit.credentials is not None),
+            ("nickname", edit.nickname is not None and edit.nickname != old_nickname),
+            ("exclude_name_prefixes", filters.exclude_name_prefixes != old_filters.exclude_name_prefixes),
+            ("limit_to_ou_ids", filters.limit_to_ou_ids != old_filters.limit_to_ou_ids),
+            ("auto_remove_suspended", filters.auto_remove_suspended != old_filters.auto_remove_suspended),
+        )
+        if differs
+    ]
+    if not changed:
+        return str(org_id), None, []
+    report = None
+    if edit.credentials is not None:
+        info, report = check_management_access(rt, edit.credentials, filters.limit_to_ou_ids)
+        if info.id != cloud_org_id:
+            raise Conflict(f"the new management role reads organization {info.id}, not {cloud_org_id}")
+    elif "limit_to_ou_ids" in changed and filters.limit_to_ou_ids:
+        with rt.sessions() as s:
+            current = rt.keyring.open(repo.get_org(s, org_id).credentials, "organizations", org_id)
+        check_management_access(rt, current, filters.limit_to_ou_ids)
+    try:
+        with rt.sessions.begin() as s:
+            org = repo.get_org(s, org_id, for_update=True)
+            if edit.credentials is not None and report is not None:
+                org.credentials = rt.keyring.seal(edit.credentials, "organizations", org.id)
+                org.permission_report = report.to_json()
+            if edit.nickname is not None:
+                org.nickname = edit.nickname
+            org.filters = filters.to_json()
+            org.updated_at = repo.utcnow()
+            request = emit(s, events.OrgSyncRequested(str(org_id), "organization edited: " + ", ".join(changed)))
+    except IntegrityError:
+        raise Conflict(f"the nickname {edit.nickname!r} is taken") from None
+    rt.deps.after_commit()
+    return str(org_id), request.id, changed
+
+
+def request_event(rt: Runtime, org_ref: str | None, make: Callable[[str | None], events.Event]) -> str:
+    """Write one event for an org (or for all when `org_ref` is None); returns its id for --wait."""
+    with rt.sessions.begin() as s:
+        org_id = str(repo.find_org(s, org_ref).id) if org_ref else None
+        request = emit(s, make(org_id))
+    rt.deps.after_commit()
+    return request.id

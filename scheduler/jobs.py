@@ -1,0 +1,293 @@
+"""The periodic jobs: each run is one transaction that writes `…Requested` / `…Due` events to the outbox.
+
+The scheduler never does the work itself; workers consume what it publishes.
+
+Coalescing: a job skips an org (or a cloud) that already has a *pending* event of the job's kind, so at
+most one is waiting per org (per cloud) whatever its source (scheduler, CLI, a handler). An outbox row
+is pending while
+
+* no row in `processed_messages` has its message id (its consumer has not finished, successfully or
+  not), and
+* it has a consumer in this build (`actor_name` set) — a fact with no consumer here is pending only
+  until the relay has published it, since nobody ever marks it processed — and
+* it was not published more than `stale_after` (24 h) ago: a message that long unprocessed was lost
+  (a purged queue, a broker that lost its data) and must not stop the schedule for good.
+
+Jobs and what counts as pending for them:
+
+=================  ==================================  ===========================================
+job                writes                              pending for the same key
+=================  ==================================  ===========================================
+org_sync           OrgSyncRequested(org, "scheduled")  any OrgSyncRequested of the org
+tag_refresh        TagRefreshDue(org)                  any TagRefreshDue of the org (chunks too)
+badge_reconcile    BadgeReconcileDue(org)              any BadgeReconcileDue of the org
+validation         AccountValidationDue(cloud, ...)    AccountValidationDue or AccountDiscovered
+                   for every cloud in an org or with   of the cloud (both make the same check)
+                   its own credentials
+=================  ==================================  ===========================================
+
+Each run takes the transaction-level advisory lock (7292, 100+n) of its job *before* it reads what is
+pending, so two instances that both believe they lead (a split-brain moment) run one after the other,
+and the second sees the first's committed rows and writes nothing twice. With `fence_pid` (the backend
+that holds the leadership lock, see leader.py) a run also checks, inside its transaction, that this
+backend still holds it, and writes nothing if it does not.
+
+Every run uses one new correlation id for all its events, a UUIDv8 that says "the scheduler's job n"
+(see `correlation_id_for`): `last_run` finds a job's latest run through the outbox's correlation index,
+and anyone can tell scheduled work from requested work by its correlation id alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+from sqlalchemy import bindparam, or_, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain import events
+from storage.models import Cloud, Organization, OutboxMessage
+from workers.deps import emit
+
+from .leader import LEADER_KEY, LOCK_NAMESPACE
+
+if TYPE_CHECKING:
+    from orgsync.bootstrap import Runtime
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(hours=24)
+
+PENDING_SQL = text(
+    """
+    SELECT DISTINCT o.envelope -> 'data' ->> :field
+    FROM outbox o
+    WHERE o.event_type IN :types
+      AND (o.envelope -> 'data' ->> :field) IS NOT NULL
+      AND (o.actor_name IS NOT NULL OR o.sent_at IS NULL)
+      AND (o.sent_at IS NULL OR o.sent_at > now() - make_interval(secs => :stale))
+      AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)
+    """
+).bindparams(bindparam("types", expanding=True))
+
+# the fence: does backend :pid (the leader's lock connection) still hold the leadership lock?
+FENCE_SQL = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND pid = :pid
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND classid = :k1 AND objid = :k2 AND objsubid = 2
+    )
+    """
+)
+
+
+class NotLeader(RuntimeError):
+    """The leadership lock is no longer held by the fencing backend: the run wrote nothing."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: str
+    correlation_id: str
+    written: int  # events written to the outbox
+    skipped: int  # keys left alone because an event for them is still pending
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    lock_key: int  # second int of the transaction-level advisory lock (LOCK_NAMESPACE, lock_key)
+    pending_types: tuple[str, ...]  # event types that count as pending for a key
+    key_field: str  # the envelope data field holding the key (org_id / cloud_id)
+    targets: Callable[[Session], Sequence[tuple[str, events.Event]]]  # (key, event to write) per target
+
+
+def _org_targets(make: Callable[[str], events.Event]) -> Callable[[Session], Sequence[tuple[str, events.Event]]]:
+    def targets(session: Session) -> list[tuple[str, events.Event]]:
+        ids = session.scalars(select(Organization.id).order_by(Organization.id))
+        return [(str(org_id), make(str(org_id))) for org_id in ids]
+
+    return targets
+
+
+def _cloud_targets(session: Session) -> list[tuple[str, events.Event]]:
+    rows = session.execute(
+        select(Cloud.id, Cloud.account_id, Cloud.organization_id)
+        .where(or_(Cloud.organization_id.is_not(None), Cloud.credentials.is_not(None)))
+        .order_by(Cloud.id)
+    ).all()
+    return [
+        (
+            str(cid),
+            events.AccountValidationDue(str(cid), account_id, None if org_id is None else str(org_id)),
+        )
+        for cid, account_id, org_id in rows
+    ]
+
+
+ORG_SYNC = Job(
+    "org_sync",
+    101,
+    (events.OrgSyncRequested.TYPE,),
+    "org_id",
+    _org_targets(lambda org_id: events.OrgSyncRequested(org_id, reason="scheduled")),
+)
+TAG_REFRESH = Job(
+    "tag_refresh",
+    102,
+    (events.TagRefreshDue.TYPE,),
+    "org_id",
+    _org_targets(lambda org_id: events.TagRefreshDue(org_id)),
+)
+BADGE_RECONCILE = Job(
+    "badge_reconcile",
+    103,
+    (events.BadgeReconcileDue.TYPE,),
+    "org_id",
+    _org_targets(lambda org_id: events.BadgeReconcileDue(org_id)),
+)
+VALIDATION = Job(
+    "validation",
+    104,
+    (events.AccountValidationDue.TYPE, events.AccountDiscovered.TYPE),
+    "cloud_id",
+    _cloud_targets,
+)
+JOBS: dict[str, Job] = {j.name: j for j in (ORG_SYNC, TAG_REFRESH, BADGE_RECONCILE, VALIDATION)}
+
+
+CORRELATION_MARKER = 0x5C4ED01E  # the first 32 bits of every scheduled correlation id ("scheduled")
+
+
+def correlation_id_for(job: Job, *, at_ms: int | None = None) -> uuid.UUID:
+    """A new correlation id for one run of `job`, a UUIDv8 (RFC 9562), sortable by time within a job:
+
+    bits 0-31 CORRELATION_MARKER, 32-47 the job's number, 48-51 version 8, 52-63 and 66-101 the run's
+    Unix time in ms (48 bits), 64-65 the variant, 102-127 random. It can never equal a uuid4.
+    """
+    ms = (time.time_ns() // 1_000_000 if at_ms is None else at_ms) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(4), "big") & ((1 << 26) - 1)
+    custom_a = (CORRELATION_MARKER << 16) | job.lock_key
+    custom_b = ms >> 36
+    custom_c = ((ms & ((1 << 36) - 1)) << 26) | rand
+    return uuid.UUID(int=(custom_a << 80) | (0x8 << 76) | (custom_b << 64) | (0b10 << 62) | custom_c)
+
+
+def correlation_range(job: Job) -> tuple[uuid.UUID, uuid.UUID]:
+    """[low, high): every correlation id `correlation_id_for(job)` can return lies in it."""
+    custom_a = (CORRELATION_MARKER << 16) | job.lock_key
+    return uuid.UUID(int=custom_a << 80), uuid.UUID(int=(custom_a + 1) << 80)
+
+
+def job_of_correlation(correlation_id: str | uuid.UUID) -> str | None:
+    """The job whose run wrote events with this correlation id, or None if not the scheduler's."""
+    value = uuid.UUID(str(correlation_id)).int
+    if value >> 96 != CORRELATION_MARKER:
+        return None
+    number = (value >> 80) & 0xFFFF
+    return next((j.name for j in JOBS.values() if j.lock_key == number), None)
+
+
+def last_run(session: Session, job: Job | str) -> datetime | None:
+    """When a run of `job` last wrote an event (any instance), if the outbox still has it. The ids sort
+    by time, so this is one backward step on the outbox's correlation index."""
+    job = JOBS[job] if isinstance(job, str) else job
+    low, high = correlation_range(job)
+    return session.scalar(
+        select(OutboxMessage.created_at)
+        .where(OutboxMessage.correlation_id >= low, OutboxMessage.correlation_id < high)
+        .order_by(OutboxMessage.correlation_id.desc())
+        .limit(1)
+    )
+
+
+def pending_keys(
+    session: Session, types: Iterable[str], field: str, *, stale_after: timedelta = STALE_AFTER
+) -> set[str]:
+    """Keys (`field` of the event data) that have a pending event of one of `types` (see the module doc)."""
+    rows = session.execute(
+        PENDING_SQL, {"types": list(types), "field": field, "stale": stale_after.total_seconds()}
+    ).scalars()
+    return {r for r in rows if r}
+
+
+def run(
+    sessions: sessionmaker[Session],
+    job: Job | str,
+    *,
+    fence_pid: int | None = None,
+    stale_after: timedelta = STALE_AFTER,
+) -> JobResult:
+    """One run of `job` in one transaction; raises NotLeader (and writes nothing) if the fence fails."""
+    job = JOBS[job] if isinstance(job, str) else job
+    correlation_id = str(correlation_id_for(job))
+    written = skipped = 0
+    with sessions.begin() as session:
+        # bounded: a hung run elsewhere makes this run fail (and retry next interval), not hang for good
+        session.execute(text("SET LOCAL lock_timeout = '30s'"))
+        session.execute(text("SELECT pg_advisory_xact_lock(:k1, :k2)"), {"k1": LOCK_NAMESPACE, "k2": job.lock_key})
+        if fence_pid is not None:
+            held = session.scalar(FENCE_SQL, {"pid": fence_pid, "k1": LOCK_NAMESPACE, "k2": LEADER_KEY})
+            if not held:
+                raise NotLeader(f"backend {fence_pid} no longer holds the scheduler lock; {job.name} skipped")
+        pending = pending_keys(session, job.pending_types, job.key_field, stale_after=stale_after)
+        for key, event in job.targets(session):
+            if key in pending:
+                skipped += 1
+                continue
+            emit(session, event, correlation_id=correlation_id)
+            written += 1
+    return JobResult(job.name, correlation_id, written, skipped)
+
+
+EVENTS_WRITTEN = Counter("orgsync_scheduler_events", "Events written by the scheduler, per job.", ["job"])
+
+
+def _count(job: str, written: int) -> None:
+    EVENTS_WRITTEN.labels(job).inc(written)
+
+
+def run_and_relay(
+    rt: Runtime,
+    job: Job | str,
+    *,
+    fence_pid: int | None = None,
+    instance_id: str = "",
+) -> JobResult | None:
+    """`run`, log what it wrote, then publish through the runtime's relay (errors logged: the outbox
+    keeps the rows for any relay). Returns None when the fence said this instance no longer leads."""
+    name = job if isinstance(job, str) else job.name
+    try:
+        result = run(rt.sessions, job, fence_pid=fence_pid)
+    except NotLeader as exc:
+        log.warning("scheduler %s: %s", instance_id, exc)
+        return None
+    _count(name, result.written)
+    log.info(
+        "scheduler %s: job %s wrote %d event(s), %d still pending (correlation %s)",
+        instance_id,
+        name,
+        result.written,
+        result.skipped,
+        result.correlation_id,
+    )
+    try:
+        rt.relay.flush()
+    except Exception as exc:
+        log.warning(
+            "scheduler %s: relay after job %s failed (%s: %s); the outbox keeps the events for any relay",
+            instance_id,
+            name,
+            type(exc).__name__,
+            exc,
+        )
+    return result

@@ -1,0 +1,172 @@
+"""The scheduler service: leader election plus an APScheduler that runs the jobs only while leading.
+
+`run_scheduler(rt)` blocks. Every `scheduler_poll_seconds` it polls the leadership lock (leader.py):
+a standby tries to take it; the leader checks its lock connection. On becoming leader it starts a
+`BackgroundScheduler` (coalesce=True, max_instances=1, misfire_grace_time = one interval) with one
+interval job per kind (jobs.py); on losing leadership it shuts that scheduler down at once, and every
+job run is fenced on the leadership lock in its own transaction as well. SIGTERM/SIGINT (when run in
+the main thread) or the `stop` event end it: a running job finishes, the lock is released, it returns.
+
+First-run policy. A job's last run is the later of (a) this instance's own last run of it, and (b)
+the newest outbox row written by any scheduler's run of that job (found through its correlation id,
+see jobs.py). On becoming leader each job is due at `last run + interval`, or at once when that time
+has passed or the last run is unknown (an empty or pruned outbox, a fresh install). A fail-over or a
+restart therefore keeps the cadence instead of re-publishing everything, while a new deployment starts
+working right away. A run that found everything still pending writes nothing and leaves no trace in
+the outbox; at worst the next leader then runs that job early, which coalescing makes harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import jobs
+from .leader import Leader, instance_name
+
+if TYPE_CHECKING:
+    from orgsync.bootstrap import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def intervals(rt: Runtime) -> dict[str, float]:
+    s = rt.settings
+    return {
+        jobs.ORG_SYNC.name: s.schedule_org_sync_seconds,
+        jobs.TAG_REFRESH.name: s.schedule_tag_refresh_seconds,
+        jobs.BADGE_RECONCILE.name: s.schedule_badge_reconcile_seconds,
+        jobs.VALIDATION.name: s.schedule_validation_seconds,
+    }
+
+
+def first_runs(rt: Runtime, own: dict[str, datetime], now: datetime) -> dict[str, datetime]:
+    """When each job is first due after becoming leader (see the module doc)."""
+    due: dict[str, datetime] = {}
+    with rt.sessions() as session:
+        for name, every in intervals(rt).items():
+            known = [t for t in (own.get(name), jobs.last_run(session, name)) if t is not None]
+            last = max(known) if known else None
+            due[name] = now if last is None else max(now, last + timedelta(seconds=every))
+    return due
+
+
+class _Jobs:
+    """The APScheduler of one leadership term."""
+
+    def __init__(self, rt: Runtime, leader: Leader, instance: str, own_runs: dict[str, datetime]) -> None:
+        self.rt = rt
+        self.leader = leader
+        self.instance = instance
+        self.own_runs = own_runs
+        self._active = threading.Event()
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max_workers=len(jobs.JOBS))},
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+
+    def start(self) -> None:
+        now = datetime.now(UTC)
+        due = first_runs(self.rt, self.own_runs, now)
+        for name, every in intervals(self.rt).items():
+            self.scheduler.add_job(
+                self._tick,
+                IntervalTrigger(seconds=every, timezone=UTC),
+                args=(name,),
+                id=name,
+                name=name,
+                next_run_time=due[name],
+                misfire_grace_time=max(1, int(every)),
+            )
+            wait = (due[name] - now).total_seconds()
+            log.info(
+                "scheduler %s: job %s every %gs, first run %s",
+                self.instance,
+                name,
+                every,
+                "now" if wait < 0.5 else f"in {wait:.0f}s",
+            )
+        self._active.set()
+        self.scheduler.start()
+
+    def shutdown(self, *, wait: bool) -> None:
+        self._active.clear()
+        self.scheduler.shutdown(wait=wait)
+
+    def _tick(self, name: str) -> None:
+        pid = self.leader.backend_pid
+        if not self._active.is_set() or pid is None:
+            return
+        started = datetime.now(UTC)
+        try:
+            result = jobs.run_and_relay(self.rt, name, fence_pid=pid, instance_id=self.instance)
+        except Exception:
+            log.exception("scheduler %s: job %s failed; it runs again at its next interval", self.instance, name)
+            return
+        if result is not None:
+            self.own_runs[name] = started
+
+
+def run_scheduler(rt: Runtime, *, stop: threading.Event | None = None, instance_id: str | None = None) -> None:
+    """Run the scheduler until `stop` is set or SIGTERM/SIGINT arrives (main thread only)."""
+    stop = stop if stop is not None else threading.Event()
+    instance = instance_id or instance_name()
+    poll = max(0.05, float(rt.settings.scheduler_poll_seconds))
+    leader = Leader(rt.database_url, instance_id=instance, idle_session_timeout_seconds=max(30.0, 10 * poll))
+    restore = _install_signal_handlers(stop)
+    own_runs: dict[str, datetime] = {}
+    term: _Jobs | None = None
+    log.info("scheduler %s: started, polling leadership every %gs", instance, poll)
+    try:
+        while not stop.is_set():
+            leading = leader.poll()
+            if leading and term is None:
+                term = _Jobs(rt, leader, instance, own_runs)
+                try:
+                    term.start()
+                except Exception:
+                    log.exception("scheduler %s: could not start the jobs; giving up leadership", instance)
+                    if term.scheduler.running:
+                        term.shutdown(wait=False)
+                    term = None
+                    leader.release()
+            elif not leading and term is not None:
+                log.warning("scheduler %s: not leading any more; jobs stopped", instance)
+                term.shutdown(wait=False)
+                term = None
+            stop.wait(poll)
+        log.info("scheduler %s: stop requested", instance)
+    finally:
+        if term is not None:
+            term.shutdown(wait=True)  # a running job commits (or not) before the lock goes
+        leader.release()
+        restore()
+        log.info("scheduler %s: stopped", instance)
+
+
+def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        stop.set()  # nothing else here: the loop notices within one poll and logs
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handle)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

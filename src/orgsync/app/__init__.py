@@ -1,1 +1,0 @@
-"""The composition root and the entry points: settings, wiring, the `orgsync` CLI, the demo."""

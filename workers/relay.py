@@ -1,0 +1,188 @@
+"""The outbox relay: publishes committed events and stamps them sent only after the broker confirmed.
+
+Rows are claimed with FOR UPDATE SKIP LOCKED, so any number of relays (one per worker process, the
+CLI, the scheduler) can run at once without publishing a row twice in normal operation. A crash
+between publish and commit re-publishes that batch: consumers are idempotent, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.models import OutboxMessage
+from storage.repository import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, row: OutboxMessage) -> None:
+        """Hand one event to the broker; return only once the broker has confirmed it."""
+
+
+# while waiting, the relay calls `keepalive` at least this often (heartbeats of an idle broker connection)
+KEEPALIVE_SECONDS = 1.0
+
+
+def failure_summary(exc: BaseException) -> tuple[str, bool]:
+    """(one line naming what failed, whether it is an outage rather than a bug) for a failed flush."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+    if isinstance(exc, DBAPIError | DisconnectionError) and _is_outage(exc):
+        return f"the database is unreachable ({_database_reason(exc)})", True
+    if _is_broker_error(exc):
+        return f"RabbitMQ is unreachable ({_broker_reason(exc)})", True
+    return f"{type(exc).__name__}: {_first_line(exc)}", False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _database_reason(exc: BaseException) -> str:
+    from storage.db import database_problem
+
+    return database_problem(getattr(exc, "orig", None) or exc)
+
+
+def _is_broker_error(exc: BaseException) -> bool:
+    import pika.exceptions
+    from dramatiq.errors import BrokerConnectionError
+
+    return isinstance(exc, pika.exceptions.AMQPError | BrokerConnectionError | ConnectionError)
+
+
+def _broker_reason(exc: BaseException) -> str:
+    from .broker import broker_problem
+
+    reason = broker_problem(exc)
+    if reason != type(exc).__name__:
+        return reason
+    cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+    return type(cause).__name__ if cause is not None else reason
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        publisher: Publisher,
+        *,
+        batch: int = 200,
+        keepalive: Callable[[], None] | None = None,
+        guard: Callable[[], AbstractContextManager[object]] | None = None,
+    ) -> None:
+        """`keepalive` is called every second or so while the loop waits (to answer broker heartbeats);
+        `guard` wraps each batch of publishes (e.g. to keep a client library's logs about a lost
+        connection out of the log: the relay reports its failures itself, once per outage)."""
+        self.sessions = sessions
+        self.publisher = publisher
+        self.batch = batch
+        self.keepalive = keepalive
+        self.guard = guard or nullcontext
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def flush(self) -> int:
+        """Publish every unsent row this relay can claim; returns how many it published."""
+        total = 0
+        while True:
+            with self.sessions.begin() as session:
+                rows = session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.sent_at.is_(None))
+                    .order_by(OutboxMessage.id)
+                    .limit(self.batch)
+                    .with_for_update(skip_locked=True)
+                ).all()
+                if not rows:
+                    return total
+                with self.guard():
+                    for row in rows:
+                        self.publisher.publish(row)
+                session.execute(
+                    update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])).values(sent_at=utcnow())
+                )
+            total += len(rows)
+
+    def kick(self) -> None:
+        """Ask the background loop to flush now (cheap; called after every commit that wrote events)."""
+        self._wake.set()
+
+    def start(self, interval: float) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self, interval: float) -> None:
+        failures = 0  # consecutive failed flushes: one log line per outage, not one per attempt
+        while not self._stop.is_set():
+            self._idle(interval, wake=True)
+            if self._stop.is_set():
+                return
+            try:
+                self.flush()
+            except Exception as exc:
+                if failures == 0:
+                    summary, outage = failure_summary(exc)
+                    if outage:
+                        log.warning("outbox relay paused: %s; retrying every %.1fs", summary, interval)
+                    else:
+                        log.exception("outbox relay failed: %s; retrying every %.1fs", summary, interval)
+                failures += 1
+                self._idle(interval, wake=False)
+                continue
+            if failures:
+                log.info("outbox relay publishing again (after %d failed attempts)", failures)
+                failures = 0
+
+    def _idle(self, seconds: float, *, wake: bool) -> None:
+        """Wait `seconds` (or, with `wake`, until kicked), answering broker heartbeats meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self._keepalive()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            step = min(left, KEEPALIVE_SECONDS)
+            if wake:
+                if self._wake.wait(step):
+                    self._wake.clear()
+                    return
+            elif self._stop.wait(step):
+                return
+
+    def _keepalive(self) -> None:
+        if self.keepalive is None:
+            return
+        try:
+            self.keepalive()
+        except Exception as exc:  # the next publish reconnects; never let this end the loop
+            log.debug("broker keepalive failed: %s", type(exc).__name__)
