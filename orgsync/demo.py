@@ -7,6 +7,7 @@ through the same service as `orgsync org add`, then synced, and the listings are
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import time
 from collections import Counter
@@ -40,12 +41,9 @@ def demo_spec(accounts: int, seed: int) -> OrgSpec:
 
 
 def run_demo(*, accounts: int, seed: int, console: Console) -> None:
-    try:
-        from localaws.inprocess import local_aws  # the local AWS (moto) is only needed here
-    except ModuleNotFoundError as exc:
-        raise OrgSyncError(
-            f"the demo runs on the local AWS, which needs {exc.name}: pip install 'orgsync[local]'"
-        ) from None
+    if importlib.util.find_spec("moto") is None:  # a production install has no local AWS
+        raise OrgSyncError("the demo runs on the local AWS, which needs moto: pip install 'orgsync[local]'")
+    from localaws.inprocess import local_aws  # the local AWS is only needed here
 
     base = get_settings()
     data_dir = base.data_dir / "demo"
