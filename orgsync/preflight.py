@@ -72,8 +72,9 @@ def known_revisions() -> set[str]:
     return {rev.revision for rev in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
 
 
-def check_database(url: str, *, timeout: float = 5.0) -> None:
-    """Connect once and check the schema is at the head revision; raises ServiceUnavailable."""
+def check_database(url: str, *, timeout: float = 5.0, schema: bool = True) -> None:
+    """Connect once and (unless `schema` is False) check the schema is at the head revision; raises
+    ServiceUnavailable."""
     import psycopg
     from psycopg import errors as pg_errors
     from sqlalchemy.engine import make_url
@@ -96,6 +97,9 @@ def check_database(url: str, *, timeout: float = 5.0) -> None:
         )
     except psycopg.Error as exc:
         raise ServiceUnavailable(f"cannot reach the database at {target.location}: {database_problem(exc)}") from None
+    if not schema:
+        conn.close()
+        return
     no_schema = f"the database at {target.location} has no orgsync schema (or an old one): {UPGRADE_HINT}"
     try:
         try:

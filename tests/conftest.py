@@ -110,7 +110,7 @@ def _purge(url: str) -> None:
     import pika
     import pika.exceptions
 
-    from workers.routes import QUEUES
+    from workers.registry import QUEUES
 
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:

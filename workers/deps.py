@@ -14,8 +14,6 @@ from domain.events import Envelope, Event, wrap
 from storage import repository as repo
 from storage.vault import KeyRing
 
-from .routes import route_of
-
 
 @dataclass
 class Deps:
@@ -35,7 +33,11 @@ def unknown_org(org_id: str | uuid.UUID) -> PermanentError:
 def emit(
     session: Session, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None
 ) -> Envelope:
-    """Write `event` to the outbox in the caller's transaction, correlated with what caused it."""
+    """Write `event` to the outbox in the caller's transaction, correlated with what caused it, with the
+    queue and actor that consume it here (`registry.HANDLERS`; none for a fact nobody here consumes)."""
+    # imported here, not at the top: the registry holds the handlers, and they import this module
+    from .registry import route_of
+
     envelope = wrap(event, correlation_id=cause.correlation_id if cause is not None else correlation_id)
     route = route_of(event.TYPE)
     repo.add_outbox(

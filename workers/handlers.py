@@ -31,7 +31,6 @@ from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
 from .deps import Deps, emit, unknown_org
 from .middleware import failure_reason
-from .routes import ORG_SYNC
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ def read_organization(deps: Deps, org: _OrgSnapshot) -> OrgReading:
     return OrgReading(tree, report, policies, targets, scp_error)
 
 
-def sync_org(deps: Deps, envelope: events.Envelope) -> None:
+def sync_org(deps: Deps, envelope: events.Envelope, actor_name: str) -> None:
     """OrgSyncRequested -> AccountDiscovered*, AccountRemoved*, OrgSyncCompleted."""
     event = envelope.event
     assert isinstance(event, events.OrgSyncRequested)
@@ -108,7 +107,7 @@ def sync_org(deps: Deps, envelope: events.Envelope) -> None:
         # it can be requeued once the key ring is fixed or the credentials are entered again
         dead = PermanentError(CREDENTIALS_UNREADABLE)
         org_uuid = uuid.UUID(event.org_id)
-        if _finish_failed(deps, envelope, org_uuid, started, clock, stats, str(dead), failure_reason(dead)):
+        if _finish_failed(deps, envelope, actor_name, org_uuid, started, clock, stats, str(dead), failure_reason(dead)):
             raise dead from None
         return
     with CallScope.counting(stats):
@@ -116,14 +115,15 @@ def sync_org(deps: Deps, envelope: events.Envelope) -> None:
             reading = read_organization(deps, org)
             scope = accounts_in_scope(reading.tree, org.filters)
         except (AwsStepFailed, NotFound) as exc:
-            _finish_failed(deps, envelope, org.id, started, clock, stats, str(exc))
+            _finish_failed(deps, envelope, actor_name, org.id, started, clock, stats, str(exc))
             return
-    _apply(deps, envelope, org, reading, scope, started, clock, stats)
+    _apply(deps, envelope, actor_name, org, reading, scope, started, clock, stats)
 
 
 def _apply(
     deps: Deps,
     envelope: events.Envelope,
+    actor_name: str,
     org: _OrgSnapshot,
     reading: OrgReading,
     scope: Scope,
@@ -134,7 +134,7 @@ def _apply(
     with deps.sessions.begin() as session:
         tree = reading.tree
         repo.lock_org(session, org.id)
-        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, ORG_SYNC.actor_name):
+        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):
             return
         stored = repo.stored_clouds(session, org.id, scope.account_ids)
         plan = plan_sync(str(org.id), scope, stored, complete=tree.complete)
@@ -198,9 +198,7 @@ def _apply(
         )
         emit(session, events.TagRefreshDue(str(org.id)), cause=envelope)
         if error:
-            repo.mark_processed(
-                session, envelope.id, envelope.correlation_id, ORG_SYNC.actor_name, status="failed", error=error
-            )
+            repo.mark_processed(session, envelope.id, envelope.correlation_id, actor_name, status="failed", error=error)
     log.info(
         "org %s synced: %d in scope, +%d ~%d -%d, %d rows, %d AWS calls",
         org.id,
@@ -261,6 +259,7 @@ def _stamp_org(
 def _finish_failed(
     deps: Deps,
     envelope: events.Envelope,
+    actor_name: str,
     org_id: uuid.UUID,
     started: datetime,
     clock: float,
@@ -276,13 +275,13 @@ def _finish_failed(
     log.warning("org %s sync failed: %s", org_id, error)
     with deps.sessions.begin() as session:
         repo.lock_org(session, org_id)
-        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, ORG_SYNC.actor_name):
+        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):
             return False
         repo.mark_processed(
             session,
             envelope.id,
             envelope.correlation_id,
-            ORG_SYNC.actor_name,
+            actor_name,
             status="failed",
             error=message_error or error,
         )

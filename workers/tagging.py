@@ -24,14 +24,13 @@ from storage.models import Organization
 from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
 from .deps import Deps, emit, unknown_org
-from .routes import BADGE_RECONCILE, TAG_REFRESH
 from .validation import RetryLater
 
 log = logging.getLogger(__name__)
 CHUNK = 200
 
 
-def refresh_tags(deps: Deps, envelope: events.Envelope) -> None:
+def refresh_tags(deps: Deps, envelope: events.Envelope, actor_name: str) -> None:
     """TagRefreshDue -> TagRefreshDue per chunk (fan-out), or -> resource tags + BadgeReconcileDue."""
     event = envelope.event
     assert isinstance(event, events.TagRefreshDue)
@@ -39,26 +38,26 @@ def refresh_tags(deps: Deps, envelope: events.Envelope) -> None:
         if repo.already_processed(session, envelope.id):
             return
     if event.org_id is None:
-        _fan_out_orgs(deps, envelope)
+        _fan_out_orgs(deps, envelope, actor_name)
     elif event.account_ids is None:
-        _fan_out_chunks(deps, envelope, event.org_id)
+        _fan_out_chunks(deps, envelope, actor_name, event.org_id)
     else:
-        _refresh_chunk(deps, envelope, event.org_id, list(event.account_ids))
+        _refresh_chunk(deps, envelope, actor_name, event.org_id, list(event.account_ids))
 
 
-def _fan_out_orgs(deps: Deps, envelope: events.Envelope) -> None:
+def _fan_out_orgs(deps: Deps, envelope: events.Envelope, actor_name: str) -> None:
     with deps.sessions.begin() as session:
-        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, TAG_REFRESH.actor_name):
+        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):
             return
         for org_id in session.scalars(select(Organization.id).order_by(Organization.id)):
             emit(session, events.TagRefreshDue(str(org_id)), cause=envelope)
     deps.after_commit()
 
 
-def _fan_out_chunks(deps: Deps, envelope: events.Envelope, org_id: str) -> None:
+def _fan_out_chunks(deps: Deps, envelope: events.Envelope, actor_name: str, org_id: str) -> None:
     org_uuid = uuid.UUID(org_id)
     with deps.sessions.begin() as session:
-        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, TAG_REFRESH.actor_name):
+        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):
             return
         if session.get(Organization, org_uuid) is None:
             raise unknown_org(org_id)  # rolls the claim back: the failure is recorded instead
@@ -68,7 +67,7 @@ def _fan_out_chunks(deps: Deps, envelope: events.Envelope, org_id: str) -> None:
     deps.after_commit()
 
 
-def _refresh_chunk(deps: Deps, envelope: events.Envelope, org_id: str, account_ids: list[str]) -> None:
+def _refresh_chunk(deps: Deps, envelope: events.Envelope, actor_name: str, org_id: str, account_ids: list[str]) -> None:
     org_uuid = uuid.UUID(org_id)
     with deps.sessions() as session:
         org = session.get(Organization, org_uuid)
@@ -87,7 +86,7 @@ def _refresh_chunk(deps: Deps, envelope: events.Envelope, org_id: str, account_i
                 deps.aws.caller_sts(creds.access_key), creds.management, step="assume the management role"
             )
         except AwsStepFailed as exc:
-            _fail(deps, envelope, str(exc))
+            _fail(deps, envelope, actor_name, str(exc))
             return
         reader = OrganizationsReader(deps.aws.client(session_, "organizations"))
 
@@ -107,14 +106,14 @@ def _refresh_chunk(deps: Deps, envelope: events.Envelope, org_id: str, account_i
         except ClientError as exc:
             code = error_code(exc)
             if code in ("AccessDeniedException", "AccessDenied"):
-                _fail(deps, envelope, f"ListTagsForResource refused: {code}; the management role needs it")
+                _fail(deps, envelope, actor_name, f"ListTagsForResource refused: {code}; the management role needs it")
                 return
             raise RetryLater(f"reading tags failed: {code}") from None
         except BotoCoreError as exc:
             raise RetryLater(f"reading tags failed: {type(exc).__name__}") from None
     with deps.sessions.begin() as session:
         repo.lock_org(session, org_uuid)
-        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, TAG_REFRESH.actor_name):
+        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):
             return
         current = repo.managed_accounts(session, org_uuid)
         live = {cid: tags for cid, tags in aws_tags.items() if cid in set(current.values())}
@@ -126,15 +125,13 @@ def _refresh_chunk(deps: Deps, envelope: events.Envelope, org_id: str, account_i
     deps.after_commit()
 
 
-def _fail(deps: Deps, envelope: events.Envelope, error: str) -> None:
+def _fail(deps: Deps, envelope: events.Envelope, actor_name: str, error: str) -> None:
     log.warning("tag refresh failed: %s", error)
     with deps.sessions.begin() as session:
-        repo.mark_processed(
-            session, envelope.id, envelope.correlation_id, TAG_REFRESH.actor_name, status="failed", error=error
-        )
+        repo.mark_processed(session, envelope.id, envelope.correlation_id, actor_name, status="failed", error=error)
 
 
-def reconcile(deps: Deps, envelope: events.Envelope) -> int:
+def reconcile(deps: Deps, envelope: events.Envelope, actor_name: str) -> int:
     """BadgeReconcileDue -> badges follow resource tags (set-based SQL). Returns rows written."""
     event = envelope.event
     assert isinstance(event, events.BadgeReconcileDue)
@@ -142,7 +139,7 @@ def reconcile(deps: Deps, envelope: events.Envelope) -> int:
     with deps.sessions.begin() as session:
         if org_uuid is not None:
             repo.lock_org(session, org_uuid)
-        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, BADGE_RECONCILE.actor_name):
+        if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):
             return 0
         if org_uuid is not None and session.get(Organization, org_uuid) is None:
             raise unknown_org(org_uuid)  # rolls the claim back: the failure is recorded instead

@@ -19,7 +19,7 @@ import pika
 import pytest
 
 from domain.events import Event, wrap
-from workers.routes import QUEUES
+from workers.registry import QUEUES
 
 from .conftest import ORGSYNC
 

@@ -23,7 +23,7 @@ import yaml
 from psycopg import sql
 
 from orgsync.preflight import check_database
-from workers.routes import QUEUES
+from workers.registry import QUEUES
 
 from ..conftest import PG_ADMIN_URL, _db_url
 from .conftest import ORGSYNC, free_port, service_env

@@ -16,7 +16,7 @@ from psycopg import sql
 from domain.events import BadgeReconcileDue, Event
 from storage import db
 from workers.deps import emit
-from workers.routes import QUEUES
+from workers.registry import QUEUES
 
 from ..conftest import PG_ADMIN_URL
 from .conftest import ORGSYNC, free_port, orgsync

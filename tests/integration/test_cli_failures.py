@@ -251,11 +251,18 @@ def test_a_misconfigured_broker_stores_nothing(capsys, monkeypatch, cli_env, aws
 def test_an_unreachable_database_is_one_line(capsys, monkeypatch, cli_env):
     monkeypatch.setenv("ORGSYNC_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/orgsync")
     get_settings.cache_clear()
-    assert run(capsys, "org", "list") == (
-        1,
-        "",
-        "error: cannot reach the database at 127.0.0.1:1/orgsync: connection refused\n",
-    )
+    line = "error: cannot reach the database at 127.0.0.1:1/orgsync: connection refused\n"
+    assert run(capsys, "org", "list") == (1, "", line)
+    assert run(capsys, "db", "upgrade") == (1, "", line)
+
+
+def test_orgsync_alone_prints_its_help_and_no_error_line(capsys, cli_env):
+    code, out, err = run(capsys)
+    assert (code, err, out.split()[0]) == (2, "", "Usage:")
+    assert "Keep a cloud inventory in step with AWS Organizations." in out
+    code, out, err = run(capsys, "org")
+    assert (code, err, out.split()[0]) == (2, "", "Usage:")
+    assert "Register and inspect AWS Organizations." in out
 
 
 @pytest.fixture

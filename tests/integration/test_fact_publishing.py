@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from domain.tree import SUSPENDED_STATES
 from localaws.builder import BuiltOrg
 from storage.models import OutboxMessage, ProcessedMessage
-from workers.routes import EVENTS_EXCHANGE, FACTS, route_of
+from workers.registry import EVENTS_EXCHANGE, FACTS, route_of
 
 from .conftest import RuntimeFactory, add_and_sync, clouds_by_account
 

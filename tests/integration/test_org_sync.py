@@ -16,7 +16,7 @@ from localaws.builder import BuiltOrg
 from orgsync import services
 from storage import repository as repo
 from storage.models import BadgeRow, Cloud, OrgUnitRow, OutboxMessage, SyncRun
-from workers import handlers
+from workers.registry import HANDLERS
 
 from .conftest import add_and_sync, clouds_by_account, registration, stored_accounts, sync
 
@@ -212,7 +212,7 @@ def test_same_request_delivered_twice_is_handled_once(rt, aws: BuiltOrg):
         first = s.scalars(select(OutboxMessage.envelope).where(OutboxMessage.event_type == "OrgSyncRequested")).one()
         runs = s.scalar(select(func.count()).select_from(SyncRun))
         outbox = s.scalar(select(func.count()).select_from(OutboxMessage))
-    handlers.sync_org(rt.deps, events.decode(first))
+    HANDLERS[events.OrgSyncRequested].handle(rt.deps, events.decode(first))
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(SyncRun)) == runs == 1
         assert s.scalar(select(func.count()).select_from(OutboxMessage)) == outbox
@@ -229,7 +229,7 @@ def test_two_requests_for_one_org_at_once_leave_the_state_of_one(make_runtime, a
 
     def run(envelope):
         try:
-            handlers.sync_org(rt.deps, envelope)
+            HANDLERS[events.OrgSyncRequested].handle(rt.deps, envelope)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

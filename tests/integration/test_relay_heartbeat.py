@@ -22,7 +22,7 @@ from orgsync.settings import Settings
 from storage.models import OutboxMessage
 from workers.broker import QuietRabbitmqBroker
 from workers.deps import emit
-from workers.routes import EVENTS_EXCHANGE
+from workers.registry import EVENTS_EXCHANGE
 
 HEARTBEAT = 2
 IDLE = 4 * HEARTBEAT + 2  # well past the point where RabbitMQ drops a silent connection

@@ -1,0 +1,345 @@
+"""`orgsync org`: register, inspect, edit, sync and remove AWS Organizations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from domain.config import OrgRegistration, build_credentials, build_filters, check_nickname
+from domain.errors import InvalidInput
+from storage import repository as repo
+from storage.models import Organization
+from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
+
+from .. import services
+from ..terminal import add_row, literal, shorten, table
+from .common import JsonOpt, WaitOpt, fail, follow, out, print_json, read_secret, runtime
+
+org_app = typer.Typer(no_args_is_help=True, help="Register and inspect AWS Organizations.")
+
+
+def _org_json(org: Organization, account_count: int) -> dict[str, Any]:
+    report = org.permission_report or {}
+    return {
+        "id": str(org.id),
+        "provider": org.provider,
+        "cloud_org_id": org.cloud_org_id,
+        "nickname": org.nickname,
+        "management_account_id": org.management_account_id,
+        "account_count": account_count,
+        "filters": org.filters,
+        "warnings": report.get("warnings", []),
+        "notes": report.get("notes", []),
+        "permission_errors": report.get("errors", []),
+        "permissions_checked_at": report.get("checked_at"),
+        "last_sync": {
+            "status": org.last_sync_status,
+            "started_at": org.last_sync_started_at.isoformat() if org.last_sync_started_at else None,
+            "finished_at": org.last_sync_finished_at.isoformat() if org.last_sync_finished_at else None,
+            "error": org.last_sync_error,
+        },
+        "created_at": org.created_at.isoformat(),
+    }
+
+
+@org_app.command("add")
+def org_add(
+    nickname: Annotated[str, typer.Option(help="A name for the organization (becomes a badge).")],
+    org_role_arn: Annotated[str, typer.Option(help="Role in the management account that reads the org.")],
+    org_session_name: Annotated[str, typer.Option(help="Session name for the management role.")],
+    member_role_name: Annotated[str, typer.Option(help="Role name (optionally with path) in every member account.")],
+    member_session_name: Annotated[str, typer.Option(help="Session name for member roles.")],
+    org_session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+    org_external_id: Annotated[str | None, typer.Option(help="External id of the management role.")] = None,
+    org_external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
+    member_session_duration: Annotated[int, typer.Option(help="900-43200 seconds.")] = 3600,
+    member_external_id: Annotated[str | None, typer.Option(help="External id shared by member roles.")] = None,
+    member_external_id_file: Annotated[str | None, typer.Option(help="Read it from a file ('-' = stdin).")] = None,
+    access_key_id: Annotated[str | None, typer.Option(help="IAM user key id (else the ambient credentials).")] = None,
+    secret_access_key_file: Annotated[str | None, typer.Option(help="File with the secret key ('-' = stdin).")] = None,
+    exclude_name_prefix: Annotated[list[str] | None, typer.Option(help="Skip accounts whose name starts so.")] = None,
+    limit_to_ou: Annotated[list[str] | None, typer.Option(help="Only these OUs and what is below them.")] = None,
+    auto_remove_suspended: Annotated[
+        bool, typer.Option("--auto-remove-suspended", help="Drop suspended accounts.")
+    ] = False,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register an AWS Organization: checks formats, the management role and its permissions, then syncs."""
+    registration = OrgRegistration(
+        nickname=check_nickname(nickname),
+        credentials=build_credentials(
+            org_role_arn=org_role_arn,
+            org_session_name=org_session_name,
+            org_session_duration=org_session_duration,
+            org_external_id=org_external_id or read_secret(org_external_id_file, "org-external-id-file"),
+            member_role_name=member_role_name,
+            member_session_name=member_session_name,
+            member_session_duration=member_session_duration,
+            member_external_id=member_external_id or read_secret(member_external_id_file, "member-external-id-file"),
+            access_key_id=access_key_id,
+            secret_access_key=read_secret(secret_access_key_file, "secret-access-key-file"),
+        ),
+        filters=build_filters(exclude_name_prefix or (), limit_to_ou or (), auto_remove_suspended),
+    )
+    with runtime(workers=True) as rt:
+        registered = services.register_org(rt, registration)
+
+        def stored() -> tuple[Organization, int]:
+            """The organization as the sync (if awaited) left it."""
+            with rt.sessions() as s:
+                return repo.org_with_count(s, registered.org_id)
+
+        def synced(result: services.WaitResult | None) -> str | None:
+            _, count = stored()
+            return f"synced: {count} accounts in {result.seconds:.1f}s" if result is not None and result.ok else None
+
+        follow(
+            rt,
+            registered.request_id,
+            label="sync",
+            wait=wait,
+            as_json=as_json,
+            data=lambda: {**_org_json(*stored()), "request_id": registered.request_id},
+            text=synced,
+            announce=[
+                f"added organization {literal(registered.nickname)} ({registered.cloud_org_id}) as {registered.org_id}",
+                *(f"warning: {literal(warning)}" for warning in registered.report.warnings),
+                *(f"note: {literal(note)}" for note in registered.report.notes),
+            ],
+        )
+
+
+@org_app.command("list")
+def org_list(as_json: JsonOpt = False) -> None:
+    """Registered organizations with their account counts and last sync."""
+    with runtime() as rt, rt.sessions() as s:
+        rows = [_org_json(o, n) for o, n in repo.list_orgs(s)]
+    if as_json:
+        print_json(rows)
+        return
+    grid = table("nickname", "cloud org", "accounts", "last sync", "finished", "error", "id")
+    for r in rows:
+        last = r["last_sync"]
+        add_row(
+            grid,
+            r["nickname"],
+            r["cloud_org_id"],
+            r["account_count"],
+            last["status"],
+            last["finished_at"],
+            shorten(last["error"] or "", 80),
+            r["id"],
+        )
+    out.print(grid)
+
+
+@org_app.command("show")
+def org_show(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")], as_json: JsonOpt = False
+) -> None:
+    """One organization: settings (never secrets), filters, warnings, last sync."""
+    with runtime() as rt, rt.sessions() as s:
+        found, count = repo.org_with_count(s, repo.find_org(s, org).id)
+        data = _org_json(found, count)
+        unreadable = False
+        try:
+            creds = rt.keyring.open(found.credentials, "organizations", found.id)
+        except CredentialsUnreadable:  # show the rest (the last sync says the same), then exit 1
+            unreadable = True
+            data.update(management_role=None, member_role=None, credentials_source="unreadable")
+        else:
+            data["management_role"] = {
+                "role_arn": creds.management.role_arn,
+                "session_name": creds.management.session_name,
+                "session_duration": creds.management.duration_seconds,
+                "external_id_set": creds.management.external_id is not None,
+            }
+            data["member_role"] = {
+                "role_name": creds.member.role_name,
+                "session_name": creds.member.session_name,
+                "session_duration": creds.member.duration_seconds,
+                "external_id_set": creds.member.external_id is not None,
+            }
+            data["credentials_source"] = "iam-user" if creds.access_key else "ambient"
+            if creds.access_key:
+                data["access_key_id"] = creds.access_key.access_key_id
+        run = repo.latest_sync_run(s, found.id)
+        if run is not None:
+            data["last_sync"].update(
+                {
+                    "accounts_in_scope": run.accounts_in_scope,
+                    "added": run.added,
+                    "updated": run.updated,
+                    "removed": run.removed,
+                    "rows_written": run.rows_written,
+                    "aws_calls": run.aws_calls,
+                    "duration_ms": run.duration_ms,
+                }
+            )
+    if as_json:
+        print_json(data)
+    else:
+        for label, value in _org_show_lines(data):
+            out.print(f"{label:24} {literal(value)}")
+        for error in data["permission_errors"]:
+            out.print(f"error: {literal(error)}")
+        for warning in data["warnings"]:
+            out.print(f"warning: {literal(warning)}")
+        for note in data["notes"]:
+            out.print(f"note: {literal(note)}")
+    if unreadable:
+        fail(f"the stored {CREDENTIALS_UNREADABLE}: `org edit` them with every credential option")
+
+
+def _org_show_lines(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """`org show` as label/value lines: settings, filters, then the last sync in words."""
+    filters = data["filters"]
+    last = data["last_sync"]
+    lines: list[tuple[str, Any]] = [
+        ("nickname", data["nickname"]),
+        ("id", data["id"]),
+        ("cloud org", data["cloud_org_id"]),
+        ("management account", data["management_account_id"]),
+        ("accounts", data["account_count"]),
+        ("credentials", data["credentials_source"]),
+        ("management role", (data["management_role"] or {}).get("role_arn", "-")),
+        ("member role", (data["member_role"] or {}).get("role_name", "-")),
+        ("exclude name prefixes", ", ".join(filters.get("exclude_name_prefixes") or []) or "-"),
+        ("limit to OUs", ", ".join(filters.get("limit_to_ou_ids") or []) or "-"),
+        ("auto-remove suspended", "yes" if filters.get("auto_remove_suspended") else "no"),
+        ("last sync", last["status"] or "never"),
+    ]
+    if last.get("started_at"):
+        lines.append(("  started", last["started_at"]))
+    if last.get("finished_at"):
+        lines.append(("  finished", last["finished_at"]))
+    if last.get("error"):
+        lines.append(("  error", shorten(last["error"])))
+    if "accounts_in_scope" in last:
+        calls = last["aws_calls"].get("calls", {}) if isinstance(last["aws_calls"], dict) else {}
+        lines += [
+            ("  accounts in scope", last["accounts_in_scope"]),
+            ("  added/updated/removed", f"{last['added']}/{last['updated']}/{last['removed']}"),
+            ("  rows written", last["rows_written"]),
+            ("  AWS calls", sum(calls.values())),
+            ("  took", f"{last['duration_ms'] / 1000:.1f}s" if last["duration_ms"] is not None else "-"),
+        ]
+    return lines
+
+
+@org_app.command("sync")
+def org_sync(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")],
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Request a sync of one organization now."""
+    with runtime(workers=True) as rt:
+        org_id, request_id = services.request_sync(rt, org, "requested from the CLI")
+        follow(
+            rt,
+            request_id,
+            label="sync",
+            wait=wait,
+            as_json=as_json,
+            data={"org_id": org_id, "request_id": request_id},
+            text=f"sync requested for {org_id} (request {request_id})",
+        )
+
+
+@org_app.command("edit")
+def org_edit(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")],
+    nickname: Annotated[str | None, typer.Option(help="A new nickname.")] = None,
+    org_role_arn: Annotated[str | None, typer.Option(help="Credentials: all or nothing (see org add).")] = None,
+    org_session_name: Annotated[str | None, typer.Option()] = None,
+    org_session_duration: Annotated[int | None, typer.Option()] = None,
+    org_external_id: Annotated[str | None, typer.Option()] = None,
+    org_external_id_file: Annotated[str | None, typer.Option()] = None,
+    member_role_name: Annotated[str | None, typer.Option()] = None,
+    member_session_name: Annotated[str | None, typer.Option()] = None,
+    member_session_duration: Annotated[int | None, typer.Option()] = None,
+    member_external_id: Annotated[str | None, typer.Option()] = None,
+    member_external_id_file: Annotated[str | None, typer.Option()] = None,
+    access_key_id: Annotated[str | None, typer.Option()] = None,
+    secret_access_key_file: Annotated[str | None, typer.Option()] = None,
+    exclude_name_prefix: Annotated[list[str] | None, typer.Option(help="Replaces the prefixes.")] = None,
+    clear_exclude_name_prefix: Annotated[bool, typer.Option("--clear-exclude-name-prefix")] = False,
+    limit_to_ou: Annotated[list[str] | None, typer.Option(help="Replaces the OU limit.")] = None,
+    clear_limit_to_ou: Annotated[bool, typer.Option("--clear-limit-to-ou")] = False,
+    auto_remove_suspended: Annotated[
+        bool | None, typer.Option("--auto-remove-suspended/--no-auto-remove-suspended", show_default=False)
+    ] = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change an organization. Credentials change as a whole; filters alone keep the stored credentials."""
+    credential_values = {
+        "org_role_arn": org_role_arn,
+        "org_session_name": org_session_name,
+        "org_session_duration": org_session_duration,
+        "org_external_id": org_external_id or read_secret(org_external_id_file, "org-external-id-file"),
+        "member_role_name": member_role_name,
+        "member_session_name": member_session_name,
+        "member_session_duration": member_session_duration,
+        "member_external_id": member_external_id or read_secret(member_external_id_file, "member-external-id-file"),
+        "access_key_id": access_key_id,
+        "secret_access_key": read_secret(secret_access_key_file, "secret-access-key-file"),
+    }
+    credentials = None
+    if any(v is not None for v in credential_values.values()):
+        required = ("org_role_arn", "org_session_name", "member_role_name", "member_session_name")
+        missing = [name.replace("_", "-") for name in required if credential_values[name] is None]
+        if missing:
+            raise InvalidInput(
+                missing[0],
+                "changing credentials needs every credential field again (stored credentials are one encrypted "
+                f"block); missing: {', '.join('--' + m for m in missing)}",
+            )
+        credentials = build_credentials(**credential_values)  # type: ignore[arg-type]
+    if exclude_name_prefix and clear_exclude_name_prefix:
+        raise InvalidInput("exclude-name-prefix", "give prefixes or --clear-exclude-name-prefix, not both")
+    if limit_to_ou and clear_limit_to_ou:
+        raise InvalidInput("limit-to-ou", "give OU ids or --clear-limit-to-ou, not both")
+    new_filters = build_filters(exclude_name_prefix or (), limit_to_ou or ())
+    edit = services.OrgEdit(
+        credentials=credentials,
+        nickname=check_nickname(nickname) if nickname is not None else None,
+        exclude_name_prefixes=() if clear_exclude_name_prefix else (new_filters.exclude_name_prefixes or None),
+        limit_to_ou_ids=() if clear_limit_to_ou else (new_filters.limit_to_ou_ids or None),
+        auto_remove_suspended=auto_remove_suspended,
+    )
+    with runtime(workers=True) as rt:
+        org_id, request_id, changed = services.edit_org(rt, org, edit)
+        follow(
+            rt,
+            request_id,
+            label="sync",
+            wait=wait,
+            as_json=as_json,
+            data={"id": org_id, "changed": changed, "request_id": request_id},
+            text=f"changed {', '.join(changed)}; sync requested ({request_id})" if changed else "nothing to change",
+        )
+
+
+@org_app.command("remove")
+def org_remove(
+    org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an organization and every account it manages from the inventory (AWS is not touched)."""
+    with runtime() as rt:
+        with rt.sessions() as s:
+            found = repo.find_org(s, org)  # an unknown org is refused before anything is asked
+            nickname = found.nickname
+        question = f"Remove organization {literal(nickname)} and all the accounts it manages?"
+        if not yes and not typer.confirm(question):
+            raise typer.Abort()
+        nickname, count = services.remove_org(rt, org)
+    if as_json:
+        print_json({"nickname": nickname, "clouds_removed": count})
+    else:
+        out.print(f"removed organization {literal(nickname)} and its {count} accounts")
