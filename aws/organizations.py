@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from domain.errors import AwsStepFailed
+from domain.errors import AccountNotInOrganization, AwsStepFailed, RetryLater
 from domain.scp import Policy, Target
 from domain.tree import Account, OrgTree, OrgUnit, lifecycle_state, scope_units
 
@@ -24,6 +24,9 @@ from .session import CallScope, error_code, error_message
 
 log = logging.getLogger(__name__)
 PAGE = 20
+# the codes of ListTagsForResource for an account not (any more) in the organization, and for a refusal
+ACCOUNT_GONE_CODES = frozenset({"AccountNotFoundException", "TargetNotFoundException"})
+TAGS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
 T = TypeVar("T")
 
 
@@ -133,7 +136,24 @@ class OrganizationsReader:
         return units
 
     def account_tags(self, account_id: str) -> dict[str, str]:
-        return {t["Key"]: t["Value"] for t in self._tag_pages(account_id)}
+        """The account's tags (ListTagsForResource, every page), or a domain error saying what went wrong:
+
+        * AccountNotInOrganization: AWS does not know the account in this organization (it left);
+        * AwsStepFailed with the code: the management role may not read tags (access denied);
+        * RetryLater: anything else (throttling after botocore's retries, a network error, any other
+          error code), which a later attempt may get past.
+        """
+        try:
+            return {t["Key"]: t["Value"] for t in self._tag_pages(account_id)}
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in ACCOUNT_GONE_CODES:
+                raise AccountNotInOrganization(account_id) from None
+            if code in TAGS_DENIED_CODES:
+                raise AwsStepFailed("read account tags", f"ListTagsForResource refused: {code}", code=code) from None
+            raise RetryLater(f"reading tags failed: {code}") from None
+        except BotoCoreError as exc:
+            raise RetryLater(f"reading tags failed: {type(exc).__name__}") from None
 
     def _tag_pages(self, account_id: str) -> Iterator[dict[str, Any]]:
         token: str | None = None

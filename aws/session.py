@@ -263,6 +263,12 @@ class AwsGateway:
                 scoped.add_throttle(name)
 
 
+def is_transient(exc: AwsStepFailed) -> bool:
+    """Is this failed step worth retrying later: throttled after all retries, or no answer at all (a
+    connection or timeout error leaves no code)?"""
+    return exc.code is None or exc.code in THROTTLE_CODES
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 

@@ -35,6 +35,11 @@ class MalformedMessage(PermanentError):
     """A message body that does not decode into a known event."""
 
 
+class RetryLater(OrgSyncError):
+    """A transient condition (AWS throttling after all retries, connection trouble): the message is
+    retried with backoff, unlike a PermanentError."""
+
+
 class AwsStepFailed(OrgSyncError):
     """An AWS call that a step depends on failed; `step` names it for the user."""
 
@@ -43,3 +48,11 @@ class AwsStepFailed(OrgSyncError):
         self.step = step
         self.message = message
         self.code = code
+
+
+class AccountNotInOrganization(OrgSyncError):
+    """AWS says the account is not (or no longer) in the organization that was asked about it."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {account_id} is not in the organization")
+        self.account_id = account_id

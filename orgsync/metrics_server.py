@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from storage import db
 from storage.models import Cloud, Organization, SyncRun
-from workers.registry import QUEUES
+from workers.routes import QUEUES
 
 from .logs import configure_logging
 from .settings import Settings, get_settings

@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import logging
 
+from scheduler.deps import SchedulerDeps
 from scheduler.service import run_scheduler
+from workers.deps import emit
 
 from .bootstrap import Runtime
 from .logs import configure_logging
 from .settings import Settings
+
+
+def scheduler_deps(rt: Runtime) -> SchedulerDeps:
+    """What the scheduler uses of a runtime: its sessions, the workers' outbox writer (which stamps each
+    row with its consumer's queue and actor), the relay's flush, and the cadence from the settings."""
+    s = rt.settings
+    return SchedulerDeps(
+        sessions=rt.sessions,
+        emit=emit,
+        publish=rt.relay.flush,
+        database_url=rt.database_url,
+        org_sync_seconds=s.schedule_org_sync_seconds,
+        tag_refresh_seconds=s.schedule_tag_refresh_seconds,
+        badge_reconcile_seconds=s.schedule_badge_reconcile_seconds,
+        validation_seconds=s.schedule_validation_seconds,
+        poll_seconds=s.scheduler_poll_seconds,
+    )
 
 
 def main(settings: Settings) -> None:
@@ -30,7 +49,7 @@ def main(settings: Settings) -> None:
                 )
             )
     try:
-        run_scheduler(rt)
+        run_scheduler(scheduler_deps(rt))
     finally:
         if server is not None:
             server.shutdown()

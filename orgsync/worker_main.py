@@ -41,7 +41,7 @@ def boot() -> None:
 
 def parse_queues(values: Sequence[str] | None) -> list[str]:
     """`--queues` values, each one name or a comma-separated list; [] means every queue."""
-    from workers.registry import QUEUES
+    from workers.routes import QUEUES
 
     names: list[str] = []
     for value in values or ():

@@ -46,20 +46,16 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 from sqlalchemy import bindparam, or_, select, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from domain import events
 from storage.models import Cloud, Organization, OutboxMessage
-from workers.deps import emit
 
+from .deps import SchedulerDeps
 from .leader import LEADER_KEY, LOCK_NAMESPACE
-
-if TYPE_CHECKING:
-    from orgsync.bootstrap import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +217,7 @@ def pending_keys(
 
 
 def run(
-    sessions: sessionmaker[Session],
+    deps: SchedulerDeps,
     job: Job | str,
     *,
     fence_pid: int | None = None,
@@ -231,7 +227,7 @@ def run(
     job = JOBS[job] if isinstance(job, str) else job
     correlation_id = str(correlation_id_for(job))
     written = skipped = 0
-    with sessions.begin() as session:
+    with deps.sessions.begin() as session:
         # bounded: a hung run elsewhere makes this run fail (and retry next interval), not hang for good
         session.execute(text("SET LOCAL lock_timeout = '30s'"))
         session.execute(text("SELECT pg_advisory_xact_lock(:k1, :k2)"), {"k1": LOCK_NAMESPACE, "k2": job.lock_key})
@@ -244,7 +240,7 @@ def run(
             if key in pending:
                 skipped += 1
                 continue
-            emit(session, event, correlation_id=correlation_id)
+            deps.emit(session, event, correlation_id=correlation_id)
             written += 1
     return JobResult(job.name, correlation_id, written, skipped)
 
@@ -257,17 +253,17 @@ def _count(job: str, written: int) -> None:
 
 
 def run_and_relay(
-    rt: Runtime,
+    deps: SchedulerDeps,
     job: Job | str,
     *,
     fence_pid: int | None = None,
     instance_id: str = "",
 ) -> JobResult | None:
-    """`run`, log what it wrote, then publish through the runtime's relay (errors logged: the outbox
-    keeps the rows for any relay). Returns None when the fence said this instance no longer leads."""
+    """`run`, log what it wrote, then publish it (`deps.publish`; errors logged: the outbox keeps the rows
+    for any relay). Returns None when the fence said this instance no longer leads."""
     name = job if isinstance(job, str) else job.name
     try:
-        result = run(rt.sessions, job, fence_pid=fence_pid)
+        result = run(deps, job, fence_pid=fence_pid)
     except NotLeader as exc:
         log.warning("scheduler %s: %s", instance_id, exc)
         return None
@@ -281,7 +277,7 @@ def run_and_relay(
         result.correlation_id,
     )
     try:
-        rt.relay.flush()
+        deps.publish()
     except Exception as exc:
         log.warning(
             "scheduler %s: relay after job %s failed (%s: %s); the outbox keeps the events for any relay",

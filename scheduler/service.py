@@ -1,6 +1,6 @@
 """The scheduler service: leader election plus an APScheduler that runs the jobs only while leading.
 
-`run_scheduler(rt)` blocks. Every `scheduler_poll_seconds` it polls the leadership lock (leader.py):
+`run_scheduler(deps)` blocks. Every `deps.poll_seconds` it polls the leadership lock (leader.py):
 a standby tries to take it; the leader checks its lock connection. On becoming leader it starts a
 `BackgroundScheduler` (coalesce=True, max_instances=1, misfire_grace_time = one interval) with one
 interval job per kind (jobs.py); on losing leadership it shuts that scheduler down at once, and every
@@ -24,36 +24,33 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import jobs
+from .deps import SchedulerDeps
 from .leader import Leader, instance_name
-
-if TYPE_CHECKING:
-    from orgsync.bootstrap import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def intervals(rt: Runtime) -> dict[str, float]:
-    s = rt.settings
+def intervals(deps: SchedulerDeps) -> dict[str, float]:
     return {
-        jobs.ORG_SYNC.name: s.schedule_org_sync_seconds,
-        jobs.TAG_REFRESH.name: s.schedule_tag_refresh_seconds,
-        jobs.BADGE_RECONCILE.name: s.schedule_badge_reconcile_seconds,
-        jobs.VALIDATION.name: s.schedule_validation_seconds,
+        jobs.ORG_SYNC.name: deps.org_sync_seconds,
+        jobs.TAG_REFRESH.name: deps.tag_refresh_seconds,
+        jobs.BADGE_RECONCILE.name: deps.badge_reconcile_seconds,
+        jobs.VALIDATION.name: deps.validation_seconds,
     }
 
 
-def first_runs(rt: Runtime, own: dict[str, datetime], now: datetime) -> dict[str, datetime]:
+def first_runs(deps: SchedulerDeps, own: dict[str, datetime], now: datetime) -> dict[str, datetime]:
     """When each job is first due after becoming leader (see the module doc)."""
     due: dict[str, datetime] = {}
-    with rt.sessions() as session:
-        for name, every in intervals(rt).items():
+    with deps.sessions() as session:
+        for name, every in intervals(deps).items():
             known = [t for t in (own.get(name), jobs.last_run(session, name)) if t is not None]
             last = max(known) if known else None
             due[name] = now if last is None else max(now, last + timedelta(seconds=every))
@@ -63,8 +60,8 @@ def first_runs(rt: Runtime, own: dict[str, datetime], now: datetime) -> dict[str
 class _Jobs:
     """The APScheduler of one leadership term."""
 
-    def __init__(self, rt: Runtime, leader: Leader, instance: str, own_runs: dict[str, datetime]) -> None:
-        self.rt = rt
+    def __init__(self, deps: SchedulerDeps, leader: Leader, instance: str, own_runs: dict[str, datetime]) -> None:
+        self.deps = deps
         self.leader = leader
         self.instance = instance
         self.own_runs = own_runs
@@ -77,8 +74,8 @@ class _Jobs:
 
     def start(self) -> None:
         now = datetime.now(UTC)
-        due = first_runs(self.rt, self.own_runs, now)
-        for name, every in intervals(self.rt).items():
+        due = first_runs(self.deps, self.own_runs, now)
+        for name, every in intervals(self.deps).items():
             self.scheduler.add_job(
                 self._tick,
                 IntervalTrigger(seconds=every, timezone=UTC),
@@ -109,7 +106,7 @@ class _Jobs:
             return
         started = datetime.now(UTC)
         try:
-            result = jobs.run_and_relay(self.rt, name, fence_pid=pid, instance_id=self.instance)
+            result = jobs.run_and_relay(self.deps, name, fence_pid=pid, instance_id=self.instance)
         except Exception:
             log.exception("scheduler %s: job %s failed; it runs again at its next interval", self.instance, name)
             return
@@ -117,12 +114,12 @@ class _Jobs:
             self.own_runs[name] = started
 
 
-def run_scheduler(rt: Runtime, *, stop: threading.Event | None = None, instance_id: str | None = None) -> None:
+def run_scheduler(deps: SchedulerDeps, *, stop: threading.Event | None = None, instance_id: str | None = None) -> None:
     """Run the scheduler until `stop` is set or SIGTERM/SIGINT arrives (main thread only)."""
     stop = stop if stop is not None else threading.Event()
     instance = instance_id or instance_name()
-    poll = max(0.05, float(rt.settings.scheduler_poll_seconds))
-    leader = Leader(rt.database_url, instance_id=instance, idle_session_timeout_seconds=max(30.0, 10 * poll))
+    poll = max(0.05, float(deps.poll_seconds))
+    leader = Leader(deps.database_url, instance_id=instance, idle_session_timeout_seconds=max(30.0, 10 * poll))
     restore = _install_signal_handlers(stop)
     own_runs: dict[str, datetime] = {}
     term: _Jobs | None = None
@@ -131,7 +128,7 @@ def run_scheduler(rt: Runtime, *, stop: threading.Event | None = None, instance_
         while not stop.is_set():
             leading = leader.poll()
             if leading and term is None:
-                term = _Jobs(rt, leader, instance, own_runs)
+                term = _Jobs(deps, leader, instance, own_runs)
                 try:
                     term.start()
                 except Exception:

@@ -14,6 +14,8 @@ from domain.events import Envelope, Event, wrap
 from storage import repository as repo
 from storage.vault import KeyRing
 
+from .routes import route_of
+
 
 @dataclass
 class Deps:
@@ -34,10 +36,7 @@ def emit(
     session: Session, event: Event, *, cause: Envelope | None = None, correlation_id: str | None = None
 ) -> Envelope:
     """Write `event` to the outbox in the caller's transaction, correlated with what caused it, with the
-    queue and actor that consume it here (`registry.HANDLERS`; none for a fact nobody here consumes)."""
-    # imported here, not at the top: the registry holds the handlers, and they import this module
-    from .registry import route_of
-
+    queue and actor that consume it here (`routes.ROUTES`; none for a fact nobody here consumes)."""
     envelope = wrap(event, correlation_id=cause.correlation_id if cause is not None else correlation_id)
     route = route_of(event.TYPE)
     repo.add_outbox(

@@ -1,5 +1,5 @@
 """Publishing outbox rows through dramatiq: events with a consumer here as dramatiq messages to their
-queue, and every fact (registry.is_fact) to the `orgsync.events` topic exchange as well (routing key = event
+queue, and every fact (routes.is_fact) to the `orgsync.events` topic exchange as well (routing key = event
 type, body = the JSON envelope). The exchange exists on RabbitMQ only: in-process nobody else listens.
 
 Both publishes go through the broker's channel of this thread, which waits for RabbitMQ's confirm of
@@ -16,7 +16,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from storage.models import OutboxMessage
 
-from .registry import EVENTS_EXCHANGE, is_fact
+from .routes import EVENTS_EXCHANGE, is_fact
 
 
 class DramatiqPublisher:

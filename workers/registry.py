@@ -1,17 +1,11 @@
-"""The one table of who consumes what: event type -> (queue, actor, handler).
+"""Who handles what: each route of `routes.ROUTES` (event type -> queue, actor) bound to its handler.
 
-Adding a consumer is one line in `HANDLERS` plus its handler; the actors (`actors.declare_actors`), the
-outbox (`deps.emit` stamps each row with its queue and actor), the publisher, the worker's queues and
-the CLI all read this table. The codec's own type table stays in `domain.events` (the domain knows
-nothing of queues).
-
-Queue and actor names are a public contract: other services publish `OrgSyncRequested` to `org-sync`,
-and dead letters and `processed_messages` record actor names. Never rename one here.
-
-A *fact* says what happened (named in the past tense: AccountDiscovered, OrgSyncCompleted, ...); every
-fact is published to the `orgsync.events` topic exchange (routing key = event type) and, when it has a
-consumer here, to its queue too. The triggers (`...Requested`, `...Due`) ask for work: they go to their
-queue only."""
+Adding a consumer is one line in `routes.ROUTES` (its queue and actor names) plus one line in
+`_HANDLER_OF` (the function that does the work). The actors (`actors.declare_actors`) are declared from
+`HANDLERS`; the outbox (`deps.emit`), the publisher, the worker's queues and the CLI need only the
+names, and read them from `routes`, which imports no handler (the handlers write to the outbox). The
+names of `routes` are re-exported here for the tests that import them from this module.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +16,9 @@ from domain import events
 
 from . import handlers, tagging, validation
 from .deps import Deps
+from .routes import EVENTS_EXCHANGE, FACTS, QUEUES, ROUTES, is_fact
+
+__all__ = ["EVENTS_EXCHANGE", "FACTS", "HANDLERS", "QUEUES", "Consumer", "Handler", "is_fact", "route_of"]
 
 # every handler: (deps, envelope, the actor name its idempotency claim is recorded under)
 Handler = Callable[[Deps, events.Envelope, str], object]
@@ -38,35 +35,22 @@ class Consumer:
         self.handler(deps, envelope, self.actor_name)
 
 
+_HANDLER_OF: dict[type[events.Event], Handler] = {
+    events.OrgSyncRequested: handlers.sync_org,
+    events.AccountDiscovered: validation.validate_account,
+    events.AccountValidationDue: validation.validate_account,
+    events.TagRefreshDue: tagging.refresh_tags,
+    events.BadgeReconcileDue: tagging.reconcile,
+}
+
+# a route without a handler fails here, at import; tests/unit/test_routes.py checks the converse
 HANDLERS: dict[type[events.Event], Consumer] = {
-    events.OrgSyncRequested: Consumer("org-sync", "org_sync_requested", handlers.sync_org),
-    events.AccountDiscovered: Consumer("account-validation", "account_discovered", validation.validate_account),
-    events.AccountValidationDue: Consumer("account-validation", "account_validation_due", validation.validate_account),
-    events.TagRefreshDue: Consumer("tags", "tag_refresh_due", tagging.refresh_tags),
-    events.BadgeReconcileDue: Consumer("badges", "badge_reconcile_due", tagging.reconcile),
+    cls: Consumer(route.queue_name, route.actor_name, _HANDLER_OF[cls]) for cls, route in ROUTES.items()
 }
 
 _BY_TYPE: dict[str, Consumer] = {cls.TYPE: consumer for cls, consumer in HANDLERS.items()}
-QUEUES: tuple[str, ...] = tuple(sorted({c.queue_name for c in HANDLERS.values()}))
-EVENTS_EXCHANGE = "orgsync.events"
-
-# which events other services see, a separate decision from who consumes them here (AccountDiscovered
-# is both): published to EVENTS_EXCHANGE whether or not orgsync consumes them itself
-FACTS: frozenset[str] = frozenset(
-    {
-        events.AccountDiscovered.TYPE,
-        events.AccountRemoved.TYPE,
-        events.AccountValidated.TYPE,
-        events.OrgSyncCompleted.TYPE,
-    }
-)
 
 
 def route_of(event_type: str) -> Consumer | None:
     """The consumer of `event_type` in this build, if any."""
     return _BY_TYPE.get(event_type)
-
-
-def is_fact(event_type: str) -> bool:
-    """Does this event go to the `orgsync.events` exchange for other services?"""
-    return event_type in FACTS

@@ -11,20 +11,17 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 
 from aws.organizations import OrganizationsReader
-from aws.session import error_code
 from domain import events
-from domain.errors import AwsStepFailed, PermanentError
+from domain.errors import AccountNotInOrganization, AwsStepFailed, PermanentError
 from domain.tags import chunks, plan_tags
 from storage import repository as repo
 from storage.models import Organization
 from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
 from .deps import Deps, emit, unknown_org
-from .validation import RetryLater
 
 log = logging.getLogger(__name__)
 CHUNK = 200
@@ -93,24 +90,18 @@ def _refresh_chunk(deps: Deps, envelope: events.Envelope, actor_name: str, org_i
         def read(account_id: str) -> tuple[str, dict[str, str] | None]:
             try:
                 return account_id, reader.account_tags(account_id)
-            except ClientError as exc:
-                if error_code(exc) in ("AccountNotFoundException", "TargetNotFoundException"):
-                    return account_id, None  # left the organization meanwhile; the next sync removes it
-                raise
+            except AccountNotInOrganization:
+                return account_id, None  # left the organization meanwhile; the next sync removes it
 
+        # RetryLater (throttled, no connection) propagates: the message is retried with backoff
         try:
             with ThreadPoolExecutor(deps.walk_concurrency, thread_name_prefix="tags") as pool:
                 for account_id, tags in pool.map(read, sorted(clouds)):
                     if tags is not None:
                         aws_tags[clouds[account_id]] = tags
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in ("AccessDeniedException", "AccessDenied"):
-                _fail(deps, envelope, actor_name, f"ListTagsForResource refused: {code}; the management role needs it")
-                return
-            raise RetryLater(f"reading tags failed: {code}") from None
-        except BotoCoreError as exc:
-            raise RetryLater(f"reading tags failed: {type(exc).__name__}") from None
+        except AwsStepFailed as exc:  # refused: no retry helps until the role is fixed
+            _fail(deps, envelope, actor_name, f"{exc.message}; the management role needs it")
+            return
     with deps.sessions.begin() as session:
         repo.lock_org(session, org_uuid)
         if not repo.claim_processing(session, envelope.id, envelope.correlation_id, actor_name):

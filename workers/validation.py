@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from aws.session import THROTTLE_CODES
+from aws.session import is_transient
 from domain import events, status
 from domain.config import AccessKey, RoleConfig, Secret
-from domain.errors import AwsStepFailed, OrgSyncError, PermanentError
+from domain.errors import AwsStepFailed, PermanentError, RetryLater
 from storage import repository as repo
 from storage.models import Cloud, Organization, ProcessedMessage
 from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable, row_context
@@ -32,10 +32,6 @@ from .deps import Deps, emit, unknown_org
 from .middleware import failure_reason
 
 log = logging.getLogger(__name__)
-
-
-class RetryLater(OrgSyncError):
-    """A transient AWS condition (throttling after all retries, connection trouble): retry the message."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +158,7 @@ def _assume(deps: Deps, role: RoleConfig, access_key: AccessKey | None) -> tuple
     try:
         deps.aws.assume_role_credentials(deps.aws.caller_sts(access_key), role, step="assume the member role")
     except AwsStepFailed as exc:
-        if exc.code is None or exc.code in THROTTLE_CODES:
+        if is_transient(exc):
             raise RetryLater(str(exc)) from None
         return status.classify_assume_role_error(exc.code, exc.message, role.role_arn, role.duration_seconds)
     return status.ok_outcome(role.role_arn)

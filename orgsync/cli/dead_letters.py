@@ -16,7 +16,7 @@ dead_app = typer.Typer(no_args_is_help=True, help="Messages that failed for good
 
 
 def _queues_option(queue: str | None) -> tuple[str, ...]:
-    from workers.registry import QUEUES
+    from workers.routes import QUEUES
 
     if queue is not None and queue not in QUEUES:
         fail(f"unknown queue {queue}; orgsync's queues are {', '.join(QUEUES)}")

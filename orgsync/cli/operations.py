@@ -61,7 +61,7 @@ def worker(
 
 def queues(as_json: JsonOpt = False) -> None:
     """Message counts of orgsync's queues (ready, delayed, dead letters)."""
-    from workers.registry import QUEUES
+    from workers.routes import QUEUES
 
     settings = get_settings()
     if settings.in_process_broker:

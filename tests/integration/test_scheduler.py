@@ -16,7 +16,9 @@ from sqlalchemy import select, update
 
 from domain import events
 from orgsync.bootstrap import Runtime
+from orgsync.scheduler_main import scheduler_deps
 from scheduler import jobs
+from scheduler.deps import SchedulerDeps
 from scheduler.leader import Leader
 from scheduler.service import first_runs, run_scheduler
 from storage import repository as repo
@@ -32,6 +34,12 @@ pytestmark = pytest.mark.integration
 def srt(make_runtime: RuntimeFactory, amqp_url: str) -> Runtime:
     """A runtime on RabbitMQ with no consumers: what the scheduler publishes stays pending."""
     return make_runtime(broker_url=amqp_url, workers=False)
+
+
+@pytest.fixture
+def sched(srt: Runtime) -> SchedulerDeps:
+    """What the scheduler gets of `srt`, as the scheduler process wires it."""
+    return scheduler_deps(srt)
 
 
 def add_org(rt: Runtime, n: int) -> str:
@@ -90,10 +98,10 @@ def queue_depth(amqp_url: str, queue: str) -> int:
 # -- what the jobs write -------------------------------------------------------------------------
 
 
-def test_org_sync_job_writes_one_scheduled_request_per_org_and_the_relay_publishes_them(srt, amqp_url):
+def test_org_sync_job_writes_one_scheduled_request_per_org_and_the_relay_publishes_them(srt, sched, amqp_url):
     orgs = sorted([add_org(srt, 1), add_org(srt, 2)])
 
-    result = jobs.run_and_relay(srt, "org_sync", instance_id="test")
+    result = jobs.run_and_relay(sched, "org_sync", instance_id="test")
 
     assert result is not None
     assert (result.job, result.written, result.skipped) == ("org_sync", 2, 0)
@@ -111,11 +119,11 @@ def test_org_sync_job_writes_one_scheduled_request_per_org_and_the_relay_publish
     ]
 
 
-def test_tag_refresh_and_badge_reconcile_jobs_write_one_event_per_org(srt):
+def test_tag_refresh_and_badge_reconcile_jobs_write_one_event_per_org(srt, sched):
     orgs = sorted([add_org(srt, 1), add_org(srt, 2), add_org(srt, 3)])
 
-    tags = jobs.run(srt.sessions, "tag_refresh")
-    badges = jobs.run(srt.sessions, "badge_reconcile")
+    tags = jobs.run(sched, "tag_refresh")
+    badges = jobs.run(sched, "badge_reconcile")
 
     assert (tags.written, tags.skipped, badges.written, badges.skipped) == (3, 0, 3, 0)
     assert sorted(d["org_id"] for d in data(outbox(srt, "TagRefreshDue"))) == orgs
@@ -127,11 +135,11 @@ def test_tag_refresh_and_badge_reconcile_jobs_write_one_event_per_org(srt):
         "tag_refresh",
         "badge_reconcile",
     )
-    assert jobs.run(srt.sessions, "tag_refresh").written == 0  # nobody processed them: all pending
-    assert jobs.run(srt.sessions, "badge_reconcile").written == 0
+    assert jobs.run(sched, "tag_refresh").written == 0  # nobody processed them: all pending
+    assert jobs.run(sched, "badge_reconcile").written == 0
 
 
-def test_validation_job_writes_one_event_per_managed_cloud_and_per_standalone_cloud_with_credentials(srt):
+def test_validation_job_writes_one_event_per_managed_cloud_and_per_standalone_cloud_with_credentials(srt, sched):
     org_a, org_b = add_org(srt, 1), add_org(srt, 2)
     expected = {
         add_cloud(srt, "100000000001", org_a): ("100000000001", org_a),
@@ -141,7 +149,7 @@ def test_validation_job_writes_one_event_per_managed_cloud_and_per_standalone_cl
     }
     add_cloud(srt, "100000000005", None)  # no organization and no credentials: nothing to validate
 
-    result = jobs.run_and_relay(srt, "validation", instance_id="test")
+    result = jobs.run_and_relay(sched, "validation", instance_id="test")
 
     assert result is not None
     assert (result.written, result.skipped) == (4, 0)
@@ -151,9 +159,9 @@ def test_validation_job_writes_one_event_per_managed_cloud_and_per_standalone_cl
     assert {str(r.correlation_id) for r in rows} == {result.correlation_id}
 
 
-def test_no_orgs_no_events(srt):
+def test_no_orgs_no_events(srt, sched):
     for name in jobs.JOBS:
-        result = jobs.run(srt.sessions, name)
+        result = jobs.run(sched, name)
         assert (result.job, result.written, result.skipped) == (name, 0, 0)
     with srt.sessions() as s:
         assert s.scalars(select(OutboxMessage)).all() == []
@@ -162,11 +170,11 @@ def test_no_orgs_no_events(srt):
 # -- coalescing ----------------------------------------------------------------------------------
 
 
-def test_org_sync_is_coalesced_until_the_pending_request_is_processed(srt):
+def test_org_sync_is_coalesced_until_the_pending_request_is_processed(srt, sched):
     org_a, org_b = add_org(srt, 1), add_org(srt, 2)
 
-    first = jobs.run_and_relay(srt, "org_sync")
-    second = jobs.run_and_relay(srt, "org_sync")
+    first = jobs.run_and_relay(sched, "org_sync")
+    second = jobs.run_and_relay(sched, "org_sync")
 
     assert first is not None and second is not None
     assert (first.written, first.skipped, second.written, second.skipped) == (2, 0, 0, 2)
@@ -175,22 +183,22 @@ def test_org_sync_is_coalesced_until_the_pending_request_is_processed(srt):
     row_a = next(r for r in rows if r.envelope["data"]["org_id"] == org_a)
 
     mark_processed(srt, row_a)  # a worker finished org A's sync (done or failed, it is no longer pending)
-    third = jobs.run(srt.sessions, "org_sync")
+    third = jobs.run(sched, "org_sync")
 
     assert (third.written, third.skipped) == (1, 1)
     rows = outbox(srt, "OrgSyncRequested")
     assert [d["org_id"] for d in data(rows)][2:] == [org_a]
     assert str(rows[2].correlation_id) == third.correlation_id
-    assert jobs.run(srt.sessions, "org_sync").written == 0
+    assert jobs.run(sched, "org_sync").written == 0
     assert org_b in [d["org_id"] for d in data(rows)]
 
 
-def test_a_request_from_elsewhere_counts_as_pending_and_a_long_lost_one_does_not(srt):
+def test_a_request_from_elsewhere_counts_as_pending_and_a_long_lost_one_does_not(srt, sched):
     org_a, org_b = add_org(srt, 1), add_org(srt, 2)
     with srt.sessions.begin() as s:  # a user asked for a sync of org A (CLI / API)
         emit(s, events.OrgSyncRequested(org_a, reason="requested"))
 
-    result = jobs.run(srt.sessions, "org_sync")
+    result = jobs.run(sched, "org_sync")
 
     assert (result.written, result.skipped) == (1, 1)
     assert [d["org_id"] for d in data(outbox(srt, "OrgSyncRequested"))] == [org_a, org_b]
@@ -202,54 +210,54 @@ def test_a_request_from_elsewhere_counts_as_pending_and_a_long_lost_one_does_not
             .where(OutboxMessage.envelope["data"]["org_id"].astext == org_a)
             .values(sent_at=datetime.now(UTC) - timedelta(hours=25))
         )
-    again = jobs.run(srt.sessions, "org_sync")
+    again = jobs.run(sched, "org_sync")
     assert (again.written, again.skipped) == (1, 1)
     assert [d["org_id"] for d in data(outbox(srt, "OrgSyncRequested"))] == [org_a, org_b, org_a]
 
 
-def test_an_unsent_event_is_pending_however_old_and_a_fact_without_consumer_only_until_sent(srt):
+def test_an_unsent_event_is_pending_however_old_and_a_fact_without_consumer_only_until_sent(srt, sched):
     org_a = add_org(srt, 1)
-    jobs.run(srt.sessions, "org_sync")  # not relayed: sent_at stays NULL
+    jobs.run(sched, "org_sync")  # not relayed: sent_at stays NULL
     with srt.sessions.begin() as s:
         s.execute(update(OutboxMessage).values(created_at=datetime.now(UTC) - timedelta(days=3)))
-    assert jobs.run(srt.sessions, "org_sync").written == 0
+    assert jobs.run(sched, "org_sync").written == 0
 
     # a BadgeReconcileDue written without a consumer (actor_name NULL, e.g. by an older build)
     with srt.sessions.begin() as s:
         envelope = events.wrap(events.BadgeReconcileDue(org_a))
         repo.add_outbox(s, envelope, queue_name=None, actor_name=None)
-    assert jobs.run(srt.sessions, "badge_reconcile").written == 0  # unsent: still pending
+    assert jobs.run(sched, "badge_reconcile").written == 0  # unsent: still pending
     with srt.sessions.begin() as s:
         s.execute(update(OutboxMessage).where(OutboxMessage.actor_name.is_(None)).values(sent_at=datetime.now(UTC)))
-    assert jobs.run(srt.sessions, "badge_reconcile").written == 1  # published, and nobody marks it processed
+    assert jobs.run(sched, "badge_reconcile").written == 1  # published, and nobody marks it processed
 
 
-def test_validation_is_coalesced_per_cloud_also_with_a_pending_account_discovered(srt):
+def test_validation_is_coalesced_per_cloud_also_with_a_pending_account_discovered(srt, sched):
     org = add_org(srt, 1)
     c1 = add_cloud(srt, "200000000001", org)
     c2 = add_cloud(srt, "200000000002", org)
     with srt.sessions.begin() as s:  # a sync just discovered c1: its check is already on the way
         emit(s, events.AccountDiscovered(org, c1, "200000000001"))
 
-    first = jobs.run(srt.sessions, "validation")
+    first = jobs.run(sched, "validation")
     assert (first.written, first.skipped) == (1, 1)
     assert [d["cloud_id"] for d in data(outbox(srt, "AccountValidationDue"))] == [c2]
 
     for row in outbox(srt, "AccountDiscovered") + outbox(srt, "AccountValidationDue"):
         mark_processed(srt, row)
-    second = jobs.run(srt.sessions, "validation")
+    second = jobs.run(sched, "validation")
     assert (second.written, second.skipped) == (2, 0)
     assert sorted(d["cloud_id"] for d in data(outbox(srt, "AccountValidationDue"))[1:]) == sorted([c1, c2])
 
 
-def test_concurrent_runs_of_one_job_never_write_twice_for_an_org(srt):
+def test_concurrent_runs_of_one_job_never_write_twice_for_an_org(srt, sched):
     orgs = {add_org(srt, n) for n in range(1, 6)}
     results: list[jobs.JobResult] = []
     barrier = threading.Barrier(4)
 
     def go() -> None:
         barrier.wait()
-        results.append(jobs.run(srt.sessions, "org_sync"))
+        results.append(jobs.run(sched, "org_sync"))
 
     threads = [threading.Thread(target=go) for _ in range(4)]
     for t in threads:
@@ -264,20 +272,20 @@ def test_concurrent_runs_of_one_job_never_write_twice_for_an_org(srt):
 # -- the fence and leadership --------------------------------------------------------------------
 
 
-def test_a_run_fenced_on_a_backend_without_the_leader_lock_writes_nothing(srt, database_url):
+def test_a_run_fenced_on_a_backend_without_the_leader_lock_writes_nothing(srt, sched, database_url):
     add_org(srt, 1)
     leader = Leader(database_url, instance_id="fence-test")
     try:
         assert leader.poll() is True
         stale_pid = leader.backend_pid
         assert stale_pid is not None
-        ok = jobs.run_and_relay(srt, "org_sync", fence_pid=stale_pid, instance_id="fence-test")
+        ok = jobs.run_and_relay(sched, "org_sync", fence_pid=stale_pid, instance_id="fence-test")
         assert ok is not None and ok.written == 1
 
         leader.release()
         with pytest.raises(jobs.NotLeader):
-            jobs.run(srt.sessions, "tag_refresh", fence_pid=stale_pid)
-        assert jobs.run_and_relay(srt, "tag_refresh", fence_pid=stale_pid) is None
+            jobs.run(sched, "tag_refresh", fence_pid=stale_pid)
+        assert jobs.run_and_relay(sched, "tag_refresh", fence_pid=stale_pid) is None
         assert outbox(srt, "TagRefreshDue") == []
     finally:
         leader.release()
@@ -341,23 +349,23 @@ def test_leaders_on_different_databases_do_not_compete(database_url, pg_template
 # -- the service ---------------------------------------------------------------------------------
 
 
-def test_first_runs_continue_the_cadence_of_the_last_run_and_start_at_once_when_unknown(srt):
+def test_first_runs_continue_the_cadence_of_the_last_run_and_start_at_once_when_unknown(srt, sched):
     add_org(srt, 1)
     now = datetime.now(UTC)
-    assert set(first_runs(srt, {}, now).values()) == {now}  # empty outbox: every job at once
+    assert set(first_runs(sched, {}, now).values()) == {now}  # empty outbox: every job at once
 
-    result = jobs.run(srt.sessions, "org_sync")
+    result = jobs.run(sched, "org_sync")
     with srt.sessions() as s:
         created = s.scalar(
             select(OutboxMessage.created_at).where(OutboxMessage.correlation_id == result.correlation_id)
         )
         assert jobs.last_run(s, "org_sync") == created
         assert jobs.last_run(s, "validation") is None
-    due = first_runs(srt, {}, now)
+    due = first_runs(sched, {}, now)
     assert due["org_sync"] == created + timedelta(seconds=srt.settings.schedule_org_sync_seconds)
     assert due["tag_refresh"] == now
     own = {"tag_refresh": now - timedelta(seconds=60)}  # this instance ran it a minute ago (wrote nothing)
-    assert first_runs(srt, own, now)["tag_refresh"] == now + timedelta(seconds=900 - 60)
+    assert first_runs(sched, own, now)["tag_refresh"] == now + timedelta(seconds=900 - 60)
 
 
 def test_run_scheduler_publishes_while_leading_coalesces_and_releases_the_lock_on_stop(
@@ -375,7 +383,9 @@ def test_run_scheduler_publishes_while_leading_coalesces_and_releases_the_lock_o
     org_a, org_b = add_org(rt, 1), add_org(rt, 2)
     add_cloud(rt, "300000000001", org_a)
     stop = threading.Event()
-    thread = threading.Thread(target=run_scheduler, args=(rt,), kwargs={"stop": stop, "instance_id": "t1"})
+    thread = threading.Thread(
+        target=run_scheduler, args=(scheduler_deps(rt),), kwargs={"stop": stop, "instance_id": "t1"}
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 15
