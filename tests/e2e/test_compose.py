@@ -42,5 +42,5 @@ def test_compose_file_validates_and_names_every_service():
         text=True,
         timeout=60,
     )
-    assert missing_key.returncode != 0
+    assert missing_key.returncode == 1
     assert "set ORGSYNC_ENCRYPTION_KEYS" in missing_key.stderr

@@ -17,23 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
-from psycopg import sql
 
 from orgsync.preflight import check_database
 from workers.registry import QUEUES
 
-from ..conftest import PG_ADMIN_URL, _db_url
-from .conftest import ORGSYNC, free_port, service_env
-from .services import (
-    consumers,
-    start_service_fixture,  # noqa: F401 - the start_service fixture
-    vhost_of,
-)
+from ..support.processes import ORGSYNC, consumers, free_port, service_env, vhost_of
+from ..support.services import Postgres, RabbitMQ
 
-pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 ORGSYNC_SERVICES = {"migrate", "worker-sync", "worker-validation", "scheduler"}
 INTERPOLATION = re.compile(r"^\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*)|:?\?[^}]*)?\}$")
@@ -87,13 +79,10 @@ def process_env(service: dict[str, Any], test_env: dict[str, str]) -> dict[str, 
 
 
 @pytest.fixture
-def empty_database(pg_template: str) -> Iterator[str]:
+def empty_database(postgres: Postgres, pg_template: str) -> Iterator[str]:
     name = f"orgsync_compose_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _db_url(name)
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield postgres.create_database(name)
+    postgres.drop_database(name)
 
 
 def problems(output: str) -> list[str]:
@@ -115,7 +104,7 @@ def test_the_image_runs_orgsync_and_compose_names_its_services():
 
 
 def test_every_orgsync_service_of_compose_does_its_job(
-    aws_server, empty_database, amqp_url, encryption_key, tmp_path, start_service
+    aws_server, empty_database, rabbitmq: RabbitMQ, amqp_url, encryption_key, tmp_path, start_service
 ):
     test_env = service_env(aws_server, empty_database, amqp_url, encryption_key, tmp_path)
     services = orgsync_services()
@@ -141,11 +130,13 @@ def test_every_orgsync_service_of_compose_does_its_job(
         expected = Counter({q: processes for q in queues} | {f"{q}.DQ": processes for q in queues})
         worker = start_service(name, command, process_env(service, test_env))
         worker.wait_for(
-            lambda expected=expected: consumers(vhost) == expected, timeout=90, what=f"{name}: {dict(expected)}"
+            lambda expected=expected: consumers(rabbitmq, vhost) == expected,
+            timeout=90,
+            what=f"{name}: {dict(expected)}",
         )
         assert worker.stop() == 0, name
         assert worker.problems() == [], name
-        assert not consumers(vhost), name
+        assert consumers(rabbitmq, vhost) == Counter(), name
 
     scheduler = services["scheduler"]
     leader = start_service("scheduler", command_of(scheduler), process_env(scheduler, test_env))

@@ -6,12 +6,10 @@ import json
 import os
 import stat
 import subprocess
-import sys
-from pathlib import Path
 
 from orgsync.demo import demo_spec
 
-ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
+from ..support.processes import ORGSYNC
 
 
 def test_demo_runs_on_embedded_defaults_and_leaves_a_browsable_inventory(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pika
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import org_add_args, orgsync
+from ..support.processes import org_add_args, orgsync
 
 MEMBER_EXTERNAL_ID = "member-ext-1"
 

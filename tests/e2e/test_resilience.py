@@ -1,12 +1,20 @@
 """Workers recover by themselves when RabbitMQ and Postgres drop every connection mid-sync, and stop
-gracefully on SIGTERM: the final state is exactly the one a run without cuts leaves."""
+gracefully on SIGTERM: the final state is exactly the one a run without cuts leaves.
+
+No fixed delays: each cut (and the SIGTERM) waits until the work it is meant to interrupt is under way,
+as the outbox and processed_messages show it, and what was still pending right after it is recorded and
+checked. A cut that came too late, after the work it should interrupt, fails the test instead of passing
+it unnoticed. (Unprocessed work can only be seen after a cut if some was unprocessed at the cut: a
+handler marks its message processed in the transaction that writes the messages it causes.)"""
 
 from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -14,7 +22,8 @@ import pytest
 from domain.tree import SUSPENDED_STATES
 from localaws import LocalAwsServer
 
-from .conftest import org_add_args, orgsync, service_env, start_workers
+from ..support.processes import org_add_args, orgsync, service_env, start_workers, vhost_of
+from ..support.services import Postgres, RabbitMQ
 
 
 @pytest.fixture(scope="module")
@@ -45,39 +54,69 @@ def actual_state(env) -> dict[str, tuple[str, str, dict[str, str]]]:
     }
 
 
-def wait_done(database_url: str, request_id: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with psycopg.connect(database_url) as conn:
-            pending = conn.execute(
-                "SELECT count(*) FROM outbox o WHERE o.correlation_id = %s AND o.actor_name IS NOT NULL "
-                "AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)",
-                (request_id,),
-            ).fetchone()[0]
-            done = conn.execute(
-                "SELECT count(*) FROM processed_messages WHERE correlation_id = %s", (request_id,)
-            ).fetchone()[0]
-        if pending == 0 and done > 0:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"work of {request_id} not finished after {timeout}s")
+@dataclass(frozen=True)
+class Progress:
+    """Where the work of one request stands, per actor: messages written to the outbox (and of those,
+    published) and messages processed; and how many sync runs exist (a walk writes its run when done)."""
+
+    written: Counter[str]
+    sent: Counter[str]
+    processed: Counter[str]
+    runs: int
+
+    @property
+    def pending(self) -> Counter[str]:
+        return self.written - self.processed
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.processed) and not self.pending
 
 
-def cut_every_connection(vhost: str, database: str) -> None:
-    subprocess.run(
-        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "resilience test"],
-        check=True,
-        capture_output=True,
-        timeout=60,
+def progress(database_url: str, request_id: str) -> Progress:
+    with psycopg.connect(database_url) as conn:
+        outbox = conn.execute(
+            "SELECT actor_name, count(*), count(sent_at) FROM outbox "
+            "WHERE correlation_id = %s AND actor_name IS NOT NULL GROUP BY actor_name",
+            (request_id,),
+        ).fetchall()
+        processed = conn.execute(
+            "SELECT actor_name, count(*) FROM processed_messages WHERE correlation_id = %s GROUP BY actor_name",
+            (request_id,),
+        ).fetchall()
+        runs = conn.execute("SELECT count(*) FROM sync_runs WHERE correlation_id = %s", (request_id,)).fetchone()
+    return Progress(
+        Counter({actor: n for actor, n, _ in outbox}),
+        Counter({actor: sent for actor, _, sent in outbox if sent}),
+        Counter(dict(processed)),
+        runs[0],
     )
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        )
 
 
-def test_sync_survives_broker_and_database_connection_cuts(slow_aws, database_url, amqp_url, encryption_key, tmp_path):
+def wait_until(
+    database_url: str, request_id: str, condition: Callable[[Progress], bool], what: str, timeout: float = 240
+) -> Progress:
+    deadline = time.monotonic() + timeout
+    while True:
+        now = progress(database_url, request_id)
+        if condition(now):
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {timeout}s; {now}")
+        time.sleep(0.05)
+
+
+def cut_every_connection(postgres: Postgres, rabbitmq: RabbitMQ, vhost: str, database: str) -> None:
+    rabbitmq.rabbitmqctl("close_all_connections", "-p", vhost, "resilience test")
+    postgres.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    )
+
+
+def test_sync_survives_broker_and_database_connection_cuts(
+    slow_aws, postgres, rabbitmq, database_url, amqp_url, encryption_key, tmp_path
+):
     env = service_env(slow_aws, database_url, amqp_url, encryption_key, tmp_path, ORGSYNC_MESSAGE_MAX_RETRIES="10")
     workers = start_workers(env, tmp_path / "worker.log")
     try:
@@ -85,12 +124,24 @@ def test_sync_survives_broker_and_database_connection_cuts(slow_aws, database_ur
         added = orgsync(env, *org_add_args(org, "cut", "--json"))
         assert added.returncode == 0, added.stderr
         request_id = json.loads(added.stdout)["request_id"]
-        vhost = amqp_url.rsplit("/", 1)[1]
-        database = database_url.rsplit("/", 1)[1]
-        for delay in (1.0, 2.0, 2.0):  # during the walk, during validation, during tags
-            time.sleep(delay)
-            cut_every_connection(vhost, database)
-        wait_done(database_url, request_id)
+        # each cut waits until its stage is under way; `at_cut` records what was pending right after it
+        stages: dict[str, Callable[[Progress], bool]] = {
+            "walk": lambda p: p.sent["org_sync_requested"] == 1 and p.runs == 0,
+            "validation": lambda p: p.processed["account_discovered"] >= 1,
+            "tags": lambda p: p.processed["tag_refresh_due"] >= 1,  # fanned out into chunks of accounts
+        }
+        at_cut: dict[str, Progress] = {}
+        for stage, under_way in stages.items():
+            wait_until(database_url, request_id, under_way, f"the {stage} under way")
+            cut_every_connection(postgres, rabbitmq, vhost_of(amqp_url), database_url.rsplit("/", 1)[1])
+            at_cut[stage] = progress(database_url, request_id)
+        print("\npending right after each cut:", {stage: dict(p.pending) for stage, p in at_cut.items()})
+        wait_until(database_url, request_id, lambda p: p.finished, "every message of the sync processed")
+
+        # every cut landed while the stage it was meant to interrupt still had work pending
+        assert (at_cut["walk"].runs, at_cut["walk"].pending) == (0, Counter({"org_sync_requested": 1}))
+        assert at_cut["validation"].pending["account_discovered"] > 0, at_cut["validation"]
+        assert at_cut["tags"].pending["tag_refresh_due"] > 0, at_cut["tags"]
 
         assert actual_state(env) == expected_state(org)
         with psycopg.connect(database_url) as conn:
@@ -124,13 +175,18 @@ def test_sigterm_lets_in_flight_work_finish_or_go_back(slow_aws, database_url, a
     org = slow_aws.org
     added = orgsync(env, *org_add_args(org, "term", "--json"))
     assert added.returncode == 0, added.stderr
-    time.sleep(2.0)
+    request_id = json.loads(added.stdout)["request_id"]
+    wait_until(database_url, request_id, lambda p: p.processed["account_discovered"] >= 1, "validation under way")
     workers.send_signal(signal.SIGTERM)
     assert workers.wait(timeout=90) == 0
+    # what the first group left: it was pending when SIGTERM came, and nothing may be lost of it
+    left = progress(database_url, request_id)
+    print("\npending after the first worker group stopped:", dict(left.pending))
+    assert left.pending["account_discovered"] > 0, left
     # a new worker group picks up whatever was left in the queues
     workers = start_workers(env, tmp_path / "second.log")
     try:
-        wait_done(database_url, json.loads(added.stdout)["request_id"])
+        wait_until(database_url, request_id, lambda p: p.finished, "every message of the sync processed")
         assert actual_state(env) == expected_state(org)
     finally:
         workers.send_signal(signal.SIGTERM)

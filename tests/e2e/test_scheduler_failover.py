@@ -26,8 +26,6 @@ import pika
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.e2e
-
 SCHEDULER = "from orgsync.scheduler_main import main; from orgsync.settings import get_settings; main(get_settings())"
 ORGS = 3
 CONSUME_AFTER = timedelta(seconds=0.3)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import time
 
-import psycopg
 import pytest
 from psycopg import sql
 
@@ -18,17 +17,9 @@ from storage import db
 from workers.deps import emit
 from workers.registry import QUEUES
 
-from ..conftest import PG_ADMIN_URL
-from .conftest import ORGSYNC, free_port, orgsync
-from .services import (
-    consumed_queues,
-    publish_event,
-    ready_messages,
-    start_service_fixture,  # noqa: F401 - the start_service fixture
-    vhost_of,
-)
+from ..support.processes import ORGSYNC, consumed_queues, free_port, orgsync, publish_event, ready_messages, vhost_of
+from ..support.services import Postgres, RabbitMQ
 
-pytestmark = pytest.mark.e2e
 ALL_QUEUES = {*QUEUES, *(f"{q}.DQ" for q in QUEUES)}
 
 
@@ -62,18 +53,15 @@ def test_without_a_reachable_broker_it_exits_1_with_one_line(env, command):
     )
 
 
-def test_a_worker_on_an_unmigrated_database_exits_1_with_one_line(env):
+def test_a_worker_on_an_unmigrated_database_exits_1_with_one_line(env, postgres: Postgres):
     name = f"orgsync_unmigrated_{free_port()}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = postgres.create_database(name)
     try:
-        url = env["ORGSYNC_DATABASE_URL"].rsplit("/", 1)[0] + f"/{name}"
         result = subprocess.run(
             [ORGSYNC, "worker"], env={**env, "ORGSYNC_DATABASE_URL": url}, capture_output=True, text=True, timeout=60
         )
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        postgres.drop_database(name)
     location = url.split("@", 1)[1]
     assert one_line_error(result) == (
         1,
@@ -100,38 +88,39 @@ def test_bad_worker_options_are_refused_in_one_line(env, args, line):
 # -- Postgres goes away while a worker runs --------------------------------------------------------
 
 
-def set_connections(database: str, allowed: bool) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
-                sql.Identifier(database), sql.SQL("true" if allowed else "false")
-            )
+def set_connections(postgres: Postgres, database: str, allowed: bool) -> None:
+    postgres.execute(
+        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(database), sql.SQL("true" if allowed else "false")
         )
-        if not allowed:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (database,),
-            )
+    )
+    if not allowed:
+        postgres.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
 
 
-def test_a_worker_stops_consuming_while_the_database_is_away_and_resumes(env, database_url, amqp_url, start_service):
+def test_a_worker_stops_consuming_while_the_database_is_away_and_resumes(
+    env, postgres: Postgres, rabbitmq: RabbitMQ, database_url, amqp_url, start_service
+):
     env = {**env, "ORGSYNC_HEALTH_CHECK_SECONDS": "0.5"}
     vhost, database = vhost_of(amqp_url), database_url.rsplit("/", 1)[1]
     worker = start_service("worker", ["worker", "--processes", "1", "--threads", "2"], env)
-    worker.wait_for(lambda: consumed_queues(vhost) == ALL_QUEUES, what="a consumer on every queue")
+    worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, what="a consumer on every queue")
 
-    set_connections(database, allowed=False)
+    set_connections(postgres, database, allowed=False)
     try:
-        worker.wait_for(lambda: consumed_queues(vhost) == set(), timeout=30, what="no consumer left")
+        worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == set(), timeout=30, what="no consumer left")
         # work that arrives meanwhile waits in RabbitMQ
         publish_event(amqp_url, "badges", "badge_reconcile_due", BadgeReconcileDue())
         time.sleep(3)
         assert ready_messages(amqp_url, "badges") == 1
-        assert consumed_queues(vhost) == set()
+        assert consumed_queues(rabbitmq, vhost) == set()
     finally:
-        set_connections(database, allowed=True)
+        set_connections(postgres, database, allowed=True)
 
-    worker.wait_for(lambda: consumed_queues(vhost) == ALL_QUEUES, timeout=30, what="consumers back")
+    worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, timeout=30, what="consumers back")
     worker.wait_for("badges reconciled (org all)", timeout=30)
     assert ready_messages(amqp_url, "badges") == 0
     assert worker.stop() == 0
@@ -148,33 +137,31 @@ def test_a_worker_stops_consuming_while_the_database_is_away_and_resumes(env, da
 # -- RabbitMQ goes away while a worker runs --------------------------------------------------------
 
 
-def set_vhost_access(vhost: str, allowed: bool) -> None:
+def set_vhost_access(rabbitmq: RabbitMQ, vhost: str, allowed: bool) -> None:
     """Revoke (and cut every connection) or restore the test user's access: an outage of this vhost only."""
-
-    def ctl(*args: str) -> None:
-        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
     if allowed:
-        ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        rabbitmq.rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     else:
-        ctl("clear_permissions", "-p", vhost, "guest")
-        ctl("close_all_connections", "-p", vhost, "outage test")
+        rabbitmq.rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+        rabbitmq.rabbitmqctl("close_all_connections", "-p", vhost, "outage test")
 
 
-def test_a_worker_rides_out_a_rabbitmq_outage_with_one_line_each_way(env, database_url, amqp_url, start_service):
+def test_a_worker_rides_out_a_rabbitmq_outage_with_one_line_each_way(
+    env, rabbitmq: RabbitMQ, database_url, amqp_url, start_service
+):
     vhost = vhost_of(amqp_url)
     worker = start_service("worker", ["worker", "--processes", "1", "--threads", "2"], env)
-    worker.wait_for(lambda: consumed_queues(vhost) == ALL_QUEUES, what="a consumer on every queue")
+    worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, what="a consumer on every queue")
 
-    set_vhost_access(vhost, allowed=False)
+    set_vhost_access(rabbitmq, vhost, allowed=False)
     try:
-        worker.wait_for(lambda: consumed_queues(vhost) == set(), timeout=30, what="no consumer left")
+        worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == set(), timeout=30, what="no consumer left")
         emit_events(database_url, BadgeReconcileDue())  # the relay cannot publish it meanwhile
         time.sleep(8)  # a few rounds of reconnect attempts
     finally:
-        set_vhost_access(vhost, allowed=True)
+        set_vhost_access(rabbitmq, vhost, allowed=True)
 
-    worker.wait_for(lambda: consumed_queues(vhost) == ALL_QUEUES, timeout=30, what="consumers back")
+    worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, timeout=30, what="consumers back")
     worker.wait_for("badges reconciled (org all)", timeout=30)
     assert worker.stop() == 0
     warnings = worker.messages("warning")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pika
 import psycopg
 
-from .conftest import org_add_args, orgsync
+from ..support.processes import org_add_args, orgsync
 
 
 def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env, workers, database_url):

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from localaws import faults
 from localaws.builder import BuiltOrg
 from orgsync.settings import get_settings
 
-from ..conftest import PG_ADMIN_URL, RUN_ID
-from .conftest import add_args, counts, run
+from ..support.cli import add_args, counts, run
+from ..support.services import RUN_ID, Postgres, RabbitMQ
 
 LONG = "x" * 10_000
 ACCOUNT = "123456789012"
@@ -225,21 +223,24 @@ def test_a_wait_that_times_out_exits_1(capsys, monkeypatch, cli_env, amqp_url, a
 
 @pytest.mark.parametrize(
     ("broker", "line"),
-    [
+    [  # {mq} is where the run's RabbitMQ listens
         ("amqp://guest:guest@127.0.0.1:1/%2F", "error: cannot reach RabbitMQ at 127.0.0.1:1/%2F: connection refused"),
         (
-            "amqp://guest:wrong@127.0.0.1:5672/%2F",
-            "error: cannot reach RabbitMQ at 127.0.0.1:5672/%2F: access refused (check the user and password)",
+            "amqp://guest:wrong@{mq}/%2F",
+            "error: cannot reach RabbitMQ at {mq}/%2F: access refused (check the user and password)",
         ),
         (
-            "amqp://guest:guest@127.0.0.1:5672/no-such-vhost",
-            "error: cannot reach RabbitMQ at 127.0.0.1:5672/no-such-vhost: vhost 'no-such-vhost' does not exist or is "
+            "amqp://guest:guest@{mq}/no-such-vhost",
+            "error: cannot reach RabbitMQ at {mq}/no-such-vhost: vhost 'no-such-vhost' does not exist or is "
             "not permitted",
         ),
     ],
     ids=["closed_port", "wrong_password", "wrong_vhost"],
 )
-def test_a_misconfigured_broker_stores_nothing(capsys, monkeypatch, cli_env, aws: BuiltOrg, broker, line):
+def test_a_misconfigured_broker_stores_nothing(request, capsys, monkeypatch, cli_env, aws: BuiltOrg, broker, line):
+    if "{mq}" in broker:
+        rabbitmq: RabbitMQ = request.getfixturevalue("rabbitmq")
+        broker, line = broker.format(mq=rabbitmq.address), line.format(mq=rabbitmq.address)
     monkeypatch.setenv("ORGSYNC_BROKER_URL", broker)
     get_settings.cache_clear()
     assert run(capsys, *add_args(aws), "--wait") == (1, "", line + "\n")
@@ -266,22 +267,19 @@ def test_orgsync_alone_prints_its_help_and_no_error_line(capsys, cli_env):
 
 
 @pytest.fixture
-def empty_database():
+def empty_database(postgres: Postgres):
     name = f"orgsync_t{RUN_ID}_empty"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    yield f"{base}/{name}", name
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield postgres.create_database(name), name
+    postgres.drop_database(name)
 
 
-def test_an_unmigrated_database_says_to_run_db_upgrade(capsys, monkeypatch, cli_env, empty_database):
+def test_an_unmigrated_database_says_to_run_db_upgrade(capsys, monkeypatch, cli_env, postgres, empty_database):
     url, name = empty_database
     monkeypatch.setenv("ORGSYNC_DATABASE_URL", url)
     get_settings.cache_clear()
     line = (
-        f"error: the database at 127.0.0.1:5432/{name} has no orgsync schema (or an old one): run `orgsync db upgrade`"
+        f"error: the database at {postgres.address}/{name} has no orgsync schema (or an old one): "
+        "run `orgsync db upgrade`"
     )
     assert run(capsys, "org", "list") == (1, "", line + "\n")
     assert run(capsys, "db", "upgrade") == (0, "database schema is up to date\n", "")

@@ -29,7 +29,7 @@ from orgsync.bootstrap import Runtime
 from storage import repository as repo
 from storage.models import Cloud, ProcessedMessage, SyncRun
 
-from .conftest import registration, start_threads
+from ..support.runtime import registration, start_threads
 
 ACCOUNT = "123456789012"
 

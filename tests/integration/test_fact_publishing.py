@@ -15,7 +15,7 @@ from localaws.builder import BuiltOrg
 from storage.models import OutboxMessage, ProcessedMessage
 from workers.registry import EVENTS_EXCHANGE, FACTS, route_of
 
-from .conftest import RuntimeFactory, add_and_sync, clouds_by_account
+from ..support.runtime import RuntimeFactory, add_and_sync, clouds_by_account
 
 
 def bind_listener(channel) -> str:
@@ -58,7 +58,9 @@ def expected_status(account) -> str:
 def test_account_discovered_reaches_the_events_exchange_and_is_still_validated(
     make_runtime: RuntimeFactory, aws: BuiltOrg, amqp_url: str
 ):
-    assert route_of("AccountDiscovered") is not None  # consumed here too: both, not either
+    consumer = route_of("AccountDiscovered")  # consumed here too: both, not either
+    assert consumer is not None
+    assert (consumer.queue_name, consumer.actor_name) == ("account-validation", "account_discovered")
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()

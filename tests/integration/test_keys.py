@@ -9,7 +9,7 @@ from storage import db
 from storage.models import Organization
 from storage.vault import generate_key
 
-from .conftest import add_args, run
+from ..support.cli import add_args, run
 
 
 def test_keys_rotate_moves_every_block_to_the_first_key(capsys, cli_env, aws, monkeypatch, encryption_key):

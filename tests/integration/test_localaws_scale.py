@@ -43,10 +43,15 @@ def test_build_time_without_tracing() -> None:
     spec = generate_org(10_000, seed=1, tags_per_account=10)
     with local_aws():
         started = time.perf_counter()
-        build_org(spec)
+        org = build_org(spec)
         built = time.perf_counter() - started
+        tags = boto3.client("organizations", region_name="us-east-1").list_tags_for_resource(
+            ResourceId=org.accounts[-1].account_id
+        )["Tags"]
     print(f"\nbuild_org(10,000 accounts x 10 tags): {built:.2f}s")
-    assert built < 30
+    assert len(org.accounts) == 10_001
+    assert {t["Key"]: t["Value"] for t in tags} == org.accounts[-1].tags
+    assert len(org.accounts[-1].tags) == 10
 
 
 def test_server_with_ten_thousand_accounts() -> None:
@@ -64,10 +69,12 @@ def test_server_with_ten_thousand_accounts() -> None:
         total = sum(len(p["Accounts"]) for p in organizations.get_paginator("list_accounts").paginate())
         listed = time.perf_counter() - started
         started = time.perf_counter()
-        for account in aws.org.accounts[:500] if aws.org else []:
-            organizations.list_tags_for_resource(ResourceId=account.account_id)
+        assert aws.org is not None
+        sample = aws.org.accounts[:500]
+        tags = {a.account_id: organizations.list_tags_for_resource(ResourceId=a.account_id)["Tags"] for a in sample}
         tagged = time.perf_counter() - started
     assert total == 10_001
+    assert {k: {t["Key"]: t["Value"] for t in v} for k, v in tags.items()} == {a.account_id: a.tags for a in sample}
     print(
         f"\nserver with 10,000 accounts ready in {ready:.2f}s; ListAccounts (501 pages) {listed:.2f}s; "
         f"500 ListTagsForResource {tagged:.2f}s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +18,8 @@ from localaws.inprocess import local_aws
 from orgsync import services
 from storage.models import Organization, OutboxMessage, ProcessedMessage, SyncRun
 
-from .conftest import add_and_sync, clouds_by_account, registration, run
+from ..support.cli import run
+from ..support.runtime import add_and_sync, clouds_by_account, registration
 
 MEMBER_EXTERNAL_ID = "member-ext-7f3a"
 MANAGEMENT_EXTERNAL_ID = "mgmt-ext-91c2"
@@ -117,6 +119,8 @@ def test_cloud_validate_checks_again_on_demand(rt, aws: BuiltOrg, capsys, cli_en
 
 def test_no_secret_in_outputs_messages_or_logs(rt, aws: BuiltOrg, capsys, cli_env, caplog):
     caplog.set_level(logging.DEBUG)
+    for library in ("botocore", "boto3", "urllib3"):  # quiet in every orgsync process (orgsync.logs)
+        caplog.set_level(logging.WARNING, logger=library)
     add_and_sync(rt, aws)
     outputs = [
         run(capsys, "org", "show", "acme", "--json")[1],
@@ -124,13 +128,25 @@ def test_no_secret_in_outputs_messages_or_logs(rt, aws: BuiltOrg, capsys, cli_en
         run(capsys, "cloud", "list", "--json")[1],
     ]
     with rt.sessions() as s:
-        stored = [json.dumps(e) for e in s.scalars(select(OutboxMessage.envelope))]
-        stored += [str(e) for e in s.scalars(select(ProcessedMessage.error))]
-        stored += [str(e) for e in s.scalars(select(SyncRun.error))]
-        stored += [json.dumps(r) for r in s.scalars(select(Organization.permission_report))]
+        envelopes = list(s.scalars(select(OutboxMessage.envelope)))
+        errors = list(s.scalars(select(ProcessedMessage.error)))
+        run_errors = list(s.scalars(select(SyncRun.error)))
+        reports = list(s.scalars(select(Organization.permission_report)))
         ciphertexts = list(s.scalars(select(Organization.credentials)))
+    stored = [json.dumps(e) for e in envelopes] + [str(e) for e in errors + run_errors]
+    stored += [json.dumps(r) for r in reports]
     haystack = "\n".join([*outputs, *stored, caplog.text])
     for secret in (MEMBER_EXTERNAL_ID, MANAGEMENT_EXTERNAL_ID, aws.caller_secret_access_key):
         assert secret not in haystack
         assert all(secret.encode() not in blob for blob in ciphertexts)
-    assert len(stored) > len(aws.accounts)  # the search covered every message written
+    # the search covered every message the sync wrote and every record of one being handled
+    n = len(aws.accounts)
+    assert Counter(e["type"] for e in envelopes) == {
+        "OrgSyncRequested": 1,
+        "AccountDiscovered": n,
+        "AccountValidated": n,
+        "OrgSyncCompleted": 1,
+        "TagRefreshDue": 2,  # for the org, then for its one chunk of accounts
+        "BadgeReconcileDue": 1,
+    }
+    assert (len(errors), len(run_errors), len(reports), len(ciphertexts)) == (1 + n + 2 + 1, 1, 1, 1)

@@ -14,7 +14,7 @@ from localaws.generator import generate_org
 from localaws.inprocess import local_aws
 from storage.models import Organization
 
-from .conftest import add_args, counts, run
+from ..support.cli import add_args, counts, run
 
 EXT = "mgmt-ext-5521"
 
@@ -163,5 +163,12 @@ def test_cloud_show_lists_the_scps_that_apply_with_where_they_come_from(capsys, 
     assert [(s["name"], s["attached_to"].split()[1]) for s in shown["service_control_policies"]] == [
         (name, target) for _, name, target in expected
     ]
-    assert len(expected) >= 2
+    # FullAWSAccess at each of the chain's 7 levels (root to account); two more above: at the root and at Prod
+    assert [(level, name) for level, name, _ in expected] == [
+        (0, "FullAWSAccess"),
+        (0, "ProtectOrganizationsFromOthers"),
+        (1, "DenyLeaveOrganization"),
+        (1, "FullAWSAccess"),
+        *((level, "FullAWSAccess") for level in range(2, 7)),
+    ]
     assert shown["badges"]["system.cloud_org_path"] == "/".join(deep.ou_path_names)

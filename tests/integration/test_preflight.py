@@ -7,19 +7,12 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from orgsync.preflight import ServiceUnavailable, check_broker, check_database
 from storage import db
 
-from ..conftest import AMQP_BASE, PG_ADMIN_URL, _db_url
-
-_pg = urlsplit(PG_ADMIN_URL)
-PG = f"{_pg.hostname}:{_pg.port or 5432}"  # where the tests' Postgres is, as the messages name it
-_mq = urlsplit(AMQP_BASE)
-MQ = f"{_mq.hostname}:{_mq.port or 5672}"
+from ..support.services import Postgres, RabbitMQ
 
 
 def closed_port() -> int:
@@ -37,14 +30,11 @@ def message(check, url: str) -> str:
 
 
 @pytest.fixture
-def empty_database(pg_template: str) -> Iterator[str]:
-    """A new database without any orgsync table; yields its name."""
+def empty_database(postgres: Postgres, pg_template: str) -> Iterator[str]:
+    """A new database without any orgsync table; yields its URL."""
     name = f"orgsync_pf_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield name
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield postgres.create_database(name)
+    postgres.drop_database(name)
 
 
 def test_a_migrated_database_passes(database_url):
@@ -58,28 +48,30 @@ def test_a_closed_database_port(pg_template):
     )
 
 
-def test_a_missing_database(pg_template):
+def test_a_missing_database(postgres: Postgres, pg_template):
     name = f"orgsync_missing_{uuid.uuid4().hex[:8]}"
-    url = _db_url(name).replace("://postgres@", "://postgres:hunter2@", 1)
+    url = postgres.url(name).replace("://postgres@", "://postgres:hunter2@", 1)
     text = message(check_database, url)
-    assert text == f'cannot reach the database at {PG}/{name}: database "{name}" does not exist'
+    assert text == f'cannot reach the database at {postgres.address}/{name}: database "{name}" does not exist'
     assert "hunter2" not in text
 
 
-def test_an_unmigrated_database(empty_database):
-    assert message(check_database, _db_url(empty_database)) == (
-        f"the database at {PG}/{empty_database} has no orgsync schema (or an old one): run `orgsync db upgrade`"
+def test_an_unmigrated_database(postgres: Postgres, empty_database):
+    name = empty_database.rsplit("/", 1)[1]
+    assert message(check_database, empty_database) == (
+        f"the database at {postgres.address}/{name} has no orgsync schema (or an old one): run `orgsync db upgrade`"
     )
 
 
-def test_a_database_at_an_older_revision(empty_database):
-    engine = db.make_engine(_db_url(empty_database), pool_size=1)
+def test_a_database_at_an_older_revision(postgres: Postgres, empty_database):
+    engine = db.make_engine(empty_database, pool_size=1)
     try:
         db.upgrade(engine, "0001")
     finally:
         engine.dispose()
-    assert message(check_database, _db_url(empty_database)) == (
-        f"the database at {PG}/{empty_database} has no orgsync schema (or an old one): run `orgsync db upgrade`"
+    name = empty_database.rsplit("/", 1)[1]
+    assert message(check_database, empty_database) == (
+        f"the database at {postgres.address}/{name} has no orgsync schema (or an old one): run `orgsync db upgrade`"
     )
 
 
@@ -94,15 +86,16 @@ def test_a_closed_broker_port(amqp_vhost):
     )
 
 
-def test_a_wrong_broker_password(amqp_vhost):
+def test_a_wrong_broker_password(rabbitmq: RabbitMQ, amqp_vhost):
     vhost = amqp_vhost.rsplit("/", 1)[1]
-    url = f"{AMQP_BASE}/{vhost}".replace(f":{_mq.password}@", ":hunter2@", 1)
+    url = amqp_vhost.replace(f":{urlsplit(rabbitmq.base_url).password}@", ":hunter2@", 1)
     text = message(check_broker, url)
-    assert text == f"cannot reach RabbitMQ at {MQ}/{vhost}: access refused (check the user and password)"
+    assert text == f"cannot reach RabbitMQ at {rabbitmq.address}/{vhost}: access refused (check the user and password)"
     assert "hunter2" not in text
 
 
-def test_a_missing_vhost(amqp_vhost):
-    assert message(check_broker, f"{AMQP_BASE}/no-such-vhost") == (
-        f"cannot reach RabbitMQ at {MQ}/no-such-vhost: vhost 'no-such-vhost' does not exist or is not permitted"
+def test_a_missing_vhost(rabbitmq: RabbitMQ, amqp_vhost):
+    assert message(check_broker, f"{rabbitmq.base_url}/no-such-vhost") == (
+        f"cannot reach RabbitMQ at {rabbitmq.address}/no-such-vhost: vhost 'no-such-vhost' does not exist or is "
+        "not permitted"
     )

@@ -11,7 +11,7 @@ from localaws.builder import BuiltOrg
 from localaws.generator import generate_org
 from localaws.inprocess import local_aws
 
-from .conftest import add_args, counts, run
+from ..support.cli import add_args, counts, run
 
 
 @pytest.fixture

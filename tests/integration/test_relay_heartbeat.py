@@ -6,7 +6,6 @@ The AMQP URL asks for a 2 s heartbeat: RabbitMQ closes a connection that stays s
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 import time
 import uuid
@@ -23,6 +22,8 @@ from storage.models import OutboxMessage
 from workers.broker import QuietRabbitmqBroker
 from workers.deps import emit
 from workers.registry import EVENTS_EXCHANGE
+
+from ..support.services import RabbitMQ
 
 HEARTBEAT = 2
 IDLE = 4 * HEARTBEAT + 2  # well past the point where RabbitMQ drops a silent connection
@@ -106,17 +107,12 @@ def test_an_idle_relay_keeps_its_connection_and_publishes_after_the_heartbeat_ti
     listener.close()
 
 
-def test_a_relay_connection_dropped_by_rabbitmq_is_replaced_without_an_error(rt, amqp_url, caplog):
+def test_a_relay_connection_dropped_by_rabbitmq_is_replaced_without_an_error(rt, rabbitmq: RabbitMQ, amqp_url, caplog):
     caplog.set_level(logging.INFO)
     rt.relay.start(0.2)
     wait_sent(rt, emit_pair(rt))
     vhost = amqp_url.rsplit("/", 1)[1]
-    subprocess.run(
-        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "heartbeat test"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    rabbitmq.rabbitmqctl("close_all_connections", "-p", vhost, "heartbeat test")
     time.sleep(2)
     wait_sent(rt, emit_pair(rt))
     assert errors(caplog) == []

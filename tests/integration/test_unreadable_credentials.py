@@ -24,7 +24,8 @@ from storage import db
 from storage.models import Cloud, Organization, SyncRun
 from storage.vault import KeyRing, generate_key, row_context
 
-from .conftest import add_and_sync, add_args, run
+from ..support.cli import add_args, run
+from ..support.runtime import add_and_sync
 
 UNREADABLE = "credentials cannot be decrypted (tampered, copied or wrong key ring)"
 DEAD_LETTER_REASON = f"PermanentError: {UNREADABLE}"

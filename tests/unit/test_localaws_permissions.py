@@ -200,7 +200,10 @@ def test_assumed_management_role_is_denied_actions_missing_from_its_policy() -> 
         creds = _client("sts").assume_role(RoleArn=org.management_role_arn, RoleSessionName="orgsync")["Credentials"]
         organizations = _client("organizations", creds)
         assert organizations.list_roots()["Roots"][0]["Id"] == org.root_id
-        assert organizations.list_accounts_for_parent(ParentId=org.root_id)["Accounts"]
+        at_root = organizations.list_accounts_for_parent(ParentId=org.root_id)["Accounts"]
+        assert sorted(a["Id"] for a in at_root) == sorted(
+            a.account_id for a in org.accounts if a.parent_id == org.root_id
+        )
         assert organizations.describe_organization()["Organization"]["Id"] == org.org_id
         with pytest.raises(ClientError) as exc:
             organizations.list_tags_for_resource(ResourceId=org.accounts[1].account_id)
@@ -211,13 +214,14 @@ def test_assumed_management_role_is_denied_actions_missing_from_its_policy() -> 
             "Message": "You don't have permissions to access this resource.",
         }
         ambient = _client("organizations")
-        assert ambient.list_tags_for_resource(ResourceId=org.accounts[1].account_id)["Tags"]
+        tags = ambient.list_tags_for_resource(ResourceId=org.accounts[1].account_id)["Tags"]
+        assert {t["Key"]: t["Value"] for t in tags} == org.accounts[1].tags
 
 
 def test_policy_changes_apply_to_live_sessions(org: BuiltOrg) -> None:
     creds = _client("sts").assume_role(RoleArn=org.management_role_arn, RoleSessionName="orgsync")["Credentials"]
     organizations = _client("organizations", creds)
-    assert organizations.list_roots()["Roots"]
+    assert [r["Id"] for r in organizations.list_roots()["Roots"]] == [org.root_id]
     _client("iam").delete_role_policy(RoleName="OrgSyncOrgReader", PolicyName="OrgSyncRead")
     with pytest.raises(ClientError) as exc:
         organizations.list_roots()

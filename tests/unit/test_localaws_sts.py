@@ -199,8 +199,12 @@ def test_member_sessions_do_not_create_iam_backends(org: BuiltOrg) -> None:
 def test_local_aws_restores_moto_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     installed_before = patches.is_installed()
-    with local_aws(generate_org(5)) as built:
-        assert built is not None
+    spec = generate_org(5)
+    with local_aws(spec) as built:
+        assert [a.account_id for a in built.accounts] == [
+            built.management_account_id,
+            *(a.account_id for a in spec.accounts),
+        ]
         assert patches.is_installed()
         assert "AWS_ENDPOINT_URL" not in os.environ
         assert REGISTRY.role_count() == 6

@@ -1,27 +1,93 @@
-"""Long-running orgsync processes for the e2e tests (worker groups, schedulers): start one with its output
-in a file, wait for what it logs, stop it with a signal, and read what RabbitMQ says about consumers."""
+"""orgsync as processes (the e2e tests): the environment they run in, the CLI as a subprocess, worker
+groups and other long-running services with their JSON logs, and what RabbitMQ says about consumers."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dramatiq
 import pika
-import pytest
 
 from domain.events import Event, wrap
+from localaws import BuiltOrg, LocalAwsServer
 from workers.registry import QUEUES
 
-from .conftest import ORGSYNC
+from .services import RabbitMQ
+
+ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(
+    aws_server: LocalAwsServer, database_url: str, amqp_url: str, encryption_key: str, data_dir: Path, **overrides: str
+) -> dict[str, str]:
+    """The environment of orgsync processes on this test's database, vhost and local AWS."""
+    return {
+        **os.environ,
+        **aws_server.env(),
+        "ORGSYNC_DATABASE_URL": database_url,
+        "ORGSYNC_BROKER_URL": amqp_url,
+        "ORGSYNC_ENCRYPTION_KEYS": encryption_key,
+        "ORGSYNC_DATA_DIR": str(data_dir),
+        "ORGSYNC_LOG_FORMAT": "json",
+        "ORGSYNC_RELAY_INTERVAL_SECONDS": "0.5",
+        "ORGSYNC_WAIT_TIMEOUT_SECONDS": "120",
+        "ORGSYNC_METRICS_PORT": str(free_port()),
+        "ORGSYNC_MESSAGE_MAX_RETRIES": "1",
+        **overrides,
+    }
+
+
+def org_add_args(org: BuiltOrg, nickname: str, *extra: str) -> list[str]:
+    """`orgsync org add` for a local AWS org, with the test session names."""
+    return [
+        "org",
+        "add",
+        "--nickname",
+        nickname,
+        "--org-role-arn",
+        org.management_role_arn,
+        "--org-session-name",
+        "orgsync-e2e",
+        "--member-role-name",
+        org.member_role_name,
+        "--member-session-name",
+        "orgsync-e2e",
+        *extra,
+    ]
+
+
+def start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`orgsync worker` with 2 processes x 4 threads in a session of its own, output appended to `log`."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [ORGSYNC, "worker", "--processes", "2", "--threads", "4"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def orgsync(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`orgsync *args` as a subprocess, to completion."""
+    return subprocess.run([ORGSYNC, *args], env=env, capture_output=True, text=True, timeout=180, input=stdin)
 
 
 @dataclass
@@ -94,45 +160,25 @@ class Service:
         return out
 
 
-@pytest.fixture(name="start_service")
-def start_service_fixture(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    """start_service(name, args, env) -> Service; whatever is still running at the end is killed.
-
-    Import `start_service_fixture` into a test module to use it there."""
-    started: list[Service] = []
-
-    def start(name: str, args: list[str], env: dict[str, str]) -> Service:
-        log_path = tmp_path / f"{name}.log"
-        with log_path.open("ab") as output:
-            proc = subprocess.Popen(
-                [ORGSYNC, *args], env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        started.append(Service(proc, log_path))
-        return started[-1]
-
-    yield start
-    for service in started:
-        if service.proc.poll() is None:
-            os.killpg(service.proc.pid, signal.SIGKILL)
-            service.proc.wait(timeout=30)
+def start_service(log_path: Path, args: list[str], env: dict[str, str]) -> Service:
+    """`orgsync *args` in a session of its own, its output appended to `log_path`."""
+    with log_path.open("ab") as output:
+        proc = subprocess.Popen(
+            [ORGSYNC, *args], env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Service(proc, log_path)
 
 
-def consumers(vhost: str) -> Counter[str]:
+def consumers(rabbitmq: RabbitMQ, vhost: str) -> Counter[str]:
     """Consumers per queue of a vhost, as RabbitMQ counts them."""
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_consumers", "-p", vhost, "--formatter", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return Counter(c["queue_name"] for c in json.loads(listed.stdout or "[]"))
+    listed = rabbitmq.rabbitmqctl("list_consumers", "-p", vhost, "--formatter", "json")
+    return Counter(c["queue_name"] for c in json.loads(listed.output or "[]"))
 
 
-def consumed_queues(vhost: str) -> set[str]:
+def consumed_queues(rabbitmq: RabbitMQ, vhost: str) -> set[str]:
     """The orgsync queues (ready and delay queues) with at least one consumer."""
     names = {q for q in QUEUES} | {f"{q}.DQ" for q in QUEUES}
-    return {q for q, n in consumers(vhost).items() if n and q in names}
+    return {q for q, n in consumers(rabbitmq, vhost).items() if n and q in names}
 
 
 def vhost_of(amqp_url: str) -> str:

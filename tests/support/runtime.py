@@ -1,0 +1,76 @@
+"""An orgsync Runtime in this process (the integration tests): the test org, registering and syncing it,
+and reading back what was stored."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from domain.config import OrgRegistration, build_credentials, build_filters
+from localaws.builder import BuiltOrg
+from localaws.generator import OrgSpec, generate_org
+from orgsync import services
+from orgsync.bootstrap import Runtime
+from storage import repository as repo
+
+SESSION = "orgsync-test"
+
+# make_runtime(*, broker_url=None, workers=True, **settings) -> Runtime (the fixture of tests/integration)
+RuntimeFactory = Callable[..., Runtime]
+
+
+def small_spec() -> OrgSpec:
+    """41 accounts (management included), nested 5 deep, 3 not active, 2 legacy Status-only."""
+    return generate_org(40, seed=3, suspended=3, missing_role=2, wrong_external_id=2, legacy_status=2)
+
+
+def start_threads(rt: Runtime) -> None:
+    """Consume RabbitMQ with worker threads in this process (the e2e tests use real processes)."""
+    import dramatiq
+
+    worker = dramatiq.Worker(rt.broker, worker_threads=rt.settings.worker_threads, worker_timeout=100)
+    worker.start()
+    rt._worker = worker
+
+
+def registration(org: BuiltOrg, *, nickname: str = "acme", **filters: Any) -> OrgRegistration:
+    return OrgRegistration(
+        nickname=nickname,
+        credentials=build_credentials(
+            org_role_arn=org.management_role_arn,
+            org_session_name=SESSION,
+            org_external_id=org.management_external_id,
+            member_role_name=org.member_role_name,
+            member_session_name=SESSION,
+            member_external_id=org.member_external_id,
+        ),
+        filters=build_filters(
+            filters.get("exclude_name_prefixes", ()),
+            filters.get("limit_to_ou_ids", ()),
+            filters.get("auto_remove_suspended", False),
+        ),
+    )
+
+
+def add_and_sync(rt: Runtime, org: BuiltOrg, **filters: Any) -> services.Registered:
+    registered = services.register_org(rt, registration(org, **filters))
+    result = services.wait_for(rt, registered.request_id, timeout=60)
+    assert result.ok, result
+    return registered
+
+
+def sync(rt: Runtime, org_ref: str) -> services.WaitResult:
+    _, request_id = services.request_sync(rt, org_ref, "test")
+    return services.wait_for(rt, request_id, timeout=60)
+
+
+def stored_accounts(rt: Runtime, org_id: str | None = None) -> set[str]:
+    with rt.sessions() as s:
+        rows = repo.list_clouds(s, org_id=uuid.UUID(org_id) if org_id else None)
+    return {r["account_id"] for r in rows}
+
+
+def clouds_by_account(rt: Runtime) -> dict[str, dict[str, Any]]:
+    with rt.sessions() as s:
+        return {r["account_id"]: r for r in repo.list_clouds(s)}
