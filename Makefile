@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(PACKAGES) tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy $(PACKAGES) bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/sync.py

@@ -9,10 +9,10 @@ incomplete instead of failing the whole walk, so upserts still happen but remova
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -27,7 +27,6 @@ PAGE = 20
 # the codes of ListTagsForResource for an account not (any more) in the organization, and for a refusal
 ACCOUNT_GONE_CODES = frozenset({"AccountNotFoundException", "TargetNotFoundException"})
 TAGS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ class OrganizationsReader:
                     return parent, None
 
             accounts: list[Account] = []
-            for parent, found in pool.map(_with_scope(list_accounts), parents):
+            for parent, found in pool.map(CallScope.bound(list_accounts), parents):
                 for a in found or ():
                     accounts.append(
                         Account(
@@ -128,7 +127,7 @@ class OrganizationsReader:
         level = [r["Id"] for r in roots]
         while level:
             next_level: list[str] = []
-            for parent, children in pool.map(_with_scope(list_units), level):
+            for parent, children in pool.map(CallScope.bound(list_units), level):
                 for ou in children or ():
                     units[ou["Id"]] = OrgUnit(ou["Id"], ou.get("Name") or ou["Id"], parent)
                     next_level.append(ou["Id"])
@@ -168,45 +167,36 @@ class OrganizationsReader:
                 return
 
 
-def _with_scope(fn: Callable[[str], T]) -> Callable[[str], T]:
-    """Count a pool thread's AWS calls in the CallStats of the thread that submitted the work."""
-    stats = CallScope.current()
-
-    def run(parent: str) -> T:
-        if stats is None:
-            return fn(parent)
-        with CallScope.counting(stats):
-            return fn(parent)
-
-    return run
-
-
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         return f"{error_code(exc)}: {error_message(exc)}"
     return type(exc).__name__
 
 
-def read_policies(client: Any) -> tuple[list[Policy], list[Target]]:
-    """Every SCP of the organization with its document and targets (1 + 2 calls per policy, plus pages)."""
+def read_policies(client: Any, *, concurrency: int = 8) -> tuple[list[Policy], list[Target]]:
+    """Every SCP of the organization with its document and targets (1 + 2 calls per policy, plus pages),
+    the policies read concurrently."""
     reader = OrganizationsReader(client)
-    policies: list[Policy] = []
-    targets: list[Target] = []
+
+    def read(summary: dict[str, Any]) -> tuple[Policy, list[Target]]:
+        described = client.describe_policy(PolicyId=summary["Id"])["Policy"]
+        policy = Policy(
+            id=summary["Id"],
+            name=summary.get("Name", summary["Id"]),
+            description=summary.get("Description", "") or "",
+            aws_managed=bool(summary.get("AwsManaged", False)),
+            content=described.get("Content", ""),
+        )
+        targets = [
+            Target(summary["Id"], t["TargetId"], t.get("Type", ""), t.get("Name", "") or "")
+            for t in reader.pages("list_targets_for_policy", "Targets", PolicyId=summary["Id"])
+        ]
+        return policy, targets
+
     try:
         summaries = list(reader.pages("list_policies", "Policies", Filter="SERVICE_CONTROL_POLICY"))
-        for summary in summaries:
-            described = client.describe_policy(PolicyId=summary["Id"])["Policy"]
-            policies.append(
-                Policy(
-                    id=summary["Id"],
-                    name=summary.get("Name", summary["Id"]),
-                    description=summary.get("Description", "") or "",
-                    aws_managed=bool(summary.get("AwsManaged", False)),
-                    content=described.get("Content", ""),
-                )
-            )
-            for t in reader.pages("list_targets_for_policy", "Targets", PolicyId=summary["Id"]):
-                targets.append(Target(summary["Id"], t["TargetId"], t.get("Type", ""), t.get("Name", "") or ""))
+        with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="scps") as pool:
+            read_all = list(pool.map(CallScope.bound(read), summaries))
     except ClientError as exc:
         raise AwsStepFailed("read service control policies", _describe(exc), code=error_code(exc)) from None
-    return policies, targets
+    return [p for p, _ in read_all], [t for _, targets in read_all for t in targets]

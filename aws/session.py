@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -38,6 +38,9 @@ THROTTLE_CODES = frozenset(
     }
 )
 
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 KNOWN_SERVICES = ("organizations", "sts", "iam", "sqs")
 
@@ -139,6 +142,19 @@ class CallScope:
         finally:
             cls._local.stats = previous
 
+    @classmethod
+    def bound(cls, fn: Callable[P, T]) -> Callable[P, T]:
+        """`fn` counting its calls where the calling thread counts now: for work handed to a pool."""
+        stats = cls.current()
+
+        def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            if stats is None:
+                return fn(*args, **kwargs)
+            with cls.counting(stats):
+                return fn(*args, **kwargs)
+
+        return run
+
 
 class AwsGateway:
     """Makes sessions and clients; one per process, built in the composition root."""
@@ -216,9 +232,9 @@ class AwsGateway:
         try:
             return dict(sts.assume_role(**params)["Credentials"])
         except ClientError as exc:
-            code = error_code(exc)
-            message = f"AssumeRole {role.role_arn} refused: {code}: {error_message(exc)}"
-            raise AwsStepFailed(step, message, code=code) from None
+            code, text = error_code(exc), error_message(exc)
+            message = f"AssumeRole {role.role_arn} refused: {code}: {text}"
+            raise AwsStepFailed(step, message, code=code, aws_message=text) from None
         except BotoCoreError as exc:
             raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
 

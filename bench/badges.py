@@ -1,7 +1,7 @@
 """Benchmark auto-badging at volume: tag refresh and badge reconcile through the real pipeline.
 
 A database and a RabbitMQ vhost of its own, a local AWS server with `--accounts` accounts of `--tags`
-tags each, `orgsync worker` processes, and the CLI as a user runs it. After `orgsync org add --wait`
+tags each, `orgsync worker` processes, and the CLI as a user runs it (`stack.Stack`). After `orgsync org add --wait`
 (timed: the first sync and everything it causes, including the first tag refresh and badges):
 
   (a) `orgsync tags refresh --org ORG --wait` with nothing changed in AWS: wall time, AWS requests,
@@ -16,10 +16,9 @@ Rows written are counted from Postgres row versions (xmin/ctid per primary key),
 with the same values counts too; the expected counts are checked and the result printed, never the
 times. Everything the benchmark creates is removed at the end, also on error or Ctrl-C.
 
-    .venv/bin/python bench/badges.py [--accounts 10000] [--tags 10] [--change-share 0.05]
-                                     [--processes 2] [--threads 8] [--latency-ms 0]
+    .venv/bin/python bench/badges.py [--accounts 10000] [--processes 2] [--threads 8] [--latency-ms 0]
                                      [--rate-limits organizations=2000,sts=2000,iam=200,*=2000]
-                                     [--seed 7] [--timeout 3600] [--json]
+                                     [--seed 7] [--timeout 3600] [--json] [--tags 10] [--change-share 0.05]
 
 ORGSYNC_* settings in the environment reach the workers and the CLI; `--rate-limits` sets
 ORGSYNC_AWS_RATE_LIMITS for them. `--timeout` bounds every wait (the CLI's `--wait` included).
@@ -27,97 +26,59 @@ ORGSYNC_AWS_RATE_LIMITS for them. `--timeout` bounds every wait (the CLI's `--wa
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
 import random
 import re
 import sys
-import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from psycopg import sql
 
-from harness import (
+import harness
+from domain import events
+from measure import (
+    ASSUME_ROLE,
     BOOKKEEPING,
-    HIGH_RATE_LIMITS,
-    MEMBER_EXTERNAL_ID,
     WATCHED,
-    BenchError,
-    ProcessSampler,
-    add_args,
-    add_failure_notes,
-    bench_main,
-    child_env,
     cloud_statuses,
     connect,
     correlation_timeline,
-    load_settings,
-    log,
     log_records,
-    mib,
-    org_id_of,
-    per_second,
-    public_settings,
-    request_id_of,
     row_versions,
-    run_cli,
-    scratch_database,
-    scratch_vhost,
-    seconds,
     server_count,
     server_totals,
-    service_pid,
-    source_diff_digest,
-    source_version,
-    start_local_aws,
-    start_workers,
     table_keys,
-    upgrade_database,
     version_diff,
     wait_outbox_drained,
 )
-from localaws import LocalAwsServer
+from report import Table, cpu_share, peak_rss, per_second, row_changes, seconds, source
+from stack import BenchError, Deployment, Stack, log, printed
+from workers.routes import ROUTES
 
-TAGS_QUEUE = "tags"
-SAMPLE_INTERVAL_S = 0.2
 LIST_TAGS = "organizations:ListTagsForResource"
-ASSUME_ROLE = "sts:AssumeRole"
 ROWS_WRITTEN = re.compile(r"(\d+) rows written")
 CHANGED_KEY = "cost-center"  # the tag changed in (b) when the account has it (every account with >= 3 tags)
+TAG_REFRESH_ACTOR = ROUTES[events.TagRefreshDue].actor_name
+BADGE_RECONCILE_ACTOR = ROUTES[events.BadgeReconcileDue].actor_name
 
 
-@dataclass
-class Options:
-    accounts: int
+@dataclass(frozen=True)
+class Options(harness.CommonOptions):
+    processes: int
     tags: int
     change_share: float
-    processes: int
-    threads: int
-    latency_ms: float
-    rate_limits: str
-    seed: int
-    timeout: float
-    as_json: bool
 
 
 @dataclass
 class Context:
     opts: Options
-    env: dict[str, str]
-    url: str
-    aws: LocalAwsServer
-    sampler: ProcessSampler
+    stack: Stack
+    dep: Deployment
     keys: dict[str, sql.Composable]
-    worker_log: Path
-    org_id: str = ""
 
 
 # -- measurements --------------------------------------------------------------------------------
@@ -150,35 +111,27 @@ def delete_tag_badges(url: str, org_id: str) -> int:
         return int(cursor.rowcount)
 
 
-def usage_of(sampler: ProcessSampler, phase: str) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for label in WATCHED:
-        usage = sampler.phase_usage(label, phase)
-        if usage is not None:
-            result[label] = usage.to_json()
-    return result
-
-
 def measure(ctx: Context, label: str, args: list[str], expected: dict[str, int]) -> dict[str, Any]:
     """Run one CLI command that requests work and waits; wall time, AWS requests, messages, rows written.
 
     `expected`: rows written per table ({"resource_tags": n, "badges": n}); every other inventory table
     must stay untouched.
     """
-    before = row_versions(ctx.url, ctx.keys)
-    ctx.aws.reset_stats()
-    ctx.sampler.set_phase(label)
+    url, aws, sampler = ctx.dep.database_url, ctx.stack.aws, ctx.stack.sampler
+    before = row_versions(url, ctx.keys)
+    aws.reset_stats()
+    sampler.set_phase(label)
     log(f"{label}: orgsync {' '.join(args[:2])} …")
-    cli = run_cli(ctx.env, *args, timeout=ctx.opts.timeout + 60, sampler=ctx.sampler)
-    ctx.sampler.set_phase(f"after {label}")
-    stats = ctx.aws.stats()
-    unsent = wait_outbox_drained(ctx.url, timeout=ctx.opts.timeout)
+    cli = ctx.dep.cli(*args, timeout=ctx.opts.timeout + 60)
+    sampler.set_phase(f"after {label}")
+    stats = aws.stats()
+    unsent = wait_outbox_drained(url, timeout=ctx.opts.timeout)
     if unsent:
         log(f"{label}: {unsent} outbox rows still unsent")
-    after = row_versions(ctx.url, ctx.keys)
+    after = row_versions(url, ctx.keys)
     changes = version_diff(before, after)
-    request_id = request_id_of(cli)
-    timeline = correlation_timeline(ctx.url, request_id)
+    request_id = printed(cli, "request_id")
+    timeline = correlation_timeline(url, request_id)
     actors = timeline["actors"]
     written = {
         table: c["inserted"] + c["updated"] + c["deleted"] for table, c in changes.items() if table not in BOOKKEEPING
@@ -190,7 +143,7 @@ def measure(ctx: Context, label: str, args: list[str], expected: dict[str, int])
     # the handlers log each chunk / reconcile once committed, with the rows it wrote
     handled = [
         rec
-        for rec in log_records(ctx.worker_log, request_id)
+        for rec in log_records(ctx.dep.worker_log, request_id)
         if isinstance(rec.get("ts"), float) and ROWS_WRITTEN.search(str(rec.get("message", "")))
     ]
     work_end = max((rec["ts"] for rec in handled), default=None)
@@ -220,22 +173,21 @@ def measure(ctx: Context, label: str, args: list[str], expected: dict[str, int])
         "rows_as_expected": not unexpected and not mismatched,
         "unexpected_rows": unexpected,
         "mismatched_rows": mismatched,
-        "usage": usage_of(ctx.sampler, label),
+        "usage": sampler.phase_report(label),
     }
 
 
 # -- changing tags in the local AWS --------------------------------------------------------------
 
 
-def change_tags(aws: LocalAwsServer, share: float, seed: int) -> dict[str, Any]:
+def change_tags(stack: Stack, share: float, seed: int) -> dict[str, Any]:
     """Change one tag of `share` of the org's accounts through the local AWS's own API (plain boto3).
 
     The tag is `cost-center` when the account has it, else its first tag, else a new `bench-changed`
     tag; the new value differs from the old. Returns what was changed and how long it took.
     """
-    org = aws.org
-    assert org is not None
-    accounts = sorted(org.accounts, key=lambda a: a.account_id)
+    aws = stack.aws
+    accounts = sorted(stack.org.accounts, key=lambda a: a.account_id)
     rng = random.Random(f"orgsync-bench-badges:{seed}")
     chosen = sorted(rng.sample(accounts, round(len(accounts) * share)), key=lambda a: a.account_id)
     env = aws.env()
@@ -279,149 +231,76 @@ def change_tags(aws: LocalAwsServer, share: float, seed: int) -> dict[str, Any]:
 
 
 def run_bench(opts: Options) -> dict[str, Any]:
-    suffix = uuid.uuid4().hex[:10]
-    settings = load_settings({"ORGSYNC_AWS_RATE_LIMITS": opts.rate_limits})
-    setup: dict[str, Any] = {}
-    with contextlib.ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orgsync-bench-")))
-        worker_log = workdir / "worker.log"
-        aws: LocalAwsServer | None = None
-        try:
-            database_url = stack.enter_context(scratch_database(f"orgsync_bench_{suffix}"))
-            amqp_url = stack.enter_context(scratch_vhost(f"orgsync-bench-{suffix}"))
-            log(f"database orgsync_bench_{suffix} and vhost orgsync-bench-{suffix} created")
-            log(f"starting the local AWS with {opts.accounts} accounts x {opts.tags} tags …")
-            aws, setup["local_aws_start_s"] = start_local_aws(
-                stack,
-                accounts=opts.accounts,
-                tags_per_account=opts.tags,
-                seed=opts.seed,
-                latency_ms=opts.latency_ms,
-                member_external_id=MEMBER_EXTERNAL_ID,
-                startup_timeout=max(120.0, opts.timeout),
-            )
-            org = aws.org
-            assert org is not None and aws.pid is not None
-            log(f"local AWS up with {len(org.accounts)} accounts in {setup['local_aws_start_s']:.1f}s")
-
-            env = child_env(dict(os.environ), aws, database_url, amqp_url, workdir / "data", opts.timeout)
-            env["ORGSYNC_AWS_RATE_LIMITS"] = opts.rate_limits
-            setup["db_upgrade_s"] = upgrade_database(env)
-            sampler = stack.enter_context(ProcessSampler(interval=SAMPLE_INTERVAL_S, system=True))
-            sampler.watch("local_aws", aws.pid, tree=True)
-            sampler.watch("bench", os.getpid(), tree=False)
-            for label, name in (("postgres", "postgres"), ("rabbitmq", "beam.smp")):
-                pid = service_pid(name)
-                if pid is not None:
-                    sampler.watch(label, pid, tree=True)
-            workers, setup["workers_ready_s"] = start_workers(
-                stack,
-                env,
-                amqp_url,
-                processes=opts.processes,
-                threads=opts.threads,
-                log_path=worker_log,
-                queue=TAGS_QUEUE,
-                sampler=sampler,
-                detail=True,
-            )
-            log(f"{opts.processes} worker processes consuming after {setup['workers_ready_s']:.1f}s")
-            sampler.set_phase("idle")
-            time.sleep(1.0)
-
-            ctx = Context(opts, env, database_url, aws, sampler, table_keys(database_url), worker_log)
-            aws.reset_stats()
-            sampler.set_phase("org add")
-            log(f"org add --wait of {len(org.accounts)} accounts …")
-            added = run_cli(
-                env,
-                *add_args(org.management_role_arn, org.member_role_name),
-                stdin=MEMBER_EXTERNAL_ID + "\n",
-                timeout=opts.timeout + 60,
-                sampler=sampler,
-            )
-            sampler.set_phase("after org add")
-            ctx.org_id = org_id_of(added)
-            add_stats = server_totals(aws.stats())
-            unsent = wait_outbox_drained(database_url, timeout=opts.timeout)
-            if unsent:
-                raise BenchError(f"{unsent} outbox rows still unsent after org add")
-            add_timeline = correlation_timeline(database_url, request_id_of(added))
-            setup["org_add"] = {
+    stack = harness.stack_for(opts, tags_per_account=opts.tags, machine=True)
+    with stack, stack.deployment(opts.processes, opts.threads) as dep:
+        aws, sampler, org = stack.aws, stack.sampler, stack.org
+        ctx = Context(opts, stack, dep, table_keys(dep.database_url))
+        aws.reset_stats()
+        sampler.set_phase("org add")
+        log(f"org add --wait of {len(org.accounts)} accounts …")
+        added = dep.add_org(timeout=opts.timeout + 60)
+        sampler.set_phase("after org add")
+        org_id = printed(added, "id")
+        add_stats = server_totals(aws.stats())
+        unsent = wait_outbox_drained(dep.database_url, timeout=opts.timeout)
+        if unsent:
+            raise BenchError(f"{unsent} outbox rows still unsent after org add")
+        add_timeline = correlation_timeline(dep.database_url, printed(added, "request_id"))
+        setup: dict[str, Any] = {
+            **stack.setup,
+            **dep.setup,
+            "org_add": {
                 "wall_s": round(added.seconds, 3),
                 "aws_requests": add_stats["requests"],
                 "aws_calls": add_stats["calls"],
                 "messages": {a: v["messages"] for a, v in add_timeline["actors"].items()},
                 "messages_failed": sum(v["failed"] for v in add_timeline["actors"].values()),
-                "usage": usage_of(sampler, "org add"),
-            }
-            stored = badge_counts(database_url, ctx.org_id)
-            setup["stored_after_org_add"] = stored
-            setup["cloud_statuses"] = cloud_statuses(database_url, ctx.org_id)
-            log(f"org add --wait took {added.seconds:.1f}s; stored {stored}")
+                "usage": sampler.phase_report("org add"),
+            },
+        }
+        stored = badge_counts(dep.database_url, org_id)
+        setup["stored_after_org_add"] = stored
+        setup["cloud_statuses"] = cloud_statuses(dep.database_url, org_id)
+        log(f"org add --wait took {added.seconds:.1f}s; stored {stored}")
 
-            refresh = ["tags", "refresh", "--org", ctx.org_id, "--wait", "--json"]
-            reconcile = ["badges", "reconcile", "--org", ctx.org_id, "--wait", "--json"]
-            steps: dict[str, Any] = {}
-            steps["a_refresh_unchanged"] = measure(
-                ctx, "(a) tags refresh, nothing changed", refresh, {"resource_tags": 0, "badges": 0}
-            )
-            changed = change_tags(aws, opts.change_share, opts.seed)
-            log(f"changed one tag of {changed['accounts']} accounts in the local AWS in {changed['seconds']:.1f}s")
-            steps["b_refresh_changed"] = measure(
-                ctx,
-                f"(b) tags refresh, {opts.change_share:.0%} changed",
-                refresh,
-                {"resource_tags": changed["accounts"], "badges": changed["accounts"]},
-            )
-            steps["b_refresh_changed"]["changed_in_aws"] = changed
-            steps["c1_reconcile_unchanged"] = measure(
-                ctx, "(c1) badges reconcile, nothing to do", reconcile, {"resource_tags": 0, "badges": 0}
-            )
-            deleted = delete_tag_badges(database_url, ctx.org_id)
-            log(f"deleted {deleted} non-system badges in SQL")
-            steps["c2_reconcile_after_delete"] = measure(
-                ctx,
-                "(c2) badges reconcile after deleting tag badges",
-                reconcile,
-                {"resource_tags": 0, "badges": deleted},
-            )
-            steps["c2_reconcile_after_delete"]["badges_deleted_in_sql"] = deleted
-            sampler.set_phase("end")
-            final = badge_counts(database_url, ctx.org_id)
-            if workers.poll() is not None:
-                raise BenchError(f"the workers exited with {workers.returncode} during the run")
-            return {
-                "config": {
-                    "accounts": opts.accounts,
-                    "clouds": len(org.accounts),
-                    "tags_per_account": opts.tags,
-                    "change_share": opts.change_share,
-                    "processes": opts.processes,
-                    "threads": opts.threads,
-                    "latency_ms": opts.latency_ms,
-                    "aws_rate_limits": opts.rate_limits,
-                    "seed": opts.seed,
-                    "cpus": os.cpu_count(),
-                    "source": source_version(),
-                    "source_diff": source_diff_digest(),
-                    "settings": public_settings(settings),
-                },
-                "setup": setup,
-                "steps": steps,
-                "stored_at_end": final,
-                "processes": sampler.report(),
-            }
-        except BaseException as exc:
-            add_failure_notes(exc, worker_log, aws)
-            raise
+        refresh = ["tags", "refresh", "--org", org_id, "--wait", "--json"]
+        reconcile = ["badges", "reconcile", "--org", org_id, "--wait", "--json"]
+        steps: dict[str, Any] = {}
+        steps["a_refresh_unchanged"] = measure(
+            ctx, "(a) tags refresh, nothing changed", refresh, {"resource_tags": 0, "badges": 0}
+        )
+        changed = change_tags(stack, opts.change_share, opts.seed)
+        log(f"changed one tag of {changed['accounts']} accounts in the local AWS in {changed['seconds']:.1f}s")
+        steps["b_refresh_changed"] = measure(
+            ctx,
+            f"(b) tags refresh, {opts.change_share:.0%} changed",
+            refresh,
+            {"resource_tags": changed["accounts"], "badges": changed["accounts"]},
+        )
+        steps["b_refresh_changed"]["changed_in_aws"] = changed
+        steps["c1_reconcile_unchanged"] = measure(
+            ctx, "(c1) badges reconcile, nothing to do", reconcile, {"resource_tags": 0, "badges": 0}
+        )
+        deleted = delete_tag_badges(dep.database_url, org_id)
+        log(f"deleted {deleted} non-system badges in SQL")
+        steps["c2_reconcile_after_delete"] = measure(
+            ctx,
+            "(c2) badges reconcile after deleting tag badges",
+            reconcile,
+            {"resource_tags": 0, "badges": deleted},
+        )
+        steps["c2_reconcile_after_delete"]["badges_deleted_in_sql"] = deleted
+        sampler.set_phase("end")
+        return {
+            "config": harness.config(opts, stack),
+            "setup": setup,
+            "steps": steps,
+            "stored_at_end": badge_counts(dep.database_url, org_id),
+            "processes": sampler.report(),
+        }
 
 
 # -- the report ----------------------------------------------------------------------------------
-
-
-def changes(c: dict[str, int] | None) -> str:
-    return "-" if c is None else f"+{c['inserted']} ~{c['updated']} -{c['deleted']}"
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -431,10 +310,9 @@ def format_report(r: dict[str, Any]) -> str:
     width = 24
     lines = [
         f"orgsync tags & badges benchmark: {c['clouds']} clouds ({c['accounts']} member accounts + management) "
-        f"x {c['tags_per_account']} tags",
+        f"x {c['tags']} tags",
         f"  {c['processes']} worker processes x {c['threads']} threads on {c['cpus']} CPUs; local AWS latency "
-        f"{c['latency_ms']:g} ms; ORGSYNC_AWS_RATE_LIMITS={c['aws_rate_limits']}; source {c['source']}"
-        + (f" (uncommitted src diff {c['source_diff']})" if c["source_diff"] else ""),
+        f"{c['latency_ms']:g} ms; ORGSYNC_AWS_RATE_LIMITS={c['aws_rate_limits']}; {source(c)}",
         f"  setup: local AWS {setup['local_aws_start_s']:.1f}s, db upgrade {setup['db_upgrade_s']:.1f}s, "
         f"workers ready {setup['workers_ready_s']:.1f}s",
         f"  org add --wait: {seconds(add['wall_s'])} ({add['aws_requests']} AWS requests; messages "
@@ -458,11 +336,12 @@ def format_report(r: dict[str, Any]) -> str:
         "nothing to do",
         f"{c2['badges_deleted_in_sql']} badges deleted",
     ]
-    lines.append(f"  {'':40}" + "".join(f"{title:>{width}}" for _, title in columns))
-    lines.append(f"  {'':40}" + "".join(f"{sub:>{width}}" for sub in subtitles))
+    grid = Table(lines, 40, width)
+    grid.row("", [title for _, title in columns])
+    grid.row("", subtitles)
 
     def row(label: str, get: Any) -> None:
-        lines.append(f"  {label:40}" + "".join(f"{get(steps[key])!s:>{width}}" for key, _ in columns))
+        grid.row(label, [get(steps[key]) for key, _ in columns])
 
     row("wall time, CLI end to end", lambda s: seconds(s["wall_s"]))
     row("  request written -> last handler done", lambda s: seconds(s["work_s"]))
@@ -472,11 +351,11 @@ def format_report(r: dict[str, Any]) -> str:
     row("sts:AssumeRole (server)", lambda s: s["aws"]["assume_role"])
     row("all AWS requests (server)", lambda s: s["aws"]["requests"])
     row("AWS requests per account", lambda s: round(s["aws"]["requests"] / c["clouds"], 3))
-    row("messages tag_refresh_due", lambda s: s["messages"].get("tag_refresh_due", {}).get("messages", 0))
-    row("messages badge_reconcile_due", lambda s: s["messages"].get("badge_reconcile_due", {}).get("messages", 0))
+    for actor in (TAG_REFRESH_ACTOR, BADGE_RECONCILE_ACTOR):
+        row(f"messages {actor}", lambda s, actor=actor: s["messages"].get(actor, {}).get("messages", 0))
     row("messages failed", lambda s: s["messages_failed"])
-    row("resource_tags written (+ins ~upd -del)", lambda s: changes(s["row_changes"].get("resource_tags")))
-    row("badges written (+ins ~upd -del)", lambda s: changes(s["row_changes"].get("badges")))
+    row("resource_tags written (+ins ~upd -del)", lambda s: row_changes(s["row_changes"].get("resource_tags")))
+    row("badges written (+ins ~upd -del)", lambda s: row_changes(s["row_changes"].get("badges")))
     row(
         "expected rows (resource_tags / badges)",
         lambda s: f"{s['expected_rows']['resource_tags']} / {s['expected_rows']['badges']}",
@@ -487,22 +366,10 @@ def format_report(r: dict[str, Any]) -> str:
         lambda s: sum(n for t, n in s["rows_written"].items() if t not in ("resource_tags", "badges")),
     )
     row("rows as expected", lambda s: "yes" if s["rows_as_expected"] else "NO")
-    row(
-        "peak RSS, worker tree (sum / largest)",
-        lambda s: (
-            f"{mib(s['usage']['workers']['peak_sum_bytes'])} / {mib(s['usage']['workers']['peak_max_bytes'])}"
-            if "workers" in s["usage"]
-            else "-"
-        ),
-    )
+    row("peak RSS, worker tree (sum / largest)", lambda s: peak_rss(s["usage"]))
     lines.append("  CPU seconds in the command (share of its wall time)")
     for label, title in WATCHED.items():
-
-        def cpu(s: dict[str, Any], label: str = label) -> str:
-            u = s["usage"].get(label)
-            return "-" if not u else f"{u['cpu_s']:.1f} s ({100 * u['cpu_s'] / s['wall_s']:.0f}%)"
-
-        row(f"  {title}", cpu)
+        row(f"  {title}", lambda s, label=label: cpu_share(s["usage"], label, s["wall_s"]))
     lines.append(f"  (capacity: {c['cpus']} CPUs = {100 * c['cpus']}% of the wall time)")
     bad = [title for key, title in columns if not steps[key]["rows_as_expected"]]
     for key, title in columns:
@@ -522,39 +389,23 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=10_000, help="member accounts in the generated org (10000)")
+    parser = harness.parser(
+        __doc__,
+        accounts=10_000,
+        processes=2,
+        latency_ms=0.0,
+        rate_limits=harness.HIGH_RATE_LIMITS,
+        timeout=3600.0,
+    )
     parser.add_argument("--tags", type=int, default=10, help="tags per account (10)")
     parser.add_argument("--change-share", type=float, default=0.05, help="share of accounts whose tags change (0.05)")
-    parser.add_argument("--processes", type=int, default=2, help="worker processes (2)")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process (8)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="local AWS latency per request (0)")
-    parser.add_argument("--rate-limits", default=HIGH_RATE_LIMITS, help="ORGSYNC_AWS_RATE_LIMITS for the workers")
-    parser.add_argument("--seed", type=int, default=7, help="org generator and change seed (7)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="bound on each wait, seconds (3600)")
-    parser.add_argument("--json", dest="as_json", action="store_true", help="print one JSON document")
-    ns = parser.parse_args(argv)
-    if ns.accounts < 1 or ns.tags < 0 or ns.processes < 1 or ns.threads < 1:
-        parser.error("--accounts, --processes and --threads must be positive, --tags at least 0")
-    if not 0.0 < ns.change_share <= 1.0:
+    opts = harness.parse(parser, argv, Options)
+    if opts.tags < 0:
+        parser.error("--tags must be at least 0")
+    if not 0.0 < opts.change_share <= 1.0:
         parser.error("--change-share must be within (0, 1]")
-    return Options(
-        ns.accounts,
-        ns.tags,
-        ns.change_share,
-        ns.processes,
-        ns.threads,
-        ns.latency_ms,
-        ns.rate_limits,
-        ns.seed,
-        ns.timeout,
-        ns.as_json,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    return bench_main(parse_args(argv), run_bench, format_report)
+    return opts
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(parse_args(), run_bench, format_report))

@@ -1,874 +1,144 @@
-"""What orgsync's benchmarks share: scratch resources, the processes under test, and the measurements.
+"""How every benchmark is run: the flags they share, one parser builder, and `main`.
 
-- a Postgres database and a RabbitMQ vhost of their own (`scratch_database`, `scratch_vhost`), both
-  removed at the end, also on error or Ctrl-C;
-- the local AWS server (`start_local_aws`), `orgsync db upgrade`, `orgsync worker` processes in a
-  session of their own (`start_workers`, stopped with SIGTERM to the group), the CLI (`run_cli`);
-- `ProcessSampler`: peak RSS and CPU seconds of labelled process trees per phase (per process with
-  `detail`, the whole machine's busy CPU time with `system=True`);
-- Postgres row versions (`table_keys`, `row_versions`, `version_diff`: xmin/ctid per primary key, so
-  a row rewritten with the same values still counts) and the tuple counters (`tuple_stats`);
-- the local AWS server's own request counts (`server_count`, `server_totals`);
-- `bench_main`: argument parsing, SIGTERM as Ctrl-C, errors with the worker log's tail, text or JSON.
-
-Environment: ORGSYNC_BENCH_PG_URL (an admin URL, default postgresql://postgres@127.0.0.1:5432/postgres)
-and ORGSYNC_BENCH_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672; `rabbitmqctl` must be on PATH).
+The same thing has the same flag in every benchmark: --accounts, --processes, --threads, --latency-ms,
+--rate-limits, --seed, --timeout, --json (and --throttle-rate where the local AWS throttles); only
+the defaults differ. A benchmark adds its own flags to `parser()`, declares its options as a
+dataclass extending `CommonOptions` with one field per flag, and calls `main` with its run and text
+functions.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
+import argparse
+import dataclasses
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-import pika
-import pika.exceptions
-import psutil
 import psycopg
-from psycopg import sql
 
-from localaws import LocalAwsError, LocalAwsServer
-from orgsync.settings import Settings
-from storage.vault import generate_key
+import report
+from localaws import LocalAwsError
+from stack import BenchError, Stack, log
 
-ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
-PG_ADMIN_URL = os.environ.get("ORGSYNC_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_BASE = os.environ.get("ORGSYNC_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
-MEMBER_EXTERNAL_ID = "bench-member-external-id"
 # high enough that latency and concurrency, not the client-side limiter, bound the benchmarks
 HIGH_RATE_LIMITS = "organizations=2000,sts=2000,iam=200,*=2000"
-# tables that record the work rather than the inventory (not part of sync_runs.rows_written)
-BOOKKEEPING = ("organizations", "sync_runs", "outbox", "processed_messages")
-SECRET_SETTINGS = {"database_url", "broker_url", "encryption_keys", "encryption_keys_file", "data_dir"}
-STATS_IDLE_FLUSH_S = 11.0  # Postgres backends flush table statistics within ~10 s of going idle
 
 
-class BenchError(RuntimeError):
-    """A step of the benchmark failed; the message says which."""
-
-
-def log(message: str) -> None:
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
-
-
-def epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-# -- resources -----------------------------------------------------------------------------------
-
-
-def db_url(name: str) -> str:
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    return f"{base}/{name}"
-
-
-def admin_sql(statement: sql.Composed) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(statement)
-
-
-@contextlib.contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """A new, empty database; dropped (with its connections) at the end."""
-    admin_sql(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield db_url(name)
-    finally:
-        try:
-            admin_sql(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        except psycopg.Error as exc:
-            log(f"could not drop database {name}: {exc}")
-
-
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-@contextlib.contextmanager
-def scratch_vhost(name: str) -> Iterator[str]:
-    """A new RabbitMQ vhost with full rights for guest; deleted at the end. Yields its amqp:// URL."""
-    if shutil.which("rabbitmqctl") is None:
-        raise BenchError("rabbitmqctl is not on PATH (needed to create a vhost)")
-    created = rabbitmqctl("add_vhost", name)
-    if created.returncode != 0:
-        raise BenchError(f"rabbitmqctl add_vhost {name}: {created.stderr.strip() or created.stdout.strip()}")
-    try:
-        granted = rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        if granted.returncode != 0:
-            raise BenchError(f"rabbitmqctl set_permissions: {granted.stderr.strip()}")
-        yield f"{AMQP_BASE}/{name}"
-    finally:
-        deleted = rabbitmqctl("delete_vhost", name)
-        if deleted.returncode != 0:
-            log(f"could not delete vhost {name}: {deleted.stderr.strip()}")
-
-
-@contextlib.contextmanager
-def worker_processes(
-    env: dict[str, str], processes: int, threads: int, log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`orgsync worker` in a session of its own; SIGTERM to the whole group at the end."""
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [ORGSYNC, "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            stop_group(proc, timeout=30)
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log("workers did not stop after SIGTERM; killing them")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def wait_for_consumers(amqp_url: str, queue: str, count: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Until `queue` has `count` consumers (the worker processes are up); fails if the workers exit."""
-    deadline = time.monotonic() + timeout
-    params = pika.URLParameters(amqp_url)
-    params.connection_attempts = 1
-    params.socket_timeout = 5
-    consumers = 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"`orgsync worker` exited with {proc.returncode} while starting")
-        try:
-            connection = pika.BlockingConnection(params)
-            try:
-                declared = connection.channel().queue_declare(queue=queue, passive=True)
-                consumers = declared.method.consumer_count
-            finally:
-                with contextlib.suppress(Exception):
-                    connection.close()
-        except (pika.exceptions.ChannelClosedByBroker, pika.exceptions.AMQPError):
-            consumers = 0
-        if consumers >= count:
-            return
-        time.sleep(0.25)
-    raise BenchError(f"queue {queue} had {consumers} consumers after {timeout:.0f}s, expected {count}")
-
-
-# -- memory and CPU ------------------------------------------------------------------------------
-
-
-@dataclass
-class ProcessUsage:
-    """One process of a watched tree within one phase."""
-
-    name: str
-    peak_rss_bytes: int = 0
-    cpu_first: float = 0.0
-    cpu_last: float = 0.0
-
-    @property
-    def cpu_s(self) -> float:
-        return max(0.0, self.cpu_last - self.cpu_first)
-
-
-@dataclass
-class Usage:
-    """One phase of one process tree: peak RSS (sum at one instant, largest process) and CPU seconds.
-
-    CPU time is counted per process, from its first sample in the phase (from zero when it started
-    during the phase) to its last, so processes that come and go (Postgres backends, the CLI) count.
-    """
-
-    peak_sum_bytes: int = 0
-    peak_max_bytes: int = 0
-    processes: int = 0
-    samples: int = 0
-    detail: bool = False
-    per_process: dict[int, ProcessUsage] = field(default_factory=dict)
-
-    @property
-    def cpu_s(self) -> float:
-        return sum(p.cpu_s for p in self.per_process.values())
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "peak_sum_bytes": self.peak_sum_bytes,
-            "peak_max_bytes": self.peak_max_bytes,
-            "processes": self.processes,
-            "samples": self.samples,
-            "cpu_s": round(self.cpu_s, 2),
-        }
-        if self.detail:
-            data["per_process"] = [
-                {"pid": pid, "name": p.name, "peak_rss_bytes": p.peak_rss_bytes, "cpu_s": round(p.cpu_s, 2)}
-                for pid, p in sorted(self.per_process.items())
-            ]
-        return data
-
-
-def process_name(proc: psutil.Process) -> str:
-    """A short label: the executable's name and the first arguments that say what it is."""
-    try:
-        cmdline = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return "?"
-    if not cmdline:
-        return str(proc.name())
-    words = [Path(cmdline[0]).name] + [w for w in cmdline[1:4] if not w.startswith("/")]
-    return " ".join(words)[:60]
-
-
-def service_pid(name: str) -> int | None:
-    """The root process of a local service (`postgres`, `beam.smp`): the one whose parent has another name."""
-    for proc in psutil.process_iter(["name", "ppid"]):
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            if proc.info["name"] != name:
-                continue
-            parent = psutil.Process(proc.info["ppid"]) if proc.info["ppid"] else None
-            if parent is None or parent.name() != name:
-                return int(proc.pid)
-    return None
-
-
-SYSTEM = "system"  # the label of the whole machine's CPU time (every process, also other users')
-CPU_WAIT = "cpu_wait"  # the label of the time some runnable task waited for a CPU (Linux PSI), when known
-
-# the process groups the benchmarks report, with their labels
-WATCHED = {
-    "workers": "orgsync worker tree",
-    "local_aws": "local AWS server",
-    "postgres": "Postgres (all databases)",
-    "rabbitmq": "RabbitMQ",
-    "cli": "orgsync CLI",
-    "bench": "this benchmark (sampling)",
-    SYSTEM: "whole machine",
-    CPU_WAIT: "some task waiting for a CPU (PSI)",
-}
-PSI_CPU = Path("/proc/pressure/cpu")
-
-
-def cpu_pressure_s() -> float | None:
-    """Seconds some runnable task had to wait for a CPU since boot (`some total` of /proc/pressure/cpu)."""
-    try:
-        for line in PSI_CPU.read_text().splitlines():
-            if line.startswith("some "):
-                fields = dict(part.split("=", 1) for part in line.split()[1:])
-                return int(fields["total"]) / 1e6
-    except (OSError, ValueError, KeyError):
-        return None
-    return None
-
-
-class ProcessSampler:
-    """Samples RSS and CPU time of labelled process trees every `interval` seconds, per phase.
-
-    With `system=True` it also records the CPU seconds the whole machine was busy (label "system"),
-    which shows how much of the CPUs other processes (or other users) took in a phase, and the seconds
-    some runnable task waited for a CPU (label "cpu_wait", Linux pressure stall information).
-    """
-
-    def __init__(self, interval: float = 0.05, *, system: bool = False) -> None:
-        self.interval = interval
-        self.phase = "startup"
-        self.phase_started = time.time()
-        self.system = system
-        self.usage: dict[str, dict[str, Usage]] = {}
-        self._targets: dict[str, tuple[psutil.Process, bool, bool]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def __enter__(self) -> ProcessSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def watch(self, label: str, pid: int, *, tree: bool, detail: bool = False) -> None:
-        """Sample `pid` (and its descendants when `tree`); `detail` reports CPU and RSS per process too."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            with self._lock:
-                self._targets[label] = (psutil.Process(pid), tree, detail)
-            self.sample()
-
-    def unwatch(self, label: str) -> None:
-        self.sample()
-        with self._lock:
-            self._targets.pop(label, None)
-
-    def set_phase(self, phase: str) -> None:
-        self.sample()
-        with self._lock:
-            self.phase = phase
-            self.phase_started = time.time()
-        self.sample()
-
-    def _record(self, label: str, phase: str, started: float, seen: list[tuple[int, str, float, int, float]]) -> None:
-        """Fold one sample of a tree, [(pid, name, create_time, rss, cpu)], into the phase's usage."""
-        with self._lock:
-            usage = self.usage.setdefault(label, {}).setdefault(phase, Usage())
-            usage.samples += 1
-            sizes = [rss for _, _, _, rss, _ in seen if rss]
-            if sizes:
-                usage.peak_sum_bytes = max(usage.peak_sum_bytes, sum(sizes))
-                usage.peak_max_bytes = max(usage.peak_max_bytes, max(sizes))
-                usage.processes = max(usage.processes, len(sizes))
-            for pid, name, created, rss, cpu in seen:
-                p = usage.per_process.get(pid)
-                if p is None:
-                    # a process started during the phase spent all its CPU time in it
-                    first = 0.0 if created > started else cpu
-                    p = usage.per_process[pid] = ProcessUsage(name, cpu_first=first, cpu_last=cpu)
-                p.name = name or p.name  # the latest: `orgsync worker` execs dramatiq
-                p.peak_rss_bytes = max(p.peak_rss_bytes, rss)
-                p.cpu_last = max(p.cpu_last, cpu)
-
-    def sample(self) -> None:
-        with self._lock:
-            targets = dict(self._targets)
-            phase, started = self.phase, self.phase_started
-        if self.system:
-            times = psutil.cpu_times()
-            busy = times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0)
-            busy += getattr(times, "softirq", 0.0) + getattr(times, "steal", 0.0)
-            self._record(SYSTEM, phase, started, [(0, "all CPUs", 0.0, 0, busy)])
-            waited = cpu_pressure_s()
-            if waited is not None:
-                self._record(CPU_WAIT, phase, started, [(0, "cpu pressure", 0.0, 0, waited)])
-        for label, (root, tree, detail) in targets.items():
-            seen: list[tuple[int, str, float, int, float]] = []
-            procs = [root]
-            if tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    procs += root.children(recursive=True)
-            for proc in procs:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied), proc.oneshot():
-                    times = proc.cpu_times()
-                    name = process_name(proc) if detail else ""
-                    seen.append((proc.pid, name, proc.create_time(), proc.memory_info().rss, times.user + times.system))
-            if seen:
-                self._record(label, phase, started, seen)
-                if detail:
-                    with self._lock:
-                        self.usage[label][phase].detail = True
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def phase_usage(self, label: str, phase: str) -> Usage | None:
-        with self._lock:
-            return self.usage.get(label, {}).get(phase)
-
-    def report(self) -> dict[str, dict[str, dict[str, Any]]]:
-        with self._lock:
-            result: dict[str, dict[str, dict[str, Any]]] = {}
-            for label, phases in self.usage.items():
-                result[label] = {phase: usage.to_json() for phase, usage in phases.items()}
-                result[label]["overall"] = {
-                    "peak_sum_bytes": max(u.peak_sum_bytes for u in phases.values()),
-                    "peak_max_bytes": max(u.peak_max_bytes for u in phases.values()),
-                    "processes": max(u.processes for u in phases.values()),
-                    "samples": sum(u.samples for u in phases.values()),
-                    "cpu_s": round(sum(u.cpu_s for u in phases.values()), 2),
-                }
-            return result
-
-
-# -- the CLI -------------------------------------------------------------------------------------
-
-
-@dataclass
-class CliRun:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-    started_at: float  # wall clock (time.time())
-    finished_at: float
-
-
-def run_cli(
-    env: dict[str, str],
-    *args: str,
-    timeout: float,
-    stdin: str | None = None,
-    sampler: ProcessSampler | None = None,
-) -> CliRun:
-    """Run `orgsync ARGS` to completion (killed after `timeout`); raises BenchError if it fails."""
-    started_at = time.time()
-    clock = time.monotonic()
-    proc = subprocess.Popen(
-        [ORGSYNC, *args],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if sampler is not None:
-        sampler.watch("cli", proc.pid, tree=False)
-    try:
-        stdout, stderr = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"`orgsync {' '.join(args[:2])}` did not finish within {timeout:.0f}s") from None
-    finally:
-        if sampler is not None:
-            sampler.unwatch("cli")
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    run = CliRun(list(args), proc.returncode, stdout, stderr, time.monotonic() - clock, started_at, time.time())
-    if run.returncode != 0:
-        raise BenchError(f"`orgsync {' '.join(args[:2])}` exited with {run.returncode}: {stderr.strip()[-2000:]}")
-    return run
-
-
-# -- Postgres measurements -----------------------------------------------------------------------
-
-
-def connect(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=10)
-
-
-def table_keys(url: str) -> dict[str, sql.Composable]:
-    """Every table of the schema -> an SQL expression of its primary key (ctid if it has none)."""
-    with connect(url) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-                " ORDER BY tablename"
-            ).fetchall()
-        ]
-        keys: dict[str, sql.Composable] = {}
-        for table in tables:
-            columns = [
-                name
-                for (name,) in conn.execute(
-                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
-                    " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-                    " WHERE i.indrelid = %s::regclass AND i.indisprimary"
-                    " ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                    (f'public."{table}"',),
-                ).fetchall()
-            ]
-            if columns:
-                parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
-                keys[table] = sql.SQL("concat_ws('|', {})").format(parts)
-            else:
-                keys[table] = sql.SQL("ctid::text")
-    return keys
-
-
-def row_versions(url: str, keys: dict[str, sql.Composable]) -> dict[str, dict[str, str]]:
-    """Per table: primary key -> xmin||ctid (a new value means a new row version)."""
-    with connect(url) as conn:
-        return {
-            table: dict(
-                conn.execute(
-                    sql.SQL("SELECT {key}, xmin::text || ctid::text FROM {table}").format(
-                        key=key, table=sql.Identifier(table)
-                    )
-                ).fetchall()
-            )
-            for table, key in keys.items()
-        }
-
-
-def version_diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
-    """Rows inserted, updated (a new version of the same key) and deleted per table, net over the window."""
-    diff: dict[str, dict[str, int]] = {}
-    for table in sorted(set(before) | set(after)):
-        old, new = before.get(table, {}), after.get(table, {})
-        diff[table] = {
-            "inserted": len(new.keys() - old.keys()),
-            "updated": sum(1 for key in new.keys() & old.keys() if new[key] != old[key]),
-            "deleted": len(old.keys() - new.keys()),
-            "rows": len(new),
-        }
-    return diff
-
-
-def tuple_stats(url: str, tables: list[str]) -> dict[str, dict[str, int]]:
-    """pg_stat_user_tables n_tup_ins / n_tup_upd / n_tup_del (a fresh statistics snapshot)."""
-    with connect(url) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        rows = conn.execute(
-            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
-            " WHERE schemaname = 'public' AND relname = ANY(%s)",
-            (tables,),
-        ).fetchall()
-    found = {name: {"inserted": ins, "updated": upd, "deleted": dele} for name, ins, upd, dele in rows}
-    return {t: found.get(t, {"inserted": 0, "updated": 0, "deleted": 0}) for t in tables}
-
-
-def stat_deltas(
-    url: str, baseline: dict[str, dict[str, int]], expected: dict[str, dict[str, int]], timeout: float
-) -> dict[str, Any]:
-    """Tuple-counter deltas since `baseline` (row versions written, every one of them).
-
-    Worker backends flush their statistics when idle, at most once a second and otherwise within
-    ~10 s, so this reads until the deltas equal the net row changes in `expected`, or stop moving for
-    STATS_IDLE_FLUSH_S (a row inserted and then updated in the window counts twice here), or `timeout`.
-    Only the inventory tables are compared; the bookkeeping ones always differ (outbox rows are
-    inserted, then stamped sent).
-    """
-    tables = list(baseline)
-    data = [t for t in tables if t not in BOOKKEEPING]
-    wanted = {t: {k: v for k, v in expected.get(t, {}).items() if k != "rows"} for t in tables}
-    deadline = time.monotonic() + timeout
-    previous: dict[str, dict[str, int]] | None = None
-    stable_since = time.monotonic()
-    while True:
-        now = tuple_stats(url, tables)
-        deltas = {t: {k: now[t][k] - baseline[t][k] for k in now[t]} for t in tables}
-        if deltas != previous:
-            previous, stable_since = deltas, time.monotonic()
-        matches = all(deltas[t] == wanted[t] for t in data)
-        if matches or time.monotonic() - stable_since >= STATS_IDLE_FLUSH_S or time.monotonic() > deadline:
-            return {"tables": deltas, "matches_net_row_changes": matches}
-        time.sleep(0.5)
-
-
-def wait_outbox_drained(url: str, timeout: float) -> int:
-    """Until every outbox row is published (bounded); returns how many are still unsent."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
-        unsent = int(row[0]) if row else 0
-        if unsent == 0 or time.monotonic() > deadline:
-            return unsent
-        time.sleep(0.25)
-
-
-def cloud_statuses(url: str, org_id: str) -> dict[str, int]:
-    with connect(url) as conn:
-        rows = conn.execute(
-            "SELECT status, count(*) FROM clouds WHERE organization_id = %s GROUP BY 1 ORDER BY 2 DESC", (org_id,)
-        ).fetchall()
-    return {str(status): int(n) for status, n in rows}
-
-
-def correlation_timeline(url: str, correlation_id: str) -> dict[str, Any]:
-    """What one request caused, as epoch seconds: its outbox rows (written, published) and the messages
-    processed per actor (count, failed, first and last processed_at)."""
-    with connect(url) as conn:
-        outbox = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE sent_at IS NULL), min(created_at), max(created_at),"
-            " min(sent_at), max(sent_at) FROM outbox WHERE correlation_id = %s",
-            (correlation_id,),
-        ).fetchone()
-        events = dict(
-            conn.execute(
-                "SELECT event_type, count(*) FROM outbox WHERE correlation_id = %s GROUP BY 1 ORDER BY 1",
-                (correlation_id,),
-            ).fetchall()
-        )
-        rows = conn.execute(
-            "SELECT actor_name, count(*), count(*) FILTER (WHERE status <> 'done'), min(processed_at),"
-            " max(processed_at) FROM processed_messages WHERE correlation_id = %s GROUP BY 1 ORDER BY 1",
-            (correlation_id,),
-        ).fetchall()
-    total, unsent, first_written, last_written, first_sent, last_sent = outbox or (0, 0, None, None, None, None)
-    return {
-        "outbox": {
-            "rows": int(total),
-            "unsent": int(unsent),
-            "first_written_at": epoch(first_written),
-            "last_written_at": epoch(last_written),
-            "first_sent_at": epoch(first_sent),
-            "last_sent_at": epoch(last_sent),
-            "events": {str(k): int(v) for k, v in events.items()},
-        },
-        "actors": {
-            str(actor): {"messages": int(n), "failed": int(bad), "first_at": epoch(first), "last_at": epoch(last)}
-            for actor, n, bad, first, last in rows
-        },
-    }
-
-
-def log_records(path: Path, correlation_id: str) -> list[dict[str, Any]]:
-    """The JSON log lines (ORGSYNC_LOG_FORMAT=json) of the work caused by one request, with `ts` as epoch seconds."""
-    records: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return records
-    for line in lines:
-        if correlation_id not in line:
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("correlation_id") == correlation_id:
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                record["ts"] = datetime.fromisoformat(str(record["ts"])).timestamp()
-            records.append(record)
-    return records
-
-
-def count_rows(url: str, query: str, params: tuple[Any, ...] = ()) -> int:
-    with connect(url) as conn:
-        row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row else 0
-
-
-# -- the local AWS server's own counts -----------------------------------------------------------
-
-
-def server_count(stats: dict[str, dict[str, int]], name: str, kind: str = "calls") -> int:
-    """Requests (kind "calls") or throttled answers (kind "throttled") of one `service:Action`."""
-    return int(stats.get(kind, {}).get(name, 0))
-
-
-def server_totals(stats: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """All requests and throttled answers the server counted, in total and per `service:Action`."""
-    calls = {k: int(v) for k, v in sorted(stats.get("calls", {}).items())}
-    throttled = {k: int(v) for k, v in sorted(stats.get("throttled", {}).items())}
-    return {
-        "requests": sum(calls.values()),
-        "throttled": sum(throttled.values()),
-        "calls": calls,
-        "throttled_by_api": throttled,
-    }
-
-
-# -- the environment of the processes under test --------------------------------------------------
-
-
-def child_env(
-    base: dict[str, str], aws: LocalAwsServer, database_url: str, amqp_url: str, data_dir: Path, timeout: float
-) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if not k.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION"))}
-    env.update(aws.env())
-    env.update(
-        {
-            "ORGSYNC_DATABASE_URL": database_url,
-            "ORGSYNC_BROKER_URL": amqp_url,
-            "ORGSYNC_ENCRYPTION_KEYS": generate_key(),
-            "ORGSYNC_DATA_DIR": str(data_dir),
-            "ORGSYNC_LOG_FORMAT": "json",
-            "ORGSYNC_WAIT_TIMEOUT_SECONDS": str(timeout),
-        }
-    )
-    return env
-
-
-def public_settings(settings: Settings) -> dict[str, Any]:
-    return {
-        k: (v if isinstance(v, int | float | str | bool) or v is None else str(v))
-        for k, v in settings.model_dump().items()
-        if k not in SECRET_SETTINGS
-    }
-
-
-# the packages whose code a benchmark measures
-SOURCE_PACKAGES = ("orgsync", "domain", "storage", "aws", "workers", "scheduler", "localaws")
-
-
-def source_version() -> str:
-    """The git commit of the checkout, "+dirty" when its packages have uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", *SOURCE_PACKAGES],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + ("+dirty" if dirty else "")
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def add_args(management_role_arn: str, member_role_name: str) -> list[str]:
-    return [
-        *("org", "add", "--nickname", "bench", "--org-role-arn", management_role_arn),
-        *("--org-session-name", "orgsync-bench", "--member-role-name", member_role_name),
-        *("--member-session-name", "orgsync-bench", "--member-external-id-file", "-", "--wait", "--json"),
-    ]
-
-
-def source_diff_digest() -> str | None:
-    """A short digest of the uncommitted changes to the packages (None when there are none), to tell runs apart."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        diff = subprocess.run(
-            ["git", "-C", str(root), "diff", "HEAD", "--", *SOURCE_PACKAGES],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if not diff:
-        return None
-    return hashlib.sha256(diff).hexdigest()[:12]
-
-
-def load_settings(overrides: dict[str, str] | None = None) -> Settings:
-    """The orgsync settings the children will see: this environment plus `overrides` (ORGSYNC_* names)."""
-    saved = {k: os.environ.get(k) for k in overrides or {}}
-    try:
-        os.environ.update(overrides or {})
-        return Settings()
-    except ValueError as exc:  # pydantic's ValidationError
-        raise BenchError(f"the ORGSYNC_* settings in the environment are invalid: {exc}") from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def start_local_aws(stack: contextlib.ExitStack, **kwargs: Any) -> tuple[LocalAwsServer, float]:
-    """A LocalAwsServer (arguments as its constructor), stopped when `stack` closes; (server, seconds to start)."""
-    clock = time.monotonic()
-    aws = LocalAwsServer(**kwargs)
-    stack.enter_context(aws)
-    if aws.org is None or aws.pid is None:
-        raise BenchError("the local AWS server started without an org")
-    return aws, round(time.monotonic() - clock, 3)
-
-
-def upgrade_database(env: dict[str, str], timeout: float = 120) -> float:
-    """`orgsync db upgrade`; returns its seconds."""
-    clock = time.monotonic()
-    run_cli(env, "db", "upgrade", timeout=timeout)
-    return round(time.monotonic() - clock, 3)
-
-
-def start_workers(
-    stack: contextlib.ExitStack,
-    env: dict[str, str],
-    amqp_url: str,
-    *,
-    processes: int,
-    threads: int,
-    log_path: Path,
-    queue: str,
-    timeout: float = 120,
-    sampler: ProcessSampler | None = None,
-    label: str = "workers",
-    detail: bool = False,
-) -> tuple[subprocess.Popen[bytes], float]:
-    """`orgsync worker` (stopped when `stack` closes), ready once `queue` has one consumer per process.
-
-    With a `sampler`, the worker tree is watched as `label` from its start (its start-up counts too).
-    """
-    clock = time.monotonic()
-    workers = stack.enter_context(worker_processes(env, processes, threads, log_path))
-    if sampler is not None:
-        sampler.watch(label, workers.pid, tree=True, detail=detail)
-    wait_for_consumers(amqp_url, queue, processes, workers, timeout=timeout)
-    return workers, round(time.monotonic() - clock, 3)
-
-
-def add_failure_notes(exc: BaseException, worker_log: Path | None, aws: LocalAwsServer | None) -> None:
-    """Attach the worker log's tail (and the local AWS output on a benchmark error) to `exc`."""
-    note = tail(worker_log) if worker_log is not None else ""
-    if note:
-        exc.add_note("worker log (last lines):\n" + note)
-    if aws is not None and isinstance(exc, BenchError | LocalAwsError):
-        exc.add_note("local AWS output (last lines):\n" + "\n".join(aws.output().splitlines()[-15:]))
-
-
-def org_id_of(run: CliRun) -> str:
-    """The organization id printed by `orgsync org add --json`."""
-    try:
-        return str(json.loads(run.stdout)["id"])
-    except (ValueError, KeyError, TypeError):
-        raise BenchError(f"`orgsync org add` printed no org id: {run.stdout[-500:]}") from None
-
-
-def request_id_of(run: CliRun) -> str:
-    """The request id printed by a `--json` command that requested work."""
-    try:
-        return str(json.loads(run.stdout)["request_id"])
-    except (ValueError, KeyError, TypeError):
-        raise BenchError(f"`orgsync {' '.join(run.args[:2])}` printed no request id: {run.stdout[-500:]}") from None
-
-
-# -- the report ----------------------------------------------------------------------------------
-
-
-def mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
-
-
-def per_second(count: float, span: float | None) -> float | None:
-    return None if not span or span <= 0 else round(count / span, 1)
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return None if not a or not b else round(a / b, 2)
-
-
-# -- main ----------------------------------------------------------------------------------------
-
-OptionsT = TypeVar("OptionsT", bound="HasJson")
-
-
-class HasJson(Protocol):
+@dataclasses.dataclass(frozen=True)
+class CommonOptions:
+    accounts: int
+    threads: int
+    latency_ms: float
+    rate_limits: str | None
+    seed: int
+    timeout: float
     as_json: bool
+
+
+OptionsT = TypeVar("OptionsT", bound=CommonOptions)
+
+
+def parser(
+    doc: str | None,
+    *,
+    accounts: int,
+    processes: int | list[int],
+    latency_ms: float,
+    rate_limits: str | None,
+    timeout: float,
+    throttle_rate: bool = False,
+) -> argparse.ArgumentParser:
+    """A parser with the common flags and this benchmark's defaults. A list of `processes` makes
+    --processes take several counts (one run each); `throttle_rate` adds --throttle-rate."""
+    p = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    p.add_argument("--accounts", type=int, default=accounts, help="member accounts in the generated org (%(default)s)")
+    if isinstance(processes, list):
+        help_text = f"worker process counts, one run each ({' '.join(map(str, processes))})"
+        p.add_argument("--processes", type=int, nargs="+", default=processes, help=help_text)
+    else:
+        p.add_argument("--processes", type=int, default=processes, help="worker processes (%(default)s)")
+    p.add_argument("--threads", type=int, default=8, help="threads per worker process (%(default)s)")
+    p.add_argument(
+        "--latency-ms", type=float, default=latency_ms, help="the local AWS's latency per request (%(default)g)"
+    )
+    if throttle_rate:
+        p.add_argument(
+            "--throttle-rate",
+            type=float,
+            default=0.0,
+            help="share of Organizations and STS requests the local AWS throttles (%(default)g)",
+        )
+    p.add_argument(
+        "--rate-limits",
+        default=rate_limits,
+        help="ORGSYNC_AWS_RATE_LIMITS of the workers and the CLI ("
+        + (rate_limits or "default: the environment's, else orgsync's")
+        + ")",
+    )
+    p.add_argument(
+        "--seed", type=int, default=7, help="seed of the generated org, its faults and its changes (%(default)s)"
+    )
+    p.add_argument("--timeout", type=float, default=timeout, help="bound on each wait, seconds (%(default)g)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print one JSON document")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None, options: type[OptionsT]) -> OptionsT:
+    """Parse `argv` into `options` (a field per flag), checking the common flags' ranges."""
+    values = vars(p.parse_args(argv))
+    fields = {f.name for f in dataclasses.fields(options)}
+    if fields != set(values):  # a flag without a field, or a field without a flag: a bug of the benchmark
+        raise TypeError(f"{options.__name__} and the flags differ: {sorted(fields ^ set(values))}")
+    processes = values["processes"] if isinstance(values["processes"], list) else [values["processes"]]
+    if values["accounts"] < 1 or values["threads"] < 1 or min(processes) < 1:
+        p.error("--accounts, --processes and --threads must be positive")
+    if not 0.0 <= values.get("throttle_rate", 0.0) < 1.0:
+        p.error("--throttle-rate must be within [0, 1)")
+    return options(**values)
+
+
+def stack_for(opts: CommonOptions, **kwargs: Any) -> Stack:
+    """The stack for these options (`kwargs`: Stack's other arguments)."""
+    return Stack(
+        accounts=opts.accounts,
+        seed=opts.seed,
+        latency_ms=opts.latency_ms,
+        rate_limits=opts.rate_limits,
+        timeout=opts.timeout,
+        **kwargs,
+    )
+
+
+def config(opts: CommonOptions, stack: Stack, **extra: Any) -> dict[str, Any]:
+    """The "config" of a report: every option but --json, the machine, the source and the settings."""
+    options = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("as_json", "rate_limits")}
+    return {
+        **options,
+        "clouds": len(stack.org.accounts),
+        "aws_rate_limits": stack.settings.aws_rate_limits,
+        "cpus": os.cpu_count(),
+        "source": report.source_version(),
+        "source_diff": report.source_diff_digest(),
+        "settings": report.public_settings(stack.settings),
+        **extra,
+    }
 
 
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def bench_main(
-    opts: OptionsT, run: Callable[[OptionsT], dict[str, Any]], format_report: Callable[[dict[str, Any]], str]
+def main(
+    opts: OptionsT, run: Callable[[OptionsT], dict[str, Any]], format_text: Callable[[dict[str, Any]], str]
 ) -> int:
     """Run a benchmark: SIGTERM acts as Ctrl-C (cleanup runs), errors are one line plus notes on stderr,
-    the report goes to stdout as text or (`opts.as_json`) one JSON document. Returns the exit code."""
+    the report goes to stdout (`report.write`). Returns the exit code."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        report = run(opts)
+        result = run(opts)
     except KeyboardInterrupt:
         log("interrupted; what the benchmark created was removed")
         return 130
@@ -877,8 +147,5 @@ def bench_main(
         for note in getattr(exc, "__notes__", []):
             sys.stderr.write(note + "\n")
         return 1
-    if opts.as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-    else:
-        sys.stdout.write(format_report(report) + "\n")
+    report.write(result, format_text, as_json=opts.as_json)
     return 0

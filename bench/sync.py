@@ -1,72 +1,48 @@
 """Benchmark one AWS Organization sync through the real pipeline.
 
 A database and a RabbitMQ vhost of its own, a local AWS server with a generated org, `orgsync worker`
-processes, and the CLI as a user runs it: `orgsync org add --wait` (register, first sync and all the
-work it causes), then `orgsync org sync --wait` with nothing changed. Reports AWS calls per API (the
-handler's sync_runs row and the server's own count), rows written (sync_runs and Postgres row
-versions), wall times, the follow-up messages, and the peak RSS / CPU of the workers and the local AWS.
-Everything it creates is removed at the end, also on error or Ctrl-C.
+processes, and the CLI as a user runs it (`stack.Stack`): `orgsync org add --wait` (register, first
+sync and all the work it causes), then `orgsync org sync --wait` with nothing changed. Reports AWS
+calls per API (the handler's sync_runs row and the server's own count), rows written (sync_runs and
+Postgres row versions), wall times, the follow-up messages, and the peak RSS / CPU of the workers and
+the local AWS. Everything it creates is removed at the end, also on error or Ctrl-C.
 
-    .venv/bin/python bench/sync.py [--accounts 1000] [--workers 2] [--threads 8]
-                                   [--latency-ms 0] [--throttle-rate 0] [--seed 7] [--json]
+    .venv/bin/python bench/sync.py [--accounts 1000] [--processes 2] [--threads 8] [--latency-ms 0]
+                                   [--throttle-rate 0] [--rate-limits LIMITS] [--seed 7] [--timeout 900]
+                                   [--json]
 
-ORGSYNC_* settings in the environment (e.g. ORGSYNC_AWS_RATE_LIMITS) reach the workers and the CLI.
+ORGSYNC_* settings in the environment reach the workers and the CLI; `--rate-limits` sets
+ORGSYNC_AWS_RATE_LIMITS for them (default: the environment's, else orgsync's own default).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import os
 import sys
-import tempfile
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from psycopg import sql
 
-from harness import (
+import harness
+from aws.session import parse_rate_limits
+from localaws import LocalAwsServer
+from measure import (
     BOOKKEEPING,
-    MEMBER_EXTERNAL_ID,
-    BenchError,
-    CliRun,
-    ProcessSampler,
-    add_args,
-    add_failure_notes,
-    bench_main,
-    child_env,
     cloud_statuses,
     connect,
+    correlation_timeline,
     epoch,
-    load_settings,
-    log,
-    mib,
-    public_settings,
     row_versions,
-    run_cli,
-    scratch_database,
-    scratch_vhost,
-    seconds,
-    source_version,
-    start_local_aws,
-    start_workers,
     stat_deltas,
     table_keys,
     tuple_stats,
-    upgrade_database,
     version_diff,
     wait_outbox_drained,
 )
-from localaws import LocalAwsServer
-from orgsync.settings import Settings
-
-SYNC_QUEUE = "org-sync"
-
+from report import Table, mib, row_changes, seconds, source
+from stack import BenchError, CliRun, Deployment, log, printed, run_cli
 
 # -- what one sync did ---------------------------------------------------------------------------
 
@@ -91,31 +67,6 @@ def outbox_times(url: str, request_id: str) -> tuple[float | None, float | None]
     return epoch(row[0]), epoch(row[1])
 
 
-def follow_up(url: str, request_id: str) -> dict[str, Any]:
-    """What the request caused: outbox events per type, and processed messages per actor with their span."""
-    with connect(url) as conn:
-        events = dict(
-            conn.execute(
-                "SELECT event_type, count(*) FROM outbox WHERE correlation_id = %s GROUP BY 1 ORDER BY 1",
-                (request_id,),
-            ).fetchall()
-        )
-        rows = conn.execute(
-            "SELECT actor_name, count(*), count(*) FILTER (WHERE status <> 'done'), min(processed_at),"
-            " max(processed_at) FROM processed_messages WHERE correlation_id = %s GROUP BY 1 ORDER BY 1",
-            (request_id,),
-        ).fetchall()
-        unsent, last_sent = conn.execute(
-            "SELECT count(*) FILTER (WHERE sent_at IS NULL), max(sent_at) FROM outbox WHERE correlation_id = %s",
-            (request_id,),
-        ).fetchone() or (0, None)
-    actors = {
-        actor: {"messages": n, "not_done": bad, "first_at": epoch(first), "last_at": epoch(last)}
-        for actor, n, bad, first, last in rows
-    }
-    return {"events": events, "actors": actors, "unsent": unsent, "last_sent_at": epoch(last_sent)}
-
-
 # -- AWS call accounting -------------------------------------------------------------------------
 
 
@@ -135,27 +86,12 @@ def call_table(run: dict[str, Any], server: dict[str, dict[str, int]]) -> dict[s
     }
 
 
-def rate_limits(settings: Settings) -> tuple[dict[str, float], bool]:
-    """The client-side AWS rate limits: ({service or "*": calls/s}, whether one bucket is shared)."""
-    text = getattr(settings, "aws_rate_limits", None)
-    if isinstance(text, str) and text.strip():
-        limits = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            service, _, value = part.partition("=")
-            limits[service.strip()] = float(value)
-        return limits, False
-    return {"*": float(getattr(settings, "aws_calls_per_second", 0) or 0)}, True
-
-
-def rate_floor(calls: dict[str, dict[str, int]], limits: dict[str, float], shared: bool) -> dict[str, Any]:
-    """Least time the handler's requests (retries too) need under the client-side rate limit."""
+def rate_floor(calls: dict[str, dict[str, int]], limits: dict[str, float]) -> dict[str, Any]:
+    """Least time the handler's requests (retries too) need under the client-side rate limits."""
     per_service: dict[str, int] = {}
     for name, counts in calls.items():
         service = name.partition(":")[0]
         per_service[service] = per_service.get(service, 0) + counts["sync_run"] + counts["sync_run_throttles"]
-    if shared:
-        rate = limits["*"]
-        return {"seconds": round(sum(per_service.values()) / rate, 2) if rate else None, "service": "all"}
     floors = {s: n / limits.get(s, limits.get("*", 0) or float("inf")) for s, n in per_service.items() if n}
     if not floors:
         return {"seconds": 0.0, "service": None}
@@ -175,12 +111,12 @@ class SyncMeasure:
     server_stats: dict[str, dict[str, int]]
     row_changes: dict[str, dict[str, int]]
     pg_stat: dict[str, Any]
-    follow_up: dict[str, Any]
+    timeline: dict[str, Any]  # measure.correlation_timeline of the request
     request_created_at: float | None
     request_sent_at: float | None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self, accounts: int, limits: tuple[dict[str, float], bool]) -> dict[str, Any]:
+    def to_json(self, accounts: int, limits: dict[str, float]) -> dict[str, Any]:
         run = self.run
         calls = call_table(run, self.server_stats)
         total_run = sum(c["sync_run"] for c in calls.values())
@@ -199,11 +135,11 @@ class SyncMeasure:
                 timeline["request_written_to_published_s"] = round(self.request_sent_at - self.request_created_at, 3)
                 timeline["published_to_handler_start_s"] = round(started - self.request_sent_at, 3)
         actors = {}
-        for actor, a in self.follow_up["actors"].items():
+        for actor, a in self.timeline["actors"].items():
             span = (a["last_at"] - a["first_at"]) if a["first_at"] and a["last_at"] else 0.0
             actors[actor] = {
                 "messages": a["messages"],
-                "not_done": a["not_done"],
+                "not_done": a["failed"],
                 "first_s_after_handler": round(a["first_at"] - finished, 3) if a["first_at"] else None,
                 "last_s_after_handler": round(a["last_at"] - finished, 3) if a["last_at"] else None,
                 "per_second": round(a["messages"] / span, 1) if span > 0 else None,
@@ -213,7 +149,7 @@ class SyncMeasure:
             self.row_changes[t]["inserted"] + self.row_changes[t]["updated"] + self.row_changes[t]["deleted"]
             for t in data_tables
         )
-        last_sent = self.follow_up.get("last_sent_at")
+        last_sent = self.timeline["outbox"]["last_sent_at"]
         return {
             "command": "orgsync " + " ".join(self.cli.args[:2]),
             "request_id": self.request_id,
@@ -229,7 +165,7 @@ class SyncMeasure:
             "row_changes": self.row_changes,
             "pg_stat_user_tables_deltas": self.pg_stat,
             "follow_up": {
-                "events": self.follow_up["events"],
+                "events": self.timeline["outbox"]["events"],
                 "actors": actors,
                 "events_all_published_s_after_handler": round(last_sent - finished, 3) if last_sent else None,
             },
@@ -241,7 +177,7 @@ class SyncMeasure:
                 "server_throttled": sum(c["server_throttled"] for c in calls.values()),
                 "calls_per_account": round(total_run / accounts, 4) if accounts else None,
                 "server_requests_per_account": round(total_server / accounts, 4) if accounts else None,
-                "rate_limit_floor": rate_floor(calls, *limits),
+                "rate_limit_floor": rate_floor(calls, limits),
             },
             **self.extra,
         }
@@ -249,144 +185,76 @@ class SyncMeasure:
 
 @dataclass
 class Context:
-    env: dict[str, str]
-    url: str
+    dep: Deployment
     aws: LocalAwsServer
-    sampler: ProcessSampler
     keys: dict[str, sql.Composable]
     timeout: float
 
 
-def measure_sync(ctx: Context, label: str, args: list[str], stdin: str | None = None) -> SyncMeasure:
+def measure_sync(ctx: Context, label: str, command: Callable[[], CliRun]) -> SyncMeasure:
     """Run one CLI command that requests a sync and waits; measure everything around it."""
-    before = row_versions(ctx.url, ctx.keys)
-    stats_before = tuple_stats(ctx.url, list(ctx.keys))
+    url, sampler = ctx.dep.database_url, ctx.dep.sampler
+    before = row_versions(url, ctx.keys)
+    stats_before = tuple_stats(url, list(ctx.keys))
     ctx.aws.reset_stats()
-    ctx.sampler.set_phase(label)
-    log(f"{label}: orgsync {' '.join(args[:2])} …")
-    cli = run_cli(ctx.env, *args, stdin=stdin, timeout=ctx.timeout, sampler=ctx.sampler)
-    ctx.sampler.set_phase(f"after {label}")
+    sampler.set_phase(label)
+    log(f"{label} …")
+    cli = command()
+    sampler.set_phase(f"after {label}")
     server = ctx.aws.stats()
-    request_id = str(json.loads(cli.stdout)["request_id"])
-    run = sync_run(ctx.url, request_id)
+    request_id = printed(cli, "request_id")
+    run = sync_run(url, request_id)
     log(f"{label}: {cli.seconds:.2f}s end to end, handler {run.get('duration_ms')} ms, status {run.get('status')}")
-    created, sent = outbox_times(ctx.url, request_id)
-    unsent = wait_outbox_drained(ctx.url, timeout=ctx.timeout)
+    created, sent = outbox_times(url, request_id)
+    unsent = wait_outbox_drained(url, timeout=ctx.timeout)
     if unsent:
         log(f"{label}: {unsent} outbox rows still unsent")
-    after = row_versions(ctx.url, ctx.keys)
+    after = row_versions(url, ctx.keys)
     changes = version_diff(before, after)
-    pg_stat = stat_deltas(ctx.url, stats_before, changes, timeout=30)
-    effects = follow_up(ctx.url, request_id)
-    return SyncMeasure(label, cli, request_id, run, server, changes, pg_stat, effects, created, sent)
+    pg_stat = stat_deltas(url, stats_before, changes, timeout=30)
+    timeline = correlation_timeline(url, request_id)
+    return SyncMeasure(label, cli, request_id, run, server, changes, pg_stat, timeline, created, sent)
 
 
 # -- the benchmark -------------------------------------------------------------------------------
 
 
-@dataclass
-class Options:
-    accounts: int
-    workers: int
-    threads: int
-    latency_ms: float
+@dataclass(frozen=True)
+class Options(harness.CommonOptions):
+    processes: int
     throttle_rate: float
-    seed: int
-    timeout: float
-    as_json: bool
 
 
 def run_bench(opts: Options) -> dict[str, Any]:
-    suffix = uuid.uuid4().hex[:10]
-    settings = load_settings()
-    setup: dict[str, float] = {}
-    with contextlib.ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orgsync-bench-")))
-        worker_log = workdir / "worker.log"
-        aws: LocalAwsServer | None = None
-        try:
-            database_url = stack.enter_context(scratch_database(f"orgsync_bench_{suffix}"))
-            amqp_url = stack.enter_context(scratch_vhost(f"orgsync-bench-{suffix}"))
-            log(f"database orgsync_bench_{suffix} and vhost orgsync-bench-{suffix} created")
-
-            aws, setup["local_aws_start_s"] = start_local_aws(
-                stack,
-                accounts=opts.accounts,
-                seed=opts.seed,
-                latency_ms=opts.latency_ms,
-                throttle_rate=opts.throttle_rate,
-                member_external_id=MEMBER_EXTERNAL_ID,
-                startup_timeout=max(120.0, opts.accounts / 10),
-            )
-            org = aws.org
-            assert org is not None and aws.pid is not None
-            log(f"local AWS up with {len(org.accounts)} accounts in {setup['local_aws_start_s']:.1f}s")
-
-            env = child_env(dict(os.environ), aws, database_url, amqp_url, workdir / "data", opts.timeout)
-            setup["db_upgrade_s"] = upgrade_database(env)
-
-            sampler = stack.enter_context(ProcessSampler())
-            sampler.watch("local_aws", aws.pid, tree=True)
-            workers, setup["workers_ready_s"] = start_workers(
-                stack,
-                env,
-                amqp_url,
-                processes=opts.workers,
-                threads=opts.threads,
-                log_path=worker_log,
-                queue=SYNC_QUEUE,
-                sampler=sampler,
-            )
-            log(f"{opts.workers} worker processes consuming after {setup['workers_ready_s']:.1f}s")
-            sampler.set_phase("idle")
-            time.sleep(1.0)  # a baseline of the idle workers
-
-            ctx = Context(env, database_url, aws, sampler, table_keys(database_url), opts.timeout)
-            first = measure_sync(
-                ctx, "first sync", add_args(org.management_role_arn, org.member_role_name), MEMBER_EXTERNAL_ID + "\n"
-            )
-            org_id = str(json.loads(first.cli.stdout)["id"])
-            first.extra["cloud_statuses"] = cloud_statuses(database_url, org_id)
-            repeat = measure_sync(ctx, "repeated sync", ["org", "sync", org_id, "--wait", "--json"])
-            repeat.extra["cloud_statuses"] = cloud_statuses(database_url, org_id)
-            sampler.set_phase("end")
-            queues = json.loads(run_cli(env, "queues", "--json", timeout=60).stdout)
-            if workers.poll() is not None:
-                raise BenchError(f"the workers exited with {workers.returncode} during the run")
-            accounts = len(org.accounts)
-            limits = rate_limits(settings)
-            return {
-                "config": {
-                    "accounts": opts.accounts,
-                    "workers": opts.workers,
-                    "threads": opts.threads,
-                    "latency_ms": opts.latency_ms,
-                    "throttle_rate": opts.throttle_rate,
-                    "seed": opts.seed,
-                    "cpus": os.cpu_count(),
-                    "source": source_version(),
-                    "settings": public_settings(settings),
-                },
-                "org": {
-                    "accounts": accounts,
-                    "ous": len(org.units),
-                    "clouds_in_db": sum(first.extra["cloud_statuses"].values()),
-                },
-                "setup": setup,
-                "syncs": {"first": first.to_json(accounts, limits), "repeated": repeat.to_json(accounts, limits)},
-                "processes": sampler.report(),
-                "queues": queues.get("queues", []),
-            }
-        except BaseException as exc:
-            add_failure_notes(exc, worker_log, aws)
-            raise
+    stack = harness.stack_for(opts, throttle_rate=opts.throttle_rate)
+    with stack, stack.deployment(opts.processes, opts.threads) as dep:
+        ctx = Context(dep, stack.aws, table_keys(dep.database_url), opts.timeout)
+        first = measure_sync(ctx, "first sync", lambda: dep.add_org(opts.timeout))
+        org_id = printed(first.cli, "id")
+        first.extra["cloud_statuses"] = cloud_statuses(dep.database_url, org_id)
+        repeat = measure_sync(
+            ctx, "repeated sync", lambda: dep.cli("org", "sync", org_id, "--wait", "--json", timeout=opts.timeout)
+        )
+        repeat.extra["cloud_statuses"] = cloud_statuses(dep.database_url, org_id)
+        stack.sampler.set_phase("end")
+        queues = json.loads(run_cli(dep.env, "queues", "--json", timeout=60).stdout)
+        accounts = len(stack.org.accounts)
+        limits = parse_rate_limits(stack.settings.aws_rate_limits)
+        return {
+            "config": harness.config(opts, stack),
+            "org": {
+                "accounts": accounts,
+                "ous": len(stack.org.units),
+                "clouds_in_db": sum(first.extra["cloud_statuses"].values()),
+            },
+            "setup": {**stack.setup, **dep.setup},
+            "syncs": {"first": first.to_json(accounts, limits), "repeated": repeat.to_json(accounts, limits)},
+            "processes": stack.sampler.report(),
+            "queues": queues.get("queues", []),
+        }
 
 
 # -- the report ----------------------------------------------------------------------------------
-
-
-def changes(c: dict[str, int] | None) -> str:
-    return "-" if c is None else f"+{c['inserted']} ~{c['updated']} -{c['deleted']}"
 
 
 def message_count(actor: dict[str, Any] | None) -> str:
@@ -405,22 +273,21 @@ def message_span(actor: dict[str, Any] | None) -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     c, first, repeat = r["config"], r["syncs"]["first"], r["syncs"]["repeated"]
-    s = c["settings"]
-    limits = s.get("aws_rate_limits") or f"{s.get('aws_calls_per_second')}/s shared"
     lines = [
         f"orgsync sync benchmark: {r['org']['accounts']} accounts, {r['org']['ous']} OUs "
         f"({r['org']['clouds_in_db']} clouds stored)",
-        f"  {c['workers']} worker processes x {c['threads']} threads on {c['cpus']} CPUs; local AWS latency "
-        f"{c['latency_ms']:g} ms, throttle rate {c['throttle_rate']:g}; client rate limits {limits}; "
-        f"walk_concurrency {s.get('walk_concurrency')}; source {c['source']}",
+        f"  {c['processes']} worker processes x {c['threads']} threads on {c['cpus']} CPUs; local AWS latency "
+        f"{c['latency_ms']:g} ms, throttle rate {c['throttle_rate']:g}; client rate limits {c['aws_rate_limits']}; "
+        f"walk_concurrency {c['settings'].get('walk_concurrency')}; {source(c)}",
         f"  setup: local AWS {r['setup']['local_aws_start_s']:.1f}s, db upgrade {r['setup']['db_upgrade_s']:.1f}s, "
         f"workers ready {r['setup']['workers_ready_s']:.1f}s",
         "",
         f"{'':38}{'first (org add)':>24}{'repeated (org sync)':>24}",
     ]
+    grid = Table(lines, 36, 24)
 
     def row(label: str, a: Any, b: Any) -> None:
-        lines.append(f"  {label:36}{a!s:>24}{b!s:>24}")
+        grid.row(label, (a, b))
 
     def both(label: str, get: Callable[[dict[str, Any]], Any]) -> None:
         row(label, get(first), get(repeat))
@@ -453,13 +320,13 @@ def format_report(r: dict[str, Any]) -> str:
     tables = sorted(set(first["row_changes"]) | set(repeat["row_changes"]), key=lambda t: (t in BOOKKEEPING, t))
     for table in tables:
         label = f"  ({table})" if table in BOOKKEEPING else f"  {table}"
-        row(label, changes(first["row_changes"].get(table)), changes(repeat["row_changes"].get(table)))
+        row(label, row_changes(first["row_changes"].get(table)), row_changes(repeat["row_changes"].get(table)))
     both("pg_stat deltas = net (inventory)", lambda x: x["pg_stat_user_tables_deltas"]["matches_net_row_changes"])
     for label, sync in (("first", first), ("repeated", repeat)):
         pg = sync["pg_stat_user_tables_deltas"]
         if not pg["matches_net_row_changes"]:
             differing = {
-                t: changes(v)
+                t: row_changes(v)
                 for t, v in pg["tables"].items()
                 if t not in BOOKKEEPING
                 and v != {k: n for k, n in sync["row_changes"].get(t, {}).items() if k != "rows"}
@@ -512,26 +379,11 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=1000, help="accounts in the generated org (default 1000)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="local AWS latency per request")
-    parser.add_argument("--throttle-rate", type=float, default=0.0, help="fraction of requests throttled")
-    parser.add_argument("--seed", type=int, default=7, help="org generator seed (default 7)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="bound on each wait, seconds (default 900)")
-    parser.add_argument("--json", dest="as_json", action="store_true", help="print one JSON document")
-    ns = parser.parse_args(argv)
-    if ns.accounts < 1 or ns.workers < 1 or ns.threads < 1:
-        parser.error("--accounts, --workers and --threads must be positive")
-    return Options(
-        ns.accounts, ns.workers, ns.threads, ns.latency_ms, ns.throttle_rate, ns.seed, ns.timeout, ns.as_json
+    parser = harness.parser(
+        __doc__, accounts=1000, processes=2, latency_ms=0.0, rate_limits=None, timeout=900.0, throttle_rate=True
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    return bench_main(parse_args(argv), run_bench, format_report)
+    return harness.parse(parser, argv, Options)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(parse_args(), run_bench, format_report))

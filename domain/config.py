@@ -7,7 +7,7 @@ AWS call is made.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .errors import InvalidInput
@@ -251,10 +251,12 @@ class Filters:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Filters:
+    def from_json(cls, data: Mapping[str, object]) -> Filters:
+        """The filters as stored (`to_json`); a stored value of the wrong shape is a ValueError."""
         prefixes = data.get("exclude_name_prefixes") or []
         ous = data.get("limit_to_ou_ids") or []
-        assert isinstance(prefixes, list) and isinstance(ous, list)
+        if not isinstance(prefixes, list) or not isinstance(ous, list):
+            raise ValueError(f"stored filters are not lists: {data!r}")
         return cls(
             exclude_name_prefixes=tuple(str(p) for p in prefixes),
             limit_to_ou_ids=tuple(str(o) for o in ous),

@@ -43,11 +43,12 @@ class RetryLater(OrgSyncError):
 class AwsStepFailed(OrgSyncError):
     """An AWS call that a step depends on failed; `step` names it for the user."""
 
-    def __init__(self, step: str, message: str, *, code: str | None = None) -> None:
+    def __init__(self, step: str, message: str, *, code: str | None = None, aws_message: str | None = None) -> None:
         super().__init__(f"{step}: {message}")
         self.step = step
         self.message = message
         self.code = code
+        self.aws_message = message if aws_message is None else aws_message  # AWS's own words, when it answered
 
 
 class AccountNotInOrganization(OrgSyncError):

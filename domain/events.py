@@ -10,7 +10,8 @@ request and all it caused are done. Older versions of an event are upcast on dec
 
 `decode` checks everything an envelope carries, so handlers never parse again: the ids (message,
 correlation and every id-typed data field: UUIDs, AWS account ids of 12 digits) and `occurred_at` (an
-ISO-8601 timestamp with a time zone). Ids stay strings, in canonical form.
+ISO-8601 timestamp with a time zone). Ids are parsed once, there: message, correlation, organization,
+cloud and sync-run ids travel as `uuid.UUID`; account ids stay strings of 12 digits.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, get_type_hints
+from uuid import UUID
 
 from .errors import MalformedMessage
 
@@ -37,7 +39,7 @@ class OrgSyncRequested(Event):
     """Someone asks for an org to be walked and its accounts brought up to date."""
 
     TYPE: ClassVar[str] = "OrgSyncRequested"
-    org_id: str
+    org_id: UUID
     reason: str = "requested"
 
 
@@ -46,8 +48,8 @@ class AccountDiscovered(Event):
     """A sync found an account that is new to the org (or whose role should be checked again)."""
 
     TYPE: ClassVar[str] = "AccountDiscovered"
-    org_id: str
-    cloud_id: str
+    org_id: UUID
+    cloud_id: UUID
     account_id: str
 
 
@@ -56,15 +58,15 @@ class AccountValidationDue(Event):
     """Check (again) that the member role of one account can be assumed."""
 
     TYPE: ClassVar[str] = "AccountValidationDue"
-    cloud_id: str
+    cloud_id: UUID
     account_id: str
-    org_id: str | None = None
+    org_id: UUID | None = None
 
 
 @dataclass(frozen=True)
 class AccountRemoved(Event):
     TYPE: ClassVar[str] = "AccountRemoved"
-    org_id: str
+    org_id: UUID
     account_id: str
     reason: str
 
@@ -72,8 +74,8 @@ class AccountRemoved(Event):
 @dataclass(frozen=True)
 class OrgSyncCompleted(Event):
     TYPE: ClassVar[str] = "OrgSyncCompleted"
-    org_id: str
-    sync_run_id: str
+    org_id: UUID
+    sync_run_id: UUID
     status: str
     accounts: int
     added: int
@@ -83,8 +85,8 @@ class OrgSyncCompleted(Event):
 @dataclass(frozen=True)
 class AccountValidated(Event):
     TYPE: ClassVar[str] = "AccountValidated"
-    org_id: str | None
-    cloud_id: str
+    org_id: UUID | None
+    cloud_id: UUID
     account_id: str
     status: str
 
@@ -92,15 +94,15 @@ class AccountValidated(Event):
 @dataclass(frozen=True)
 class TagRefreshDue(Event):
     TYPE: ClassVar[str] = "TagRefreshDue"
-    org_id: str | None = None
+    org_id: UUID | None = None
     account_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class BadgeReconcileDue(Event):
     TYPE: ClassVar[str] = "BadgeReconcileDue"
-    org_id: str | None = None
-    cloud_ids: tuple[str, ...] | None = None
+    org_id: UUID | None = None
+    cloud_ids: tuple[UUID, ...] | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -117,8 +119,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
-# Data fields holding ids, by name: what they must look like. A list field holds ids of that kind.
-UUID_FIELDS = frozenset({"org_id", "cloud_id", "sync_run_id", "cloud_ids"})
+# Data fields holding AWS account ids, by name (a list field holds several); UUID fields are typed so.
 ACCOUNT_ID_FIELDS = frozenset({"account_id", "account_ids"})
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 
@@ -129,38 +130,43 @@ E = TypeVar("E", bound=Event)
 
 
 @dataclass(frozen=True)
-class Envelope:
-    event: Event
-    id: str
+class Envelope(Generic[E]):
+    """An event with its message id, when it happened and the request it belongs to."""
+
+    event: E
+    id: UUID
     occurred_at: str
-    correlation_id: str
+    correlation_id: UUID
 
     def to_json(self) -> dict[str, Any]:
-        data = {}
-        for f in dataclasses.fields(self.event):
-            value = getattr(self.event, f.name)
-            data[f.name] = list(value) if isinstance(value, tuple) else value
         return {
             "type": self.event.TYPE,
             "version": self.event.VERSION,
-            "id": self.id,
+            "id": str(self.id),
             "occurred_at": self.occurred_at,
-            "correlation_id": self.correlation_id,
-            "data": data,
+            "correlation_id": str(self.correlation_id),
+            "data": {f.name: _plain(getattr(self.event, f.name)) for f in dataclasses.fields(self.event)},
         }
+
+
+def _plain(value: object) -> object:
+    """A field's value as JSON: UUIDs as their canonical strings, tuples as lists."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, UUID) else value
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def wrap(event: Event, *, correlation_id: str | None = None, message_id: str | None = None) -> Envelope:
+def wrap(event: E, *, correlation_id: UUID | None = None, message_id: UUID | None = None) -> Envelope[E]:
     """A new envelope for `event`; follow-ups pass the correlation id of what caused them."""
-    mid = message_id or str(uuid.uuid4())
+    mid = message_id or uuid.uuid4()
     return Envelope(event, mid, now_iso(), correlation_id or mid)
 
 
-def decode(body: object) -> Envelope:
+def decode(body: object) -> Envelope[Event]:
     """Turn a received JSON object into an Envelope, or raise MalformedMessage with the reason."""
     if not isinstance(body, Mapping):
         raise MalformedMessage(f"envelope is not a JSON object but {type(body).__name__}")
@@ -198,12 +204,12 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _uuid(type_name: str, name: str, value: object) -> str:
-    """`value` as a canonical UUID string, or MalformedMessage naming the field."""
+def _uuid(type_name: str, name: str, value: object) -> UUID:
+    """`value` parsed as a UUID, or MalformedMessage naming the field."""
     try:
         if not isinstance(value, str):
             raise ValueError
-        return str(uuid.UUID(value))
+        return UUID(value)
     except ValueError:
         raise MalformedMessage(f"{type_name}: {name} {_show(value)} is not a UUID") from None
 
@@ -232,40 +238,50 @@ def _build(cls: type[Event], data: Mapping[str, Any]) -> Event:
     unknown = set(data) - set(fields)
     if unknown:
         raise MalformedMessage(f"{cls.TYPE}: unknown field(s) {', '.join(sorted(unknown))}")
+    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING:
                 raise MalformedMessage(f"{cls.TYPE}: missing field {name!r}")
             continue
-        kwargs[name] = _check_id(cls.TYPE, name, _coerce(cls.TYPE, name, str(f.type), data[name]))
+        kwargs[name] = _field(cls.TYPE, name, hints[name], data[name])
     return cls(**kwargs)
 
 
-def _check_id(type_name: str, name: str, value: Any) -> Any:
-    """An id-typed field (or each id of a list field) in its checked, canonical form."""
-    if value is None or name not in UUID_FIELDS | ACCOUNT_ID_FIELDS:
-        return value
-    check = _uuid if name in UUID_FIELDS else _account_id
-    if isinstance(value, tuple):
-        return tuple(check(type_name, f"{name}[{i}]", v) for i, v in enumerate(value))
-    return check(type_name, name, value)
+_HINTS: dict[type[Event], dict[str, Any]] = {}
 
 
-def _coerce(type_name: str, name: str, annotation: str, value: Any) -> Any:
-    optional = "None" in annotation
-    if value is None:
-        if optional:
+def _hints(cls: type[Event]) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _field(type_name: str, name: str, hint: Any, value: Any) -> Any:
+    """One data field checked against its annotation: `str`, `int`, `UUID`, `tuple[X, ...]`, optionally `| None`."""
+    args = get_args(hint)
+    if get_origin(hint) is not tuple and type(None) in args:  # X | None
+        if value is None:
             return None
+        hint = next(a for a in args if a is not type(None))
+    elif value is None:
         raise MalformedMessage(f"{type_name}: field {name!r} must not be null")
-    if annotation.startswith("tuple"):
+    if get_origin(hint) is tuple:
+        item = get_args(hint)[0]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise MalformedMessage(f"{type_name}: field {name!r} must be a list of strings")
-        return tuple(value)
-    if annotation.startswith("int"):
+        return tuple(_scalar(type_name, f"{name}[{i}]", name, item, v) for i, v in enumerate(value))
+    return _scalar(type_name, name, name, hint, value)
+
+
+def _scalar(type_name: str, label: str, name: str, hint: Any, value: Any) -> Any:
+    if hint is int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise MalformedMessage(f"{type_name}: field {name!r} must be an integer")
+            raise MalformedMessage(f"{type_name}: field {label!r} must be an integer")
         return value
     if not isinstance(value, str) or not value:
-        raise MalformedMessage(f"{type_name}: field {name!r} must be a non-empty string")
-    return value
+        raise MalformedMessage(f"{type_name}: field {label!r} must be a non-empty string")
+    if hint is UUID:
+        return _uuid(type_name, label, value)
+    return _account_id(type_name, label, value) if name in ACCOUNT_ID_FIELDS else value

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
+from uuid import UUID
 
 from .badges import system_badges
 from .tree import AccountInScope, OrgTree, Scope
@@ -19,9 +21,9 @@ PATH_SEP = "/"
 class StoredCloud:
     """The fields of a stored cloud that a sync may change."""
 
-    cloud_id: str
+    cloud_id: UUID
     account_id: str
-    organization_id: str | None
+    organization_id: UUID | None
     name: str
     email: str | None
     aws_state: str | None
@@ -55,31 +57,52 @@ class CloudFields:
         )
 
 
+class NewCloud(NamedTuple):
+    account_id: str
+    fields: CloudFields
+
+
+class CloudChange(NamedTuple):
+    cloud_id: UUID
+    fields: CloudFields
+
+
+class Takeover(NamedTuple):
+    """A stored cloud (standalone, or another org's) that this org now manages."""
+
+    stored: StoredCloud
+    fields: CloudFields
+
+
 @dataclass(frozen=True)
 class SyncPlan:
-    new: tuple[tuple[str, CloudFields], ...] = ()  # (account id, fields)
-    changed: tuple[tuple[str, CloudFields], ...] = ()  # (cloud id, fields)
-    taken_over: tuple[tuple[StoredCloud, CloudFields], ...] = ()
+    new: tuple[NewCloud, ...] = ()
+    changed: tuple[CloudChange, ...] = ()
+    taken_over: tuple[Takeover, ...] = ()
     removed: tuple[StoredCloud, ...] = ()
     unchanged: int = 0
 
+    @property
+    def rows(self) -> int:
+        return len(self.new) + len(self.changed) + len(self.taken_over) + len(self.removed)
 
-def plan_sync(org_id: str, scope: Scope, stored: Iterable[StoredCloud], *, complete: bool) -> SyncPlan:
+
+def plan_sync(org_id: UUID, scope: Scope, stored: Iterable[StoredCloud], *, complete: bool) -> SyncPlan:
     """Compare the scope with stored clouds (those of this org, and any with the same account ids)."""
     by_account = {c.account_id: c for c in stored}
-    new: list[tuple[str, CloudFields]] = []
-    changed: list[tuple[str, CloudFields]] = []
-    taken: list[tuple[StoredCloud, CloudFields]] = []
+    new: list[NewCloud] = []
+    changed: list[CloudChange] = []
+    taken: list[Takeover] = []
     unchanged = 0
     for item in scope.accounts:
         fields = CloudFields.of(item)
         existing = by_account.get(item.account.id)
         if existing is None:
-            new.append((item.account.id, fields))
+            new.append(NewCloud(item.account.id, fields))
         elif existing.organization_id != org_id:
-            taken.append((existing, fields))
+            taken.append(Takeover(existing, fields))
         elif fields.differs(existing):
-            changed.append((existing.cloud_id, fields))
+            changed.append(CloudChange(existing.cloud_id, fields))
         else:
             unchanged += 1
     removed: list[StoredCloud] = []
@@ -103,6 +126,10 @@ class UnitPlan:
     upsert: tuple[UnitRow, ...] = ()
     delete: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def rows(self) -> int:
+        return len(self.upsert) + len(self.delete)
+
 
 def plan_units(tree: OrgTree, stored: Mapping[str, UnitRow]) -> UnitPlan:
     """OU rows to insert or update, and (after a complete walk) to delete."""
@@ -115,20 +142,26 @@ def plan_units(tree: OrgTree, stored: Mapping[str, UnitRow]) -> UnitPlan:
     return UnitPlan(upsert, delete)
 
 
+class BadgeWrite(NamedTuple):
+    cloud_id: UUID
+    key: str
+    value: str
+
+
 def plan_system_badges(
     cloud_org_id: str,
     nickname: str,
-    paths: Mapping[str, str],
-    stored: Mapping[str, Mapping[str, str]],
-) -> list[tuple[str, str, str]]:
-    """(cloud id, key, value) for every system badge that is missing or has another value.
+    paths: Mapping[UUID, str],
+    stored: Mapping[UUID, Mapping[str, str]],
+) -> list[BadgeWrite]:
+    """Every system badge that is missing or has another value.
 
     `paths` maps cloud id -> org path for every cloud of the org; `stored` its current system badges.
     """
-    writes: list[tuple[str, str, str]] = []
+    writes: list[BadgeWrite] = []
     for cloud_id, path in paths.items():
         current = stored.get(cloud_id, {})
         for key, value in system_badges(cloud_org_id, nickname, path).items():
             if current.get(key) != value:
-                writes.append((cloud_id, key, value))
+                writes.append(BadgeWrite(cloud_id, key, value))
     return writes

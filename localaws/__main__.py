@@ -21,6 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     _spec_arguments(serve)
     serve.add_argument("--latency-ms", type=float, default=0.0)
     serve.add_argument("--throttle-rate", type=float, default=0.0)
+    serve.add_argument(
+        "--rate-limits",
+        default="",
+        help="token buckets per service, e.g. organizations=20:40 (20 calls/s, burst 40); beyond: throttled",
+    )
     serve.add_argument("--external-id", default=None, help="the management role's external id")
     serve.add_argument("--member-external-id", default=None)
     serve.add_argument("--management-role-name", default="OrgSyncOrgReader")
@@ -62,7 +67,15 @@ def _spec(args: argparse.Namespace) -> OrgSpec:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .faults import parse_rate_limits
+
+        try:
+            parse_rate_limits(args.rate_limits)
+        except ValueError as exc:
+            parser.error(f"--rate-limits: {exc}")
     spec = _spec(args)
     if args.command == "generate":
         json.dump(spec.to_json(), sys.stdout)
@@ -77,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         latency_ms=args.latency_ms,
         throttle_rate=args.throttle_rate,
+        rate_limits=args.rate_limits,
         fault_seed=args.seed,
         management_role_name=args.management_role_name,
         member_role_name=args.member_role_name,

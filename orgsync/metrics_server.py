@@ -13,12 +13,10 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
-
-from sqlalchemy import func, select
+from typing import Any, NoReturn
 
 from storage import db
-from storage.models import Cloud, Organization, SyncRun
+from storage import repository as repo
 from workers.routes import QUEUES
 
 from .logs import configure_logging
@@ -32,24 +30,23 @@ class StateCollector:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._engine: Any = None
+        self._database: db.Database | None = None
 
-    def _sessions(self) -> Any:
-        if self._engine is None:
-            assert self.settings.database_url is not None
-            self._engine = db.make_engine(self.settings.database_url.get_secret_value(), pool_size=1)
-        return db.make_session_factory(self._engine)
+    def _sessions(self, url: str) -> db.Sessions:
+        if self._database is None:
+            self._database = db.Database(url, pool_size=1)
+        return self._database.sessions
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        if self.settings.broker_url is not None:
+        if (broker_url := self.settings.external_broker_url) is not None:
             from .broker_admin import queue_counts
 
             messages = GaugeMetricFamily("orgsync_queue_messages", "Messages in a queue.", labels=["queue", "state"])
             consumers = GaugeMetricFamily("orgsync_queue_consumers", "Consumers of a queue.", labels=["queue"])
             try:
-                for q in queue_counts(self.settings.broker_url.get_secret_value(), QUEUES):
+                for q in queue_counts(broker_url, QUEUES):
                     for state in ("ready", "delayed", "dead"):
                         messages.add_metric([q["queue"], state], q[state])
                     consumers.add_metric([q["queue"]], q["consumers"])
@@ -57,13 +54,13 @@ class StateCollector:
                 yield consumers
             except Exception as exc:
                 log.warning("queue depths not available: %s", type(exc).__name__)
-        if self.settings.database_url is not None:
+        if (database_url := self.settings.external_database_url) is not None:
             try:
-                yield from self._database_gauges()
+                yield from self._database_gauges(database_url)
             except Exception as exc:
                 log.warning("database gauges not available: %s", type(exc).__name__)
 
-    def _database_gauges(self) -> Iterator[Any]:
+    def _database_gauges(self, url: str) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
         accounts = GaugeMetricFamily("orgsync_accounts", "Accounts (clouds) per status.", labels=["status"])
@@ -72,22 +69,12 @@ class StateCollector:
             "Seconds since the last successful sync of an organization.",
             labels=["org_id", "nickname"],
         )
-        with self._sessions()() as s:
-            for status, count in s.execute(select(Cloud.status, func.count()).group_by(Cloud.status)):
+        with self._sessions(url)() as s:
+            for status, count in repo.accounts_per_status(s).items():
                 accounts.add_metric([status], count)
-            last = (
-                select(SyncRun.organization_id, func.max(SyncRun.finished_at).label("at"))
-                .where(SyncRun.status == "succeeded")
-                .group_by(SyncRun.organization_id)
-                .subquery()
-            )
             now = time.time()
-            for org_id, nickname, at in s.execute(
-                select(Organization.id, Organization.nickname, last.c.at).join(
-                    last, last.c.organization_id == Organization.id
-                )
-            ):
-                age.add_metric([str(org_id), nickname], now - at.timestamp())
+            for last in repo.last_successful_syncs(s):
+                age.add_metric([str(last.org_id), last.nickname], now - last.finished_at.timestamp())
         yield accounts
         yield age
 
@@ -137,7 +124,7 @@ def bind_problem(host: str, port: int) -> OSError | None:
     return None
 
 
-def serve() -> None:
+def serve() -> NoReturn:
     """dramatiq fork function of `orgsync worker`: serve the group's metrics until terminated.
 
     When the port is taken (it was free when `orgsync worker` checked) this says so in one line and idles

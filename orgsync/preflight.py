@@ -8,17 +8,16 @@ services at start exits at once, and its supervisor decides when to try again.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
 from domain.errors import OrgSyncError
+from storage import db
 
 if TYPE_CHECKING:
     from .settings import Settings
 
-DEFAULT_PG_PORT = 5432
 DEFAULT_AMQP_PORTS = {"amqp": 5672, "amqps": 5671}
 UPGRADE_HINT = "run `orgsync db upgrade`"
 
@@ -30,98 +29,38 @@ class ServiceUnavailable(OrgSyncError):
 # -- Postgres -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DatabaseTarget:
-    host: str
-    port: int
-    database: str
-
-    @property
-    def location(self) -> str:
-        return f"{self.host}:{self.port}/{self.database}"
-
-
-def database_target(url: str) -> DatabaseTarget:
+def database_target(url: str) -> db.Address:
     """Where a postgresql:// URL points (host, port, database), without user or password."""
-    from sqlalchemy.engine import make_url
-
     try:
-        parsed = make_url(url)
-    except Exception:
+        return db.address(url)
+    except ValueError:
         raise ServiceUnavailable("ORGSYNC_DATABASE_URL is not a valid postgresql:// URL") from None
-    host = parsed.host or "localhost"
-    if isinstance(host, list | tuple):  # multi-host URLs: name the first
-        host = host[0]
-    return DatabaseTarget(str(host), int(parsed.port or DEFAULT_PG_PORT), parsed.database or parsed.username or "")
-
-
-def schema_heads() -> set[str]:
-    """The head revision(s) of orgsync's migrations."""
-    from alembic.script import ScriptDirectory
-
-    from storage.db import MIGRATIONS
-
-    return set(ScriptDirectory(str(MIGRATIONS)).get_heads())
-
-
-def known_revisions() -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    from storage.db import MIGRATIONS
-
-    return {rev.revision for rev in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
 
 
 def check_database(url: str, *, timeout: float = 5.0, schema: bool = True) -> None:
     """Connect once and (unless `schema` is False) check the schema is at the head revision; raises
     ServiceUnavailable."""
-    import psycopg
-    from psycopg import errors as pg_errors
-    from sqlalchemy.engine import make_url
-
-    from storage.db import database_problem
-
     target = database_target(url)
-    try:  # a plain libpq URL, whichever SQLAlchemy driver name the settings use
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    except Exception:
-        raise ServiceUnavailable("ORGSYNC_DATABASE_URL is not a valid postgresql:// URL") from None
-    seconds = max(1, math.ceil(timeout))
     try:
-        conn = psycopg.connect(
-            conninfo,
-            connect_timeout=seconds,
-            autocommit=True,
-            application_name="orgsync-preflight",
-            options=f"-c statement_timeout={seconds * 1000}",
-        )
-    except psycopg.Error as exc:
-        raise ServiceUnavailable(f"cannot reach the database at {target.location}: {database_problem(exc)}") from None
-    if not schema:
-        conn.close()
+        if not schema:
+            db.check_connection(url, timeout=timeout)
+            return
+        current = db.schema_revisions(url, timeout=timeout)
+    except db.Unreachable as exc:
+        raise ServiceUnavailable(f"cannot reach the database at {target.location}: {exc}") from None
+    except db.SchemaUnreadable as exc:
+        raise ServiceUnavailable(
+            f"cannot read the schema version of the database at {target.location}: {exc}"
+        ) from None
+    if current == db.schema_heads():
         return
-    no_schema = f"the database at {target.location} has no orgsync schema (or an old one): {UPGRADE_HINT}"
-    try:
-        try:
-            rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-        except pg_errors.UndefinedTable:
-            raise ServiceUnavailable(no_schema) from None
-        except psycopg.Error as exc:
-            raise ServiceUnavailable(
-                f"cannot read the schema version of the database at {target.location}: {database_problem(exc)}"
-            ) from None
-    finally:
-        conn.close()
-    current = {str(r[0]) for r in rows}
-    if current == schema_heads():
-        return
-    unknown = sorted(current - known_revisions())
+    unknown = sorted((current or frozenset()) - db.known_revisions())
     if unknown:
         raise ServiceUnavailable(
             f"the database at {target.location} has schema revision {', '.join(unknown)}, newer than this orgsync"
             " knows: upgrade orgsync"
         )
-    raise ServiceUnavailable(no_schema)
+    raise ServiceUnavailable(f"the database at {target.location} has no orgsync schema (or an old one): {UPGRADE_HINT}")
 
 
 # -- RabbitMQ -------------------------------------------------------------------------------------
@@ -183,17 +122,15 @@ def check_broker(url: str, *, timeout: float = 5.0) -> None:
 
     from workers.broker import broker_problem
 
-    first_failure: str | None = None
-    for one in broker_urls(url):
+    failures: list[str] = []
+    for one in broker_urls(url):  # at least one, or it raised
         target = broker_target(one)
         try:
             _open_and_close(target, timeout)
             return
         except (pika.exceptions.AMQPError, OSError) as exc:
-            if first_failure is None:
-                first_failure = f"cannot reach RabbitMQ at {target.location}: {broker_problem(exc, target.vhost)}"
-    assert first_failure is not None
-    raise ServiceUnavailable(first_failure)
+            failures.append(f"cannot reach RabbitMQ at {target.location}: {broker_problem(exc, target.vhost)}")
+    raise ServiceUnavailable(failures[0])
 
 
 # -- both -----------------------------------------------------------------------------------------
@@ -201,9 +138,7 @@ def check_broker(url: str, *, timeout: float = 5.0) -> None:
 
 def check_services(settings: Settings, *, timeout: float = 5.0) -> None:
     """check_database and check_broker for what `settings` names (embedded/in-process modes are skipped)."""
-    if not settings.embedded_database:
-        assert settings.database_url is not None
-        check_database(settings.database_url.get_secret_value(), timeout=timeout)
-    if not settings.in_process_broker:
-        assert settings.broker_url is not None
-        check_broker(settings.broker_url.get_secret_value(), timeout=timeout)
+    if (database_url := settings.external_database_url) is not None:
+        check_database(database_url, timeout=timeout)
+    if (broker_url := settings.external_broker_url) is not None:
+        check_broker(broker_url, timeout=timeout)

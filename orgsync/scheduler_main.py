@@ -6,7 +6,6 @@ import logging
 
 from scheduler.deps import SchedulerDeps
 from scheduler.service import run_scheduler
-from workers.deps import emit
 
 from .bootstrap import Runtime
 from .logs import configure_logging
@@ -14,12 +13,11 @@ from .settings import Settings
 
 
 def scheduler_deps(rt: Runtime) -> SchedulerDeps:
-    """What the scheduler uses of a runtime: its sessions, the workers' outbox writer (which stamps each
-    row with its consumer's queue and actor), the relay's flush, and the cadence from the settings."""
+    """What the scheduler uses of a runtime: its unit of work (whose outbox rows carry their consumer's
+    queue and actor), the relay's flush, and the cadence from the settings."""
     s = rt.settings
     return SchedulerDeps(
-        sessions=rt.sessions,
-        emit=emit,
+        uow=rt.uow,
         publish=rt.relay.flush,
         database_url=rt.database_url,
         org_sync_seconds=s.schedule_org_sync_seconds,

@@ -10,29 +10,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from aws.organizations import OrganizationInfo, OrganizationsReader
 from aws.permissions import check_management_role
 from domain import events
 from domain.config import Credentials, Filters, OrgRegistration, RoleConfig, parse_role_arn
 from domain.errors import AwsStepFailed, Conflict, InvalidInput, NotFound, OrgSyncError
 from domain.permissions import PermissionReport
+from domain.status import CloudStatus
 from domain.tree import scope_units
 from storage import repository as repo
-from storage.models import Cloud, Organization
+from storage.db import Session
+from storage.models import Cloud
 from storage.vault import row_context
-from workers.deps import emit
 
 from .bootstrap import Runtime
 
 
 @dataclass(frozen=True)
 class Registered:
-    org_id: str
+    org_id: uuid.UUID
     cloud_org_id: str
     nickname: str
-    request_id: str
+    request_id: uuid.UUID
     report: PermissionReport
 
 
@@ -70,53 +69,50 @@ def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
     creds = reg.credentials
     _, role_account, _ = parse_role_arn(creds.management.role_arn, "org-role-arn")
     info, report = check_management_access(rt, creds, reg.filters.limit_to_ou_ids)
-    with rt.sessions.begin() as s:
+    with rt.sessions() as s:
         existing = repo.org_by_cloud_org_id(s, info.id)
         if existing is not None:
             raise Conflict(f"organization {info.id} is already registered as {existing.nickname!r}")
-        if s.query(Organization.id).filter(Organization.nickname == reg.nickname).first():
+        if repo.org_by_nickname(s, reg.nickname) is not None:
             raise Conflict(f"the nickname {reg.nickname!r} is taken")
     org_id = uuid.uuid4()
-    keyring = rt.keyring
-    try:
-        with rt.sessions.begin() as s:
-            s.add(
-                Organization(
-                    id=org_id,
-                    provider="aws",
-                    cloud_org_id=info.id,
-                    nickname=reg.nickname,
-                    management_account_id=info.management_account_id or role_account,
-                    partition=creds.management.partition,
-                    credentials=keyring.seal(creds, "organizations", org_id),
-                    filters=reg.filters.to_json(),
-                    permission_report=report.to_json(),
-                )
-            )
-            s.flush()
-            request = emit(s, events.OrgSyncRequested(str(org_id), "organization added"))
-    except IntegrityError:
-        raise Conflict(f"organization {info.id} or nickname {reg.nickname!r} is already registered") from None
-    rt.deps.after_commit()
-    return Registered(str(org_id), info.id, reg.nickname, request.id, report)
+    sealed = rt.keyring.seal(creds, "organizations", org_id)
+    with rt.uow.transaction() as work:  # registered meanwhile: storage's Duplicate, a Conflict
+        repo.add_org(
+            work.inventory.session,
+            org_id=org_id,
+            cloud_org_id=info.id,
+            nickname=reg.nickname,
+            management_account_id=info.management_account_id or role_account,
+            partition=creds.management.partition,
+            credentials=sealed,
+            filters=reg.filters.to_json(),
+            permission_report=report.to_json(),
+        )
+        request = work.emit(events.OrgSyncRequested(org_id, "organization added"))
+    return Registered(org_id, info.id, reg.nickname, request.id, report)
 
 
-def request_sync(rt: Runtime, org_ref: str, reason: str) -> tuple[str, str]:
+def _org_id(session: Session, org_ref: str | uuid.UUID) -> uuid.UUID:
+    """The id of the organization a user named (id, cloud org id or nickname), or of the id given."""
+    org = repo.get_org(session, org_ref) if isinstance(org_ref, uuid.UUID) else repo.find_org(session, org_ref)
+    return org.id
+
+
+def request_sync(rt: Runtime, org_ref: str | uuid.UUID, reason: str) -> tuple[uuid.UUID, uuid.UUID]:
     """Write an OrgSyncRequested for the org; returns (org id, request id)."""
-    with rt.sessions.begin() as s:
-        org = repo.find_org(s, org_ref)
-        request = emit(s, events.OrgSyncRequested(str(org.id), reason))
-        org_id = str(org.id)
-    rt.deps.after_commit()
+    with rt.uow.transaction() as work:
+        org_id = _org_id(work.inventory.session, org_ref)
+        request = work.emit(events.OrgSyncRequested(org_id, reason))
     return org_id, request.id
 
 
-def add_cloud(rt: Runtime, account_id: str, name: str, role: RoleConfig) -> str:
+def add_cloud(rt: Runtime, account_id: str, name: str, role: RoleConfig) -> uuid.UUID:
     """Register a standalone account after assuming its role; returns the cloud id."""
     if role.account_id != account_id:
         raise InvalidInput("role-arn", f"the role is in account {role.account_id}, not {account_id}")
     with rt.sessions() as s:
-        existing = s.query(Cloud).filter(Cloud.account_id == account_id).first()
+        existing = repo.cloud_by_account(s, account_id)
         if existing is not None:
             owner = ""
             if existing.organization_id is not None:
@@ -125,21 +121,17 @@ def add_cloud(rt: Runtime, account_id: str, name: str, role: RoleConfig) -> str:
     rt.aws.assume_role(rt.aws.caller_session(), role, step="assume the account role")
     cloud_id = uuid.uuid4()
     blob = rt.keyring.encrypt(json.dumps({"role": role_to_json(role)}).encode(), row_context("clouds", cloud_id))
-    try:
-        with rt.sessions.begin() as s:
-            s.add(
-                Cloud(
-                    id=cloud_id,
-                    account_id=account_id,
-                    name=name,
-                    status="ok",
-                    status_message="role assumed",
-                    credentials=blob,
-                )
-            )
-    except IntegrityError:
-        raise Conflict(f"account {account_id} is already registered") from None
-    return str(cloud_id)
+    with rt.sessions.begin() as s:
+        repo.add_cloud(
+            s,
+            cloud_id=cloud_id,
+            account_id=account_id,
+            name=name,
+            credentials=blob,
+            status=CloudStatus.OK,
+            status_message="role assumed",
+        )
+    return cloud_id
 
 
 def role_to_json(role: RoleConfig) -> dict[str, Any]:
@@ -164,11 +156,11 @@ class WaitResult:
 
 def wait_for(
     rt: Runtime,
-    request_id: str,
+    request_id: uuid.UUID,
     *,
     timeout: float,
     poll: float = 0.25,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[repo.Progress], None] | None = None,
 ) -> WaitResult:
     """Block until the request and every follow-up it caused are processed (or failed)."""
     start = time.monotonic()
@@ -177,49 +169,48 @@ def wait_for(
             progress = repo.correlation_progress(s, request_id)
         if on_progress is not None:
             on_progress(progress)
-        if progress["pending"] == 0 and progress["done"] > 0:
-            return WaitResult(True, progress["failures"], time.monotonic() - start)
+        if progress.pending == 0 and progress.done > 0:
+            return WaitResult(True, progress.failures, time.monotonic() - start)
         if time.monotonic() - start > timeout:
-            return WaitResult(False, progress["failures"], time.monotonic() - start)
+            return WaitResult(False, progress.failures, time.monotonic() - start)
         if not rt.in_process:
             rt.relay.flush()
         time.sleep(poll)
 
 
-def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[str]) -> tuple[str, int]:
-    """AccountValidationDue for the chosen clouds (all of an org, given accounts, or every cloud)."""
-    request_id = str(uuid.uuid4())
-    with rt.sessions.begin() as s:
-        query = s.query(Cloud)
-        if org_ref is not None:
-            query = query.filter(Cloud.organization_id == repo.find_org(s, org_ref).id)
-        if account_ids:
-            query = query.filter(Cloud.account_id.in_(account_ids))
-        clouds = query.order_by(Cloud.account_id).all()
+def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[str]) -> tuple[uuid.UUID, int]:
+    """AccountValidationDue for the chosen clouds (all of an org, given accounts, or every cloud); returns
+    (the request id that correlates them, how many)."""
+    request_id = uuid.uuid4()
+    with rt.uow.transaction() as work:
+        s = work.inventory.session
+        org_id = repo.find_org(s, org_ref).id if org_ref is not None else None
+        clouds = repo.clouds_to_validate(s, org_id=org_id, account_ids=account_ids)
         missing = sorted(set(account_ids) - {c.account_id for c in clouds})
         if missing:
             raise NotFound(f"no cloud with account id {', '.join(missing)}")
         for cloud in clouds:
-            org_id = None if cloud.organization_id is None else str(cloud.organization_id)
-            emit(s, events.AccountValidationDue(str(cloud.id), cloud.account_id, org_id), correlation_id=request_id)
-    rt.deps.after_commit()
+            event = events.AccountValidationDue(cloud.id, cloud.account_id, cloud.organization_id)
+            work.emit(event, correlation_id=request_id)
     return request_id, len(clouds)
 
 
-def find_cloud(session: Any, account_id: str) -> Cloud:
-    cloud: Cloud | None = session.query(Cloud).filter(Cloud.account_id == account_id).first()
+def find_cloud(session: Session, account_id: str) -> Cloud:
+    """The cloud of an account id, or NotFound."""
+    cloud = repo.cloud_by_account(session, account_id)
     if cloud is None:
         raise NotFound(f"no cloud with account id {account_id}")
     return cloud
 
 
-def _refuse_managed(session: Any, cloud: Cloud, why: str) -> None:
+def _refuse_managed(session: Session, cloud: Cloud, why: str) -> None:
     if cloud.organization_id is not None:
         org = repo.get_org(session, cloud.organization_id)
         raise Conflict(f"account {cloud.account_id} is managed by organization {org.nickname!r}: {why}")
 
 
 _MANAGED_REMOVAL = "it leaves the inventory with the organization's scope, or with the organization"
+_MANAGED_CREDENTIALS = "its credentials are the organization's; edit the organization"
 
 
 def removable_cloud(rt: Runtime, account_id: str) -> str:
@@ -234,7 +225,7 @@ def remove_cloud(rt: Runtime, account_id: str) -> None:
     with rt.sessions.begin() as s:
         cloud = find_cloud(s, account_id)
         _refuse_managed(s, cloud, _MANAGED_REMOVAL)
-        s.delete(cloud)
+        repo.delete_cloud(s, cloud)
 
 
 def edit_cloud(rt: Runtime, account_id: str, role: RoleConfig) -> None:
@@ -242,24 +233,21 @@ def edit_cloud(rt: Runtime, account_id: str, role: RoleConfig) -> None:
     if role.account_id != account_id:
         raise InvalidInput("role-arn", f"the role is in account {role.account_id}, not {account_id}")
     with rt.sessions() as s:
-        _refuse_managed(s, find_cloud(s, account_id), "its credentials are the organization's; edit the organization")
+        _refuse_managed(s, find_cloud(s, account_id), _MANAGED_CREDENTIALS)
     rt.aws.assume_role_credentials(rt.aws.caller_sts(), role, step="assume the account role")
     with rt.sessions.begin() as s:
         cloud = find_cloud(s, account_id)
-        _refuse_managed(s, cloud, "its credentials are the organization's; edit the organization")
-        cloud.credentials = rt.keyring.encrypt(
-            json.dumps({"role": role_to_json(role)}).encode(), row_context("clouds", cloud.id)
-        )
-        cloud.status, cloud.status_message = "ok", f"assumed {role.role_arn}"
+        _refuse_managed(s, cloud, _MANAGED_CREDENTIALS)
+        blob = rt.keyring.encrypt(json.dumps({"role": role_to_json(role)}).encode(), row_context("clouds", cloud.id))
+        repo.set_cloud_role(s, cloud, blob, CloudStatus.OK, f"assumed {role.role_arn}")
 
 
 def remove_org(rt: Runtime, org_ref: str) -> tuple[str, int]:
     """Delete an organization and the clouds it manages (their tags, badges, OU tree and runs with them)."""
     with rt.sessions.begin() as s:
-        org = repo.find_org(s, org_ref)
-        count = s.query(Cloud).filter(Cloud.organization_id == org.id).count()
+        org, count = repo.org_with_count(s, repo.find_org(s, org_ref).id)
         nickname = org.nickname
-        s.delete(org)
+        repo.delete_org(s, org.id)
     return nickname, count
 
 
@@ -274,7 +262,7 @@ class OrgEdit:
     auto_remove_suspended: bool | None = None
 
 
-def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[str, str | None, list[str]]:
+def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[uuid.UUID, uuid.UUID | None, list[str]]:
     """Apply an edit; returns (org id, sync request id or None when nothing changed, changed fields).
 
     New credentials are checked exactly like `org add` and must read the same organization. Without
@@ -309,7 +297,7 @@ def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[str, str | None,
         if differs
     ]
     if not changed:
-        return str(org_id), None, []
+        return org_id, None, []
     report = None
     if edit.credentials is not None:
         info, report = check_management_access(rt, edit.credentials, filters.limit_to_ou_ids)
@@ -319,27 +307,25 @@ def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[str, str | None,
         with rt.sessions() as s:
             current = rt.keyring.open(repo.get_org(s, org_id).credentials, "organizations", org_id)
         check_management_access(rt, current, filters.limit_to_ou_ids)
-    try:
-        with rt.sessions.begin() as s:
-            org = repo.get_org(s, org_id, for_update=True)
-            if edit.credentials is not None and report is not None:
-                org.credentials = rt.keyring.seal(edit.credentials, "organizations", org.id)
-                org.permission_report = report.to_json()
-            if edit.nickname is not None:
-                org.nickname = edit.nickname
-            org.filters = filters.to_json()
-            org.updated_at = repo.utcnow()
-            request = emit(s, events.OrgSyncRequested(str(org_id), "organization edited: " + ", ".join(changed)))
-    except IntegrityError:
-        raise Conflict(f"the nickname {edit.nickname!r} is taken") from None
-    rt.deps.after_commit()
-    return str(org_id), request.id, changed
+    sealed = None if edit.credentials is None else rt.keyring.seal(edit.credentials, "organizations", org_id)
+    with rt.uow.transaction() as work:  # a nickname taken meanwhile raises storage's Duplicate, a Conflict
+        repo.update_org(
+            work.inventory.session,
+            org_id,
+            filters=filters.to_json(),
+            nickname=edit.nickname,
+            credentials=sealed,
+            permission_report=None if report is None else report.to_json(),
+        )
+        request = work.emit(events.OrgSyncRequested(org_id, "organization edited: " + ", ".join(changed)))
+    return org_id, request.id, changed
 
 
-def request_event(rt: Runtime, org_ref: str | None, make: Callable[[str | None], events.Event]) -> str:
+def request_event(
+    rt: Runtime, org_ref: str | uuid.UUID | None, make: Callable[[uuid.UUID | None], events.Event]
+) -> uuid.UUID:
     """Write one event for an org (or for all when `org_ref` is None); returns its id for --wait."""
-    with rt.sessions.begin() as s:
-        org_id = str(repo.find_org(s, org_ref).id) if org_ref else None
-        request = emit(s, make(org_id))
-    rt.deps.after_commit()
+    with rt.uow.transaction() as work:
+        org_id = None if org_ref is None else _org_id(work.inventory.session, org_ref)
+        request = work.emit(make(org_id))
     return request.id

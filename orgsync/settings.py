@@ -57,12 +57,22 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def external_database_url(self) -> str | None:
+        """The URL of the Postgres to use; None selects the embedded one."""
+        return _value(self.database_url)
+
+    @property
+    def external_broker_url(self) -> str | None:
+        """The URL of the RabbitMQ to use; None selects the in-process broker."""
+        return _value(self.broker_url)
+
+    @property
     def embedded_database(self) -> bool:
-        return self.database_url is None or not self.database_url.get_secret_value()
+        return self.external_database_url is None
 
     @property
     def in_process_broker(self) -> bool:
-        return self.broker_url is None or not self.broker_url.get_secret_value()
+        return self.external_broker_url is None
 
     # -- scheduler (scheduler; env ORGSYNC_SCHEDULE_*, ORGSYNC_SCHEDULER_POLL_SECONDS) ----------
     # how often the leader publishes each kind of periodic work, in seconds (coalesced per org/cloud)
@@ -76,6 +86,13 @@ class Settings(BaseSettings):
     # -- worker health (workers.middleware.PauseWhileDatabaseDown) -------------------------------
     # how often each worker process checks Postgres; while unreachable it stops consuming
     health_check_seconds: float = Field(default=2.0, gt=0)
+
+
+def _value(secret: SecretStr | None) -> str | None:
+    """A secret setting's value; None when unset or empty."""
+    if secret is None:
+        return None
+    return secret.get_secret_value() or None
 
 
 class InvalidSetting(OrgSyncError):

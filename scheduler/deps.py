@@ -1,7 +1,7 @@
 """What the scheduler needs from the outside world, handed in by the composition root (orgsync).
 
-The scheduler knows neither the settings nor the broker: it gets a session factory, a way to write an
-event to the outbox (routed to its consumer by whoever builds this), a way to publish what it wrote,
+The scheduler knows neither the settings nor the broker: it gets the unit of work (whose `emit` writes
+an event to the outbox, routed to its consumer by whoever built it), a way to publish what it wrote,
 the database URL for its leadership lock, and its cadence in seconds.
 """
 
@@ -9,22 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from domain.events import Event
-
-
-class Emit(Protocol):
-    def __call__(self, session: Session, event: Event, *, correlation_id: str | None = None) -> object:
-        """Write `event` to the outbox in `session`'s transaction, under `correlation_id`."""
+from storage.unit_of_work import SqlUnitOfWork
 
 
 @dataclass(frozen=True)
 class SchedulerDeps:
-    sessions: sessionmaker[Session]
-    emit: Emit
+    uow: SqlUnitOfWork
     publish: Callable[[], object]  # publish committed outbox rows now (a relay flush); may raise
     database_url: str  # the leadership lock holds its own connection to it (leader.py)
     org_sync_seconds: float

@@ -30,7 +30,8 @@ Each run takes the transaction-level advisory lock (7292, 100+n) of its job *bef
 pending, so two instances that both believe they lead (a split-brain moment) run one after the other,
 and the second sees the first's committed rows and writes nothing twice. With `fence_pid` (the backend
 that holds the leadership lock, see leader.py) a run also checks, inside its transaction, that this
-backend still holds it, and writes nothing if it does not.
+backend still holds it, and writes nothing if it does not. The queries and locks are
+`storage.scheduling.JobQueries`; the events go to the outbox through the unit of work.
 
 Every run uses one new correlation id for all its events, a UUIDv8 that says "the scheduler's job n"
 (see `correlation_id_for`): `last_run` finds a job's latest run through the outbox's correlation index,
@@ -43,47 +44,20 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import bindparam, or_, select, text
-from sqlalchemy.orm import Session
 
 from domain import events
-from storage.models import Cloud, Organization, OutboxMessage
+from storage.scheduling import JobQueries
 
 from .deps import SchedulerDeps
-from .leader import LEADER_KEY, LOCK_NAMESPACE
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(hours=24)
-
-PENDING_SQL = text(
-    """
-    SELECT DISTINCT o.envelope -> 'data' ->> :field
-    FROM outbox o
-    WHERE o.event_type IN :types
-      AND (o.envelope -> 'data' ->> :field) IS NOT NULL
-      AND (o.actor_name IS NOT NULL OR o.sent_at IS NULL)
-      AND (o.sent_at IS NULL OR o.sent_at > now() - make_interval(secs => :stale))
-      AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)
-    """
-).bindparams(bindparam("types", expanding=True))
-
-# the fence: does backend :pid (the leader's lock connection) still hold the leadership lock?
-FENCE_SQL = text(
-    """
-    SELECT EXISTS (
-        SELECT 1 FROM pg_locks
-        WHERE locktype = 'advisory' AND granted AND pid = :pid
-          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND classid = :k1 AND objid = :k2 AND objsubid = 2
-    )
-    """
-)
 
 
 class NotLeader(RuntimeError):
@@ -93,9 +67,13 @@ class NotLeader(RuntimeError):
 @dataclass(frozen=True)
 class JobResult:
     job: str
-    correlation_id: str
+    correlation_id: uuid.UUID
     written: int  # events written to the outbox
     skipped: int  # keys left alone because an event for them is still pending
+
+
+# (key, event to write) for every target of a job: the key is the org or cloud id the event is about
+Targets = Callable[[JobQueries], Sequence[tuple[uuid.UUID, events.Event]]]
 
 
 @dataclass(frozen=True)
@@ -104,29 +82,20 @@ class Job:
     lock_key: int  # second int of the transaction-level advisory lock (LOCK_NAMESPACE, lock_key)
     pending_types: tuple[str, ...]  # event types that count as pending for a key
     key_field: str  # the envelope data field holding the key (org_id / cloud_id)
-    targets: Callable[[Session], Sequence[tuple[str, events.Event]]]  # (key, event to write) per target
+    targets: Targets
 
 
-def _org_targets(make: Callable[[str], events.Event]) -> Callable[[Session], Sequence[tuple[str, events.Event]]]:
-    def targets(session: Session) -> list[tuple[str, events.Event]]:
-        ids = session.scalars(select(Organization.id).order_by(Organization.id))
-        return [(str(org_id), make(str(org_id))) for org_id in ids]
+def _org_targets(make: Callable[[uuid.UUID], events.Event]) -> Targets:
+    def targets(queries: JobQueries) -> list[tuple[uuid.UUID, events.Event]]:
+        return [(org_id, make(org_id)) for org_id in queries.org_ids()]
 
     return targets
 
 
-def _cloud_targets(session: Session) -> list[tuple[str, events.Event]]:
-    rows = session.execute(
-        select(Cloud.id, Cloud.account_id, Cloud.organization_id)
-        .where(or_(Cloud.organization_id.is_not(None), Cloud.credentials.is_not(None)))
-        .order_by(Cloud.id)
-    ).all()
+def _cloud_targets(queries: JobQueries) -> list[tuple[uuid.UUID, events.Event]]:
     return [
-        (
-            str(cid),
-            events.AccountValidationDue(str(cid), account_id, None if org_id is None else str(org_id)),
-        )
-        for cid, account_id, org_id in rows
+        (t.cloud_id, events.AccountValidationDue(t.cloud_id, t.account_id, t.org_id))
+        for t in queries.validation_targets()
     ]
 
 
@@ -184,36 +153,21 @@ def correlation_range(job: Job) -> tuple[uuid.UUID, uuid.UUID]:
     return uuid.UUID(int=custom_a << 80), uuid.UUID(int=(custom_a + 1) << 80)
 
 
-def job_of_correlation(correlation_id: str | uuid.UUID) -> str | None:
+def job_of_correlation(correlation_id: uuid.UUID) -> str | None:
     """The job whose run wrote events with this correlation id, or None if not the scheduler's."""
-    value = uuid.UUID(str(correlation_id)).int
+    value = correlation_id.int
     if value >> 96 != CORRELATION_MARKER:
         return None
     number = (value >> 80) & 0xFFFF
     return next((j.name for j in JOBS.values() if j.lock_key == number), None)
 
 
-def last_run(session: Session, job: Job | str) -> datetime | None:
+def last_run(deps: SchedulerDeps, job: Job | str) -> datetime | None:
     """When a run of `job` last wrote an event (any instance), if the outbox still has it. The ids sort
     by time, so this is one backward step on the outbox's correlation index."""
     job = JOBS[job] if isinstance(job, str) else job
-    low, high = correlation_range(job)
-    return session.scalar(
-        select(OutboxMessage.created_at)
-        .where(OutboxMessage.correlation_id >= low, OutboxMessage.correlation_id < high)
-        .order_by(OutboxMessage.correlation_id.desc())
-        .limit(1)
-    )
-
-
-def pending_keys(
-    session: Session, types: Iterable[str], field: str, *, stale_after: timedelta = STALE_AFTER
-) -> set[str]:
-    """Keys (`field` of the event data) that have a pending event of one of `types` (see the module doc)."""
-    rows = session.execute(
-        PENDING_SQL, {"types": list(types), "field": field, "stale": stale_after.total_seconds()}
-    ).scalars()
-    return {r for r in rows if r}
+    with deps.uow.reading() as inventory:
+        return JobQueries(inventory.session).last_written(*correlation_range(job))
 
 
 def run(
@@ -225,22 +179,19 @@ def run(
 ) -> JobResult:
     """One run of `job` in one transaction; raises NotLeader (and writes nothing) if the fence fails."""
     job = JOBS[job] if isinstance(job, str) else job
-    correlation_id = str(correlation_id_for(job))
+    correlation_id = correlation_id_for(job)
     written = skipped = 0
-    with deps.sessions.begin() as session:
-        # bounded: a hung run elsewhere makes this run fail (and retry next interval), not hang for good
-        session.execute(text("SET LOCAL lock_timeout = '30s'"))
-        session.execute(text("SELECT pg_advisory_xact_lock(:k1, :k2)"), {"k1": LOCK_NAMESPACE, "k2": job.lock_key})
-        if fence_pid is not None:
-            held = session.scalar(FENCE_SQL, {"pid": fence_pid, "k1": LOCK_NAMESPACE, "k2": LEADER_KEY})
-            if not held:
-                raise NotLeader(f"backend {fence_pid} no longer holds the scheduler lock; {job.name} skipped")
-        pending = pending_keys(session, job.pending_types, job.key_field, stale_after=stale_after)
-        for key, event in job.targets(session):
+    with deps.uow.transaction() as work:
+        queries = JobQueries(work.inventory.session)
+        queries.lock_job(job.lock_key)
+        if fence_pid is not None and not queries.leader_holds(fence_pid):
+            raise NotLeader(f"backend {fence_pid} no longer holds the scheduler lock; {job.name} skipped")
+        pending = queries.pending(job.pending_types, job.key_field, stale_after=stale_after)
+        for key, event in job.targets(queries):
             if key in pending:
                 skipped += 1
                 continue
-            deps.emit(session, event, correlation_id=correlation_id)
+            work.emit(event, correlation_id=correlation_id)
             written += 1
     return JobResult(job.name, correlation_id, written, skipped)
 

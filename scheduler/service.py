@@ -49,11 +49,10 @@ def intervals(deps: SchedulerDeps) -> dict[str, float]:
 def first_runs(deps: SchedulerDeps, own: dict[str, datetime], now: datetime) -> dict[str, datetime]:
     """When each job is first due after becoming leader (see the module doc)."""
     due: dict[str, datetime] = {}
-    with deps.sessions() as session:
-        for name, every in intervals(deps).items():
-            known = [t for t in (own.get(name), jobs.last_run(session, name)) if t is not None]
-            last = max(known) if known else None
-            due[name] = now if last is None else max(now, last + timedelta(seconds=every))
+    for name, every in intervals(deps).items():
+        known = [t for t in (own.get(name), jobs.last_run(deps, name)) if t is not None]
+        last = max(known) if known else None
+        due[name] = now if last is None else max(now, last + timedelta(seconds=every))
     return due
 
 

@@ -1,16 +1,34 @@
-"""Engines, sessions and migrations. The only place that knows how to reach Postgres."""
+"""Engines, sessions, migrations and the start-up checks. The only place that knows how to reach Postgres.
+
+Code outside storage/ holds a `Database` (a pool and the sessions over it) or a `Sessions` factory, and
+asks the questions below (is the database reachable, at which schema revision, is this error an
+outage); it never sees a driver or an SQLAlchemy exception.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
+import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from psycopg import errors as pg_errors
+from psycopg import sql
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session as Session  # re-exported: the type of one session, for annotations
+from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+DEFAULT_PORT = 5432
+
+# A factory of sessions: `with sessions() as s` reads, `with sessions.begin() as s` writes and commits.
+Sessions: TypeAlias = sessionmaker[Session]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -21,6 +39,42 @@ def sqlalchemy_url(url: str) -> str:
     else:
         raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} (use postgresql://)")
     return parsed.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """A plain postgresql:// URL for psycopg, whichever SQLAlchemy driver name the settings used.
+
+    Raises ValueError when `url` is not a database URL at all."""
+    try:
+        return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a database URL points, without user or password."""
+
+    host: str
+    port: int
+    database: str
+
+    @property
+    def location(self) -> str:
+        return f"{self.host}:{self.port}/{self.database}"
+
+
+def address(url: str) -> Address:
+    """host, port and database of a postgresql:// URL (multi-host URLs: the first host); ValueError if
+    `url` is not a database URL."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+    host = parsed.host or "localhost"
+    if isinstance(host, list | tuple):
+        host = host[0]
+    return Address(str(host), int(parsed.port or DEFAULT_PORT), parsed.database or parsed.username or "")
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -34,7 +88,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     )
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_session_factory(engine: Engine) -> Sessions:
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -48,6 +102,112 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`; safe to run concurrently (an advisory lock serialises it)."""
     command.upgrade(alembic_config(engine), revision)
+
+
+class Database:
+    """One orgsync database as a process uses it: a connection pool and the sessions over it."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.sessions: Sessions = make_session_factory(self.engine)
+
+    def upgrade(self, revision: str = "head") -> None:
+        upgrade(self.engine, revision)
+
+    def problem(self) -> str | None:
+        """None when a connection of the pool answers, else a short reason (e.g. `connection refused`)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            return database_problem(getattr(exc, "orig", None) or exc)
+        return None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def create_database(admin_url: str, name: str) -> None:
+    """Create database `name` on the server of `admin_url` unless it exists (the embedded Postgres)."""
+    with psycopg.connect(libpq_url(admin_url), autocommit=True, connect_timeout=10) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+# -- start-up checks ------------------------------------------------------------------------------
+
+
+class Unreachable(Exception):
+    """No connection to the database could be made; the message is a short reason without secrets."""
+
+
+class SchemaUnreadable(Exception):
+    """Connected, but the schema revision could not be read; the message is a short reason."""
+
+
+def _connect(url: str, timeout: float) -> psycopg.Connection[Any]:
+    """One new connection outside any pool (a check must not wait behind one), statements bounded too."""
+    try:
+        conninfo = libpq_url(url)
+    except ValueError:
+        raise Unreachable("not a valid postgresql:// URL") from None
+    seconds = max(1, math.ceil(timeout))
+    try:
+        return psycopg.connect(
+            conninfo,
+            connect_timeout=seconds,
+            autocommit=True,
+            application_name="orgsync-preflight",
+            options=f"-c statement_timeout={seconds * 1000}",
+        )
+    except psycopg.Error as exc:
+        raise Unreachable(database_problem(exc)) from None
+
+
+def check_connection(url: str, *, timeout: float = 5.0) -> None:
+    """Connect once and close; raises Unreachable."""
+    _connect(url, timeout).close()
+
+
+def schema_revisions(url: str, *, timeout: float = 5.0) -> frozenset[str] | None:
+    """The migration revision(s) the database at `url` is at; None when it has no orgsync schema.
+
+    Raises Unreachable (no connection) or SchemaUnreadable (the version table could not be read)."""
+    conn = _connect(url, timeout)
+    try:
+        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    except pg_errors.UndefinedTable:
+        return None
+    except psycopg.Error as exc:
+        raise SchemaUnreadable(database_problem(exc)) from None
+    finally:
+        conn.close()
+    return frozenset(str(r[0]) for r in rows)
+
+
+def schema_heads() -> frozenset[str]:
+    """The head revision(s) of orgsync's migrations: what a current database is at."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision of orgsync's migrations."""
+    return frozenset(rev.revision for rev in ScriptDirectory(str(MIGRATIONS)).walk_revisions())
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def outage_reason(exc: BaseException) -> str | None:
+    """A short reason when `exc` says the database is unreachable (a lost or refused connection), else
+    None (a bug, a constraint, anything that retrying later would not fix by itself)."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return database_problem(getattr(exc, "orig", None) or exc)
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return database_problem(exc)
+    return None
 
 
 def database_problem(exc: BaseException) -> str:

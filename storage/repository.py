@@ -1,52 +1,73 @@
-"""Queries and writes on the orgsync schema, as functions over a SQLAlchemy Session.
+"""The queries and writes of commands (the CLI, the demo, the metrics endpoint, key rotation), as
+functions over a SQLAlchemy Session.
 
-Handlers call these inside one unit of work (one transaction). Bulk writes go in batches; every
-write is the minimum: unchanged rows are not touched.
+Message handlers go through `storage.inventory` inside a unit of work (`storage.unit_of_work`). A
+command that writes and emits in one transaction opens `uow.transaction()` and runs the functions here
+on `work.inventory.session`; one that only reads uses a session of `Runtime.sessions`. Ids are
+`uuid.UUID` everywhere except where a person or another system typed them (`find_org`, the dead-letter
+ids of `failure_reasons` and `forget_failures`), which are parsed here, once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-import zlib
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any, cast
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain.badges import SYSTEM_PREFIX
 from domain.errors import NotFound
-from domain.events import Envelope
-from domain.scp import Policy, ScpPlan, Target, scps_applying
-from domain.sync import CloudFields, StoredCloud, UnitRow
+from domain.scp import scps_applying
+from domain.status import CloudStatus, MessageOutcome, SyncStatus
 
-from .models import (
-    BadgeRow,
-    Cloud,
-    Organization,
-    OrgUnitRow,
-    OutboxMessage,
-    ProcessedMessage,
-    ResourceTag,
-    ScpTarget,
-    ServiceControlPolicy,
-    SyncRun,
-)
+from .errors import Duplicate
+from .inventory import stored_scps, utcnow
+from .models import BadgeRow, Cloud, Organization, OutboxMessage, ProcessedMessage, ResourceTag, SyncRun
 
-BATCH = 500
+__all__ = [
+    "CredentialBlock",
+    "LastSync",
+    "Progress",
+    "accounts_per_status",
+    "add_cloud",
+    "add_org",
+    "cloud_by_account",
+    "clouds_to_validate",
+    "correlation_progress",
+    "credential_blocks",
+    "delete_cloud",
+    "delete_org",
+    "failure_reasons",
+    "find_org",
+    "forget_failures",
+    "get_org",
+    "last_successful_syncs",
+    "latest_sync_run",
+    "list_clouds",
+    "list_orgs",
+    "org_by_cloud_org_id",
+    "org_by_nickname",
+    "org_with_count",
+    "replace_credentials",
+    "scps_for_cloud",
+    "set_cloud_role",
+    "tags_of",
+    "update_org",
+    "utcnow",
+]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def batched(items: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _flush(session: Session, duplicate: str) -> None:
+    """Write what is pending now, so that a broken uniqueness rule raises Duplicate(`duplicate`) here."""
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Duplicate(duplicate) from None
 
 
 # -- organizations -------------------------------------------------------------------------------
@@ -63,20 +84,14 @@ def find_org(session: Session, ref: str) -> Organization:
     return org
 
 
-def get_org(session: Session, org_id: str | uuid.UUID, *, for_update: bool = False) -> Organization:
-    stmt = select(Organization).where(Organization.id == uuid.UUID(str(org_id)))
+def get_org(session: Session, org_id: uuid.UUID, *, for_update: bool = False) -> Organization:
+    stmt = select(Organization).where(Organization.id == org_id)
     if for_update:
         stmt = stmt.with_for_update()
     org = session.scalars(stmt).first()
     if org is None:
         raise NotFound(f"organization {org_id} does not exist")
     return org
-
-
-def lock_org(session: Session, org_id: str | uuid.UUID) -> None:
-    """Serialise writers of one organization until the end of the transaction."""
-    key = zlib.crc32(f"org:{org_id}".encode())
-    session.execute(text("SELECT pg_advisory_xact_lock(:k1, :k2)"), {"k1": 7291, "k2": key - 2**31})
 
 
 def list_orgs(session: Session) -> list[tuple[Organization, int]]:
@@ -94,7 +109,7 @@ def list_orgs(session: Session) -> list[tuple[Organization, int]]:
     return [(org, int(n)) for org, n in rows]
 
 
-def org_with_count(session: Session, org_id: str | uuid.UUID) -> tuple[Organization, int]:
+def org_with_count(session: Session, org_id: uuid.UUID) -> tuple[Organization, int]:
     """One organization and how many clouds it manages."""
     org = get_org(session, org_id)
     count = session.scalar(select(func.count()).select_from(Cloud).where(Cloud.organization_id == org.id))
@@ -107,223 +122,86 @@ def org_by_cloud_org_id(session: Session, cloud_org_id: str, provider: str = "aw
     ).first()
 
 
-# -- clouds --------------------------------------------------------------------------------------
+def org_by_nickname(session: Session, nickname: str) -> Organization | None:
+    return session.scalars(select(Organization).where(Organization.nickname == nickname)).first()
 
 
-def stored_clouds(session: Session, org_id: uuid.UUID, account_ids: Iterable[str]) -> list[StoredCloud]:
-    ids = list(account_ids)
-    rows = session.execute(
-        select(
-            Cloud.id,
-            Cloud.account_id,
-            Cloud.organization_id,
-            Cloud.name,
-            Cloud.email,
-            Cloud.aws_state,
-            Cloud.parent_id,
-            Cloud.org_path_ids,
-            Cloud.org_path,
-        ).where(or_(Cloud.organization_id == org_id, Cloud.account_id.in_(ids)))
-    ).all()
-    return [
-        StoredCloud(
-            cloud_id=str(r.id),
-            account_id=r.account_id,
-            organization_id=None if r.organization_id is None else str(r.organization_id),
-            name=r.name,
-            email=r.email,
-            aws_state=r.aws_state,
-            parent_id=r.parent_id,
-            org_path_ids=None if r.org_path_ids is None else tuple(r.org_path_ids),
-            org_path=r.org_path,
+def add_org(
+    session: Session,
+    *,
+    org_id: uuid.UUID,
+    cloud_org_id: str,
+    nickname: str,
+    management_account_id: str,
+    partition: str,
+    credentials: bytes,
+    filters: dict[str, Any],
+    permission_report: dict[str, Any],
+) -> None:
+    """Store a new AWS organization; raises Duplicate when its cloud org id or nickname is stored already."""
+    session.add(
+        Organization(
+            id=org_id,
+            provider="aws",
+            cloud_org_id=cloud_org_id,
+            nickname=nickname,
+            management_account_id=management_account_id,
+            partition=partition,
+            credentials=credentials,
+            filters=filters,
+            permission_report=permission_report,
         )
-        for r in rows
-    ]
+    )
+    _flush(session, f"organization {cloud_org_id} or nickname {nickname!r} is already registered")
 
 
-def _cloud_values(fields: CloudFields) -> dict[str, Any]:
-    return {
-        "name": fields.name,
-        "email": fields.email,
-        "aws_state": fields.aws_state,
-        "parent_id": fields.parent_id,
-        "org_path_ids": list(fields.org_path_ids),
-        "org_path": fields.org_path,
-    }
+def update_org(
+    session: Session,
+    org_id: uuid.UUID,
+    *,
+    filters: dict[str, Any],
+    nickname: str | None = None,
+    credentials: bytes | None = None,
+    permission_report: dict[str, Any] | None = None,
+) -> None:
+    """Change an organization (None keeps a field), its row locked first; raises Duplicate when the new
+    nickname is taken."""
+    org = get_org(session, org_id, for_update=True)
+    if credentials is not None:
+        org.credentials = credentials
+    if permission_report is not None:
+        org.permission_report = permission_report
+    if nickname is not None:
+        org.nickname = nickname
+    org.filters = filters
+    org.updated_at = utcnow()
+    _flush(session, f"the nickname {nickname!r} is taken")
 
 
-def insert_clouds(session: Session, org_id: uuid.UUID, new: Sequence[tuple[str, CloudFields]]) -> dict[str, str]:
-    """Insert new managed clouds; returns account id -> cloud id."""
-    ids: dict[str, str] = {}
-    rows = []
-    now = utcnow()
-    for account_id, fields in new:
-        cloud_id = uuid.uuid4()
-        ids[account_id] = str(cloud_id)
-        rows.append(
-            {
-                "id": cloud_id,
-                "account_id": account_id,
-                "organization_id": org_id,
-                "status": "pending",
-                "created_at": now,
-                "updated_at": now,
-                **_cloud_values(fields),
-            }
-        )
-    for chunk in batched(rows):
-        session.execute(insert(Cloud), list(chunk))
-    return ids
-
-
-def update_clouds(session: Session, changed: Sequence[tuple[str, CloudFields]]) -> None:
-    now = utcnow()
-    rows = [{"id": uuid.UUID(cid), "updated_at": now, **_cloud_values(f)} for cid, f in changed]
-    for chunk in batched(rows):
-        session.execute(update(Cloud), list(chunk))
-
-
-def take_over_clouds(session: Session, org_id: uuid.UUID, taken: Sequence[tuple[StoredCloud, CloudFields]]) -> None:
-    """Existing clouds become managed by the org: their own credentials are dropped, status re-checked."""
-    now = utcnow()
-    rows = [
-        {
-            "id": uuid.UUID(stored.cloud_id),
-            "organization_id": org_id,
-            "credentials": None,
-            "status": "pending",
-            "status_message": "managed by an organization now; waiting for member-role validation",
-            "updated_at": now,
-            **_cloud_values(fields),
-        }
-        for stored, fields in taken
-    ]
-    for chunk in batched(rows):
-        session.execute(update(Cloud), list(chunk))
-
-
-def delete_clouds(session: Session, cloud_ids: Sequence[str]) -> None:
-    for chunk in batched([uuid.UUID(c) for c in cloud_ids]):
-        session.execute(delete(Cloud).where(Cloud.id.in_(chunk)))
-
-
-def system_badges_of(session: Session, org_id: uuid.UUID) -> dict[str, dict[str, str]]:
-    rows = session.execute(
-        select(BadgeRow.cloud_id, BadgeRow.key, BadgeRow.value)
-        .join(Cloud, Cloud.id == BadgeRow.cloud_id)
-        .where(Cloud.organization_id == org_id, BadgeRow.key.startswith(SYSTEM_PREFIX))
-    ).all()
-    result: dict[str, dict[str, str]] = {}
-    for cloud_id, key, value in rows:
-        result.setdefault(str(cloud_id), {})[key] = value
-    return result
-
-
-def org_cloud_paths(session: Session, org_id: uuid.UUID) -> dict[str, str]:
-    rows = session.execute(select(Cloud.id, Cloud.org_path).where(Cloud.organization_id == org_id)).all()
-    return {str(cid): path or "" for cid, path in rows}
-
-
-def upsert_badges(session: Session, writes: Sequence[tuple[str, str, str]], *, autogenerated: bool = False) -> None:
-    rows = [{"cloud_id": uuid.UUID(c), "key": k, "value": v, "autogenerated": autogenerated} for c, k, v in writes]
-    for chunk in batched(rows):
-        stmt = pg_insert(BadgeRow).values(list(chunk))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[BadgeRow.cloud_id, BadgeRow.key],
-            set_={"value": stmt.excluded.value, "autogenerated": stmt.excluded.autogenerated},
-        )
-        session.execute(stmt)
-
-
-# -- OU tree -------------------------------------------------------------------------------------
-
-
-def stored_units(session: Session, org_id: uuid.UUID) -> dict[str, UnitRow]:
-    rows = session.scalars(select(OrgUnitRow).where(OrgUnitRow.organization_id == org_id)).all()
-    return {r.id: UnitRow(r.id, r.parent_id, r.name, r.path) for r in rows}
-
-
-def write_units(session: Session, org_id: uuid.UUID, upsert: Sequence[UnitRow], remove: Sequence[str]) -> None:
-    rows = [
-        {"organization_id": org_id, "id": u.id, "parent_id": u.parent_id, "name": u.name, "path": u.path}
-        for u in upsert
-    ]
-    for chunk in batched(rows):
-        stmt = pg_insert(OrgUnitRow).values(list(chunk))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[OrgUnitRow.organization_id, OrgUnitRow.id],
-            set_={"parent_id": stmt.excluded.parent_id, "name": stmt.excluded.name, "path": stmt.excluded.path},
-        )
-        session.execute(stmt)
-    if remove:
-        session.execute(delete(OrgUnitRow).where(OrgUnitRow.organization_id == org_id, OrgUnitRow.id.in_(list(remove))))
+def delete_org(session: Session, org_id: uuid.UUID) -> None:
+    """Remove an organization; its clouds, tags, badges, OU tree, SCPs and runs go with it (cascade)."""
+    session.delete(get_org(session, org_id))
 
 
 # -- messages ------------------------------------------------------------------------------------
 
 
-def add_outbox(session: Session, envelope: Envelope, *, queue_name: str | None, actor_name: str | None) -> None:
-    session.add(
-        OutboxMessage(
-            message_id=uuid.UUID(envelope.id),
-            correlation_id=uuid.UUID(envelope.correlation_id),
-            event_type=envelope.event.TYPE,
-            queue_name=queue_name,
-            actor_name=actor_name,
-            envelope=envelope.to_json(),
-        )
-    )
-
-
-def claim_processing(session: Session, message_id: str, correlation_id: str | None, actor_name: str) -> bool:
-    """Record that `message_id` is handled in this transaction; False if it already was.
-
-    A concurrent duplicate blocks on the primary key until the first transaction ends, then sees it.
-    """
-    stmt = (
-        pg_insert(ProcessedMessage)
-        .values(
-            message_id=uuid.UUID(message_id),
-            correlation_id=None if correlation_id is None else uuid.UUID(correlation_id),
-            actor_name=actor_name,
-            status="done",
-        )
-        .on_conflict_do_nothing(index_elements=[ProcessedMessage.message_id])
-        .returning(ProcessedMessage.message_id)
-    )
-    # on the session's connection: a plain Core statement, not the ORM's bulk-insert path
-    return session.connection().execute(stmt).first() is not None
-
-
-def already_processed(session: Session, message_id: str) -> bool:
-    return session.get(ProcessedMessage, uuid.UUID(message_id)) is not None
-
-
-def mark_processed(
-    session: Session, message_id: str, correlation_id: str | None, actor_name: str, *, status: str, error: str | None
-) -> None:
-    stmt = pg_insert(ProcessedMessage).values(
-        message_id=uuid.UUID(message_id),
-        correlation_id=None if correlation_id is None else uuid.UUID(correlation_id),
-        actor_name=actor_name,
-        status=status,
-        error=error,
-    )
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[ProcessedMessage.message_id], set_={"status": status, "error": error}
-        )
-    )
-
-
-def correlation_progress(session: Session, correlation_id: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Progress:
     """How far the work caused by one request has got."""
-    cid = uuid.UUID(correlation_id)
+
+    pending: int  # messages written and not yet handled by their consumer
+    done: int  # messages handled, successfully or not
+    failures: list[tuple[str, str | None]]  # (actor, error) of each that failed
+
+
+def correlation_progress(session: Session, correlation_id: uuid.UUID) -> Progress:
+    """How far the work caused by one request (every message correlated with it) has got."""
     pending = session.scalar(
         select(func.count())
         .select_from(OutboxMessage)
         .where(
-            OutboxMessage.correlation_id == cid,
+            OutboxMessage.correlation_id == correlation_id,
             OutboxMessage.actor_name.is_not(None),
             ~select(ProcessedMessage.message_id)
             .where(ProcessedMessage.message_id == OutboxMessage.message_id)
@@ -332,19 +210,44 @@ def correlation_progress(session: Session, correlation_id: str) -> dict[str, Any
     )
     failures = session.execute(
         select(ProcessedMessage.actor_name, ProcessedMessage.error).where(
-            ProcessedMessage.correlation_id == cid, ProcessedMessage.status == "failed"
+            ProcessedMessage.correlation_id == correlation_id, ProcessedMessage.status == MessageOutcome.FAILED
         )
     ).all()
     done = session.scalar(
-        select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.correlation_id == cid)
+        select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.correlation_id == correlation_id)
     )
-    return {"pending": int(pending or 0), "done": int(done or 0), "failures": [(a, e) for a, e in failures]}
+    return Progress(int(pending or 0), int(done or 0), [(a, e) for a, e in failures])
 
 
 def latest_sync_run(session: Session, org_id: uuid.UUID) -> SyncRun | None:
     return session.scalars(
         select(SyncRun).where(SyncRun.organization_id == org_id).order_by(SyncRun.started_at.desc()).limit(1)
     ).first()
+
+
+@dataclass(frozen=True)
+class LastSync:
+    """When an organization last synced successfully."""
+
+    org_id: uuid.UUID
+    nickname: str
+    finished_at: datetime
+
+
+def last_successful_syncs(session: Session) -> list[LastSync]:
+    """The last successful sync of every organization that had one."""
+    last = (
+        select(SyncRun.organization_id, func.max(SyncRun.finished_at).label("at"))
+        .where(SyncRun.status == SyncStatus.SUCCEEDED)
+        .group_by(SyncRun.organization_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Organization.id, Organization.nickname, last.c.at)
+        .join(last, last.c.organization_id == Organization.id)
+        .order_by(Organization.nickname)
+    ).all()
+    return [LastSync(org_id, nickname, at) for org_id, nickname, at in rows]
 
 
 # -- listings ------------------------------------------------------------------------------------
@@ -355,7 +258,7 @@ def list_clouds(
     *,
     org_id: uuid.UUID | None = None,
     badge: tuple[str, str] | None = None,
-    status: str | None = None,
+    status: CloudStatus | None = None,
     account_ids: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Clouds with their badges (key -> {value, autogenerated}), ordered by account id."""
@@ -405,83 +308,114 @@ def list_clouds(
     return result
 
 
+def accounts_per_status(session: Session) -> dict[str, int]:
+    """How many clouds have each harvest status (statuses with none are left out)."""
+    rows = session.execute(select(Cloud.status, func.count()).group_by(Cloud.status).order_by(Cloud.status)).all()
+    return {status: int(count) for status, count in rows}
+
+
+# -- clouds --------------------------------------------------------------------------------------
+
+
+def cloud_by_account(session: Session, account_id: str) -> Cloud | None:
+    return session.scalars(select(Cloud).where(Cloud.account_id == account_id)).first()
+
+
+def clouds_to_validate(
+    session: Session, *, org_id: uuid.UUID | None = None, account_ids: Sequence[str] = ()
+) -> list[Cloud]:
+    """Clouds by account id: those of one organization, those with the given account ids, or all."""
+    stmt = select(Cloud).order_by(Cloud.account_id)
+    if org_id is not None:
+        stmt = stmt.where(Cloud.organization_id == org_id)
+    if account_ids:
+        stmt = stmt.where(Cloud.account_id.in_(list(account_ids)))
+    return list(session.scalars(stmt))
+
+
+def add_cloud(
+    session: Session,
+    *,
+    cloud_id: uuid.UUID,
+    account_id: str,
+    name: str,
+    credentials: bytes,
+    status: CloudStatus,
+    status_message: str,
+) -> None:
+    """Store a standalone cloud (with its own credentials); raises Duplicate when the account is stored."""
+    session.add(
+        Cloud(
+            id=cloud_id,
+            account_id=account_id,
+            name=name,
+            status=status,
+            status_message=status_message,
+            credentials=credentials,
+        )
+    )
+    _flush(session, f"account {account_id} is already registered")
+
+
+def set_cloud_role(session: Session, cloud: Cloud, credentials: bytes, status: CloudStatus, message: str) -> None:
+    """Replace a standalone cloud's credentials, with the status the new role was checked to have."""
+    cloud.credentials = credentials
+    cloud.status, cloud.status_message = status, message
+    cloud.updated_at = utcnow()
+
+
+def delete_cloud(session: Session, cloud: Cloud) -> None:
+    session.delete(cloud)
+
+
+# -- credentials (key rotation) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialBlock:
+    """One stored credential block and the row holding it (the vault binds the table and id in)."""
+
+    table: str  # "organizations" or "clouds"
+    row_id: uuid.UUID
+    name: str  # the organization's nickname or the cloud's account id
+    sealed: bytes
+
+
+def credential_blocks(session: Session) -> list[CredentialBlock]:
+    """Every stored credential block, organizations (by nickname) then clouds (by account id), their rows
+    locked until the transaction ends."""
+    orgs = session.scalars(select(Organization).order_by(Organization.nickname).with_for_update())
+    blocks = [CredentialBlock("organizations", o.id, o.nickname, o.credentials) for o in orgs]
+    clouds = session.scalars(
+        select(Cloud).where(Cloud.credentials.is_not(None)).order_by(Cloud.account_id).with_for_update()
+    )
+    blocks += [CredentialBlock("clouds", c.id, c.account_id, c.credentials) for c in clouds if c.credentials]
+    return blocks
+
+
+def replace_credentials(session: Session, block: CredentialBlock, sealed: bytes) -> None:
+    """Store `sealed` in place of `block` (same row, same table)."""
+    row: Organization | Cloud | None
+    if block.table == "organizations":
+        row = session.get(Organization, block.row_id)
+    else:
+        row = session.get(Cloud, block.row_id)
+    if row is None:
+        raise NotFound(f"{block.table} row {block.row_id} does not exist")
+    row.credentials = sealed
+
+
 # -- tags and SCPs -------------------------------------------------------------------------------
 
 
-def tags_of(session: Session, cloud_id: str) -> dict[str, str]:
-    rows = session.execute(
-        select(ResourceTag.key, ResourceTag.value).where(ResourceTag.cloud_id == uuid.UUID(cloud_id))
-    ).all()
+def tags_of(session: Session, cloud_id: uuid.UUID) -> dict[str, str]:
+    rows = session.execute(select(ResourceTag.key, ResourceTag.value).where(ResourceTag.cloud_id == cloud_id)).all()
     return dict(sorted((k, v) for k, v in rows))
 
 
-def stored_scps(session: Session, org_id: uuid.UUID) -> tuple[list[Policy], list[Target]]:
-    policies = [
-        Policy(p.id, p.name, p.description, p.aws_managed, p.content)
-        for p in session.scalars(select(ServiceControlPolicy).where(ServiceControlPolicy.organization_id == org_id))
-    ]
-    targets = [
-        Target(t.policy_id, t.target_id, t.target_type, t.target_name)
-        for t in session.scalars(select(ScpTarget).where(ScpTarget.organization_id == org_id))
-    ]
-    return policies, targets
-
-
-def write_scps(session: Session, org_id: uuid.UUID, plan: ScpPlan) -> None:
-    for policy in plan.upsert:
-        stmt = pg_insert(ServiceControlPolicy).values(
-            organization_id=org_id,
-            id=policy.id,
-            name=policy.name,
-            description=policy.description,
-            aws_managed=policy.aws_managed,
-            content=policy.content,
-        )
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[ServiceControlPolicy.organization_id, ServiceControlPolicy.id],
-                set_={k: stmt.excluded[k] for k in ("name", "description", "aws_managed", "content")},
-            )
-        )
-    if plan.delete:
-        session.execute(
-            delete(ScpTarget).where(ScpTarget.organization_id == org_id, ScpTarget.policy_id.in_(plan.delete))
-        )
-        session.execute(
-            delete(ServiceControlPolicy).where(
-                ServiceControlPolicy.organization_id == org_id, ServiceControlPolicy.id.in_(plan.delete)
-            )
-        )
-    for target in plan.drop_targets:
-        session.execute(
-            delete(ScpTarget).where(
-                ScpTarget.organization_id == org_id,
-                ScpTarget.policy_id == target.policy_id,
-                ScpTarget.target_id == target.target_id,
-            )
-        )
-    if plan.add_targets:
-        session.execute(
-            pg_insert(ScpTarget)
-            .values(
-                [
-                    {
-                        "organization_id": org_id,
-                        "policy_id": t.policy_id,
-                        "target_id": t.target_id,
-                        "target_type": t.target_type,
-                        "target_name": t.target_name,
-                    }
-                    for t in plan.add_targets
-                ]
-            )
-            .on_conflict_do_nothing()
-        )
-
-
-def scps_for_cloud(session: Session, cloud_id: str) -> list[dict[str, Any]]:
+def scps_for_cloud(session: Session, cloud_id: uuid.UUID) -> list[dict[str, Any]]:
     """The SCPs that apply to a managed cloud, root first, each with where it is attached."""
-    cloud = session.get(Cloud, uuid.UUID(cloud_id))
+    cloud = session.get(Cloud, cloud_id)
     if cloud is None or cloud.organization_id is None:
         return []
     policies, targets = stored_scps(session, cloud.organization_id)
@@ -500,79 +434,6 @@ def scps_for_cloud(session: Session, cloud_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def managed_accounts(session: Session, org_id: uuid.UUID) -> dict[str, str]:
-    """account id -> cloud id of the clouds an organization manages."""
-    rows = session.execute(select(Cloud.account_id, Cloud.id).where(Cloud.organization_id == org_id)).all()
-    return {a: str(c) for a, c in rows}
-
-
-def stored_tags(session: Session, cloud_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    result: dict[str, dict[str, str]] = {c: {} for c in cloud_ids}
-    for chunk in batched([uuid.UUID(c) for c in cloud_ids]):
-        for cloud_id, key, value in session.execute(
-            select(ResourceTag.cloud_id, ResourceTag.key, ResourceTag.value).where(ResourceTag.cloud_id.in_(chunk))
-        ):
-            result[str(cloud_id)][key] = value
-    return result
-
-
-def write_tags(session: Session, upsert: Sequence[tuple[str, str, str]], remove: Sequence[tuple[str, str]]) -> None:
-    rows = [{"cloud_id": uuid.UUID(c), "key": k, "value": v} for c, k, v in upsert]
-    for chunk in batched(rows):
-        stmt = pg_insert(ResourceTag).values(list(chunk))
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[ResourceTag.cloud_id, ResourceTag.key], set_={"value": stmt.excluded.value}
-            )
-        )
-    for chunk in batched(list(remove)):
-        session.execute(
-            delete(ResourceTag).where(
-                tuple_(ResourceTag.cloud_id, ResourceTag.key).in_([(uuid.UUID(c), k) for c, k in chunk])
-            )
-        )
-
-
-RECONCILE_DELETE = """
-DELETE FROM badges b
-USING clouds c
-WHERE b.cloud_id = c.id AND {scope}
-  AND NOT starts_with(b.key, 'system.')
-  AND b.autogenerated
-  AND NOT EXISTS (SELECT 1 FROM resource_tags t WHERE t.cloud_id = b.cloud_id AND t.key = b.key)
-"""
-RECONCILE_UPSERT = """
-INSERT INTO badges (cloud_id, key, value, autogenerated)
-SELECT t.cloud_id, t.key, t.value, true
-FROM resource_tags t JOIN clouds c ON c.id = t.cloud_id
-WHERE {scope} AND NOT starts_with(t.key, 'system.')
-ON CONFLICT (cloud_id, key) DO UPDATE
-SET value = excluded.value, autogenerated = true
-WHERE badges.value IS DISTINCT FROM excluded.value OR NOT badges.autogenerated
-"""
-
-
-def reconcile_badges(
-    session: Session, *, org_id: uuid.UUID | None = None, cloud_ids: Sequence[str] | None = None
-) -> int:
-    """The badge rule of domain.badges, set-based: returns the rows written (0 when all agree).
-
-    Scope: the given clouds, else the clouds of `org_id`, else every cloud managed by an organization.
-    """
-    params: dict[str, Any] = {}
-    if cloud_ids is not None:
-        scope = "c.id = ANY(:cloud_ids) AND c.organization_id IS NOT NULL"
-        params["cloud_ids"] = [uuid.UUID(c) for c in cloud_ids]
-    elif org_id is not None:
-        scope = "c.organization_id = :org_id"
-        params["org_id"] = org_id
-    else:
-        scope = "c.organization_id IS NOT NULL"
-    deleted = cast(CursorResult[Any], session.execute(text(RECONCILE_DELETE.format(scope=scope)), params))
-    written = cast(CursorResult[Any], session.execute(text(RECONCILE_UPSERT.format(scope=scope)), params))
-    return int(deleted.rowcount or 0) + int(written.rowcount or 0)
-
-
 def failure_reasons(session: Session, message_ids: Sequence[str]) -> dict[str, str]:
     ids = []
     for m in message_ids:
@@ -580,7 +441,7 @@ def failure_reasons(session: Session, message_ids: Sequence[str]) -> dict[str, s
             ids.append(uuid.UUID(m))
     rows = session.execute(
         select(ProcessedMessage.message_id, ProcessedMessage.error).where(
-            ProcessedMessage.message_id.in_(ids), ProcessedMessage.status == "failed"
+            ProcessedMessage.message_id.in_(ids), ProcessedMessage.status == MessageOutcome.FAILED
         )
     ).all()
     return {str(m): e or "" for m, e in rows}
@@ -594,5 +455,7 @@ def forget_failures(session: Session, message_ids: Sequence[str]) -> None:
             ids.append(uuid.UUID(m))
     if ids:
         session.execute(
-            delete(ProcessedMessage).where(ProcessedMessage.message_id.in_(ids), ProcessedMessage.status == "failed")
+            delete(ProcessedMessage).where(
+                ProcessedMessage.message_id.in_(ids), ProcessedMessage.status == MessageOutcome.FAILED
+            )
         )

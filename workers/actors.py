@@ -6,7 +6,7 @@ handed in by the composition root, and nothing connects at import.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import dramatiq
 
@@ -17,16 +17,17 @@ from .deps import Deps
 from .registry import HANDLERS, Consumer
 
 TIME_LIMIT_MS = 30 * 60 * 1000
+E = TypeVar("E", bound=events.Event)
 
 
-def decode_for(args: tuple[Any, ...], kwargs: dict[str, Any], expected: type[events.Event]) -> events.Envelope:
+def decode_for(args: tuple[Any, ...], kwargs: dict[str, Any], expected: type[E]) -> events.Envelope[E]:
     """The single envelope argument of a message, decoded and checked to be of the expected type."""
     if kwargs or len(args) != 1:
         raise MalformedMessage(f"expected one envelope argument, got {len(args)} positional and {len(kwargs)} keyword")
     envelope = events.decode(args[0])
     if not isinstance(envelope.event, expected):
         raise MalformedMessage(f"{envelope.event.TYPE} sent to the {expected.TYPE} actor")
-    return envelope
+    return cast(events.Envelope[E], envelope)
 
 
 def declare_actors(broker: dramatiq.Broker, deps: Deps, *, max_retries: int) -> dict[str, dramatiq.Actor[..., None]]:

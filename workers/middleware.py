@@ -13,9 +13,9 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
-from sqlalchemy.orm import Session, sessionmaker
 
-from storage import repository as repo
+from storage.inventory import Inventory
+from storage.unit_of_work import UnitOfWork
 
 from . import logcontext
 from .relay import OutboxRelay
@@ -23,18 +23,19 @@ from .relay import OutboxRelay
 log = logging.getLogger(__name__)
 
 
-def envelope_ids(message: dramatiq.Message[Any]) -> tuple[str, str | None]:
-    """(message id, correlation id) of the envelope inside a dramatiq message, if it has one."""
+def envelope_ids(message: dramatiq.Message[Any]) -> tuple[uuid.UUID, uuid.UUID | None]:
+    """(message id, correlation id) of the envelope inside a dramatiq message, if it has one; else
+    dramatiq's own message id and no correlation."""
     args = message.args
     if len(args) == 1 and isinstance(args[0], dict):
         body = args[0]
         try:
-            mid = str(uuid.UUID(str(body.get("id"))))
+            mid = uuid.UUID(str(body.get("id")))
             cid = body.get("correlation_id")
-            return mid, str(uuid.UUID(str(cid))) if cid else mid
+            return mid, uuid.UUID(str(cid)) if cid else mid
         except ValueError:
             pass
-    return message.message_id, None
+    return uuid.UUID(message.message_id), None
 
 
 def failure_reason(exception: BaseException) -> str:
@@ -49,8 +50,8 @@ class RecordFailures(Middleware):
     The row in processed_messages tells `--wait` that the work ended, and how.
     """
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
+    def __init__(self, uow: UnitOfWork[Inventory]) -> None:
+        self.uow = uow
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -62,8 +63,7 @@ class RecordFailures(Middleware):
         message.options["orgsync_failure"] = reason
         log.error("message %s (%s) dead-lettered: %s", mid, message.actor_name, reason)
         try:
-            with self.sessions.begin() as session:
-                repo.mark_processed(session, mid, cid, message.actor_name, status="failed", error=reason)
+            self.uow.record_failure(mid, cid, message.actor_name, reason)
         except Exception:
             log.exception("could not record the failure of message %s", mid)
 

@@ -14,7 +14,7 @@ import dramatiq
 import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from storage.models import OutboxMessage
+from storage.outbox import OutboxRow
 
 from .routes import EVENTS_EXCHANGE, is_fact
 
@@ -24,12 +24,12 @@ class DramatiqPublisher:
         self.broker = broker
         self._declared = threading.local()
 
-    def publish(self, row: OutboxMessage) -> None:
+    def publish(self, row: OutboxRow) -> None:
         queue_name, actor_name = row.queue_name, row.actor_name
         routed = bool(queue_name and actor_name)
         # an event no actor here consumes goes to the exchange even if not listed as a fact: never nowhere
         if isinstance(self.broker, RabbitmqBroker) and (is_fact(row.event_type) or not routed):
-            self._publish_fact(row)
+            self._publish_fact(self.broker, row)
         if queue_name and actor_name:
             message: dramatiq.Message[None] = dramatiq.Message(
                 queue_name=queue_name,
@@ -41,15 +41,14 @@ class DramatiqPublisher:
             )
             self.broker.enqueue(message)
 
-    def _publish_fact(self, row: OutboxMessage) -> None:
-        assert isinstance(self.broker, RabbitmqBroker)
+    def _publish_fact(self, broker: RabbitmqBroker, row: OutboxRow) -> None:
         try:
-            self._basic_publish(self.broker, row)
+            self._basic_publish(broker, row)
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError):
-            del self.broker.connection  # the next attempt opens a fresh connection and channel
+            del broker.connection  # the next attempt opens a fresh connection and channel
             raise
 
-    def _basic_publish(self, broker: RabbitmqBroker, row: OutboxMessage) -> None:
+    def _basic_publish(self, broker: RabbitmqBroker, row: OutboxRow) -> None:
         channel = broker.channel  # this thread's channel, in confirm mode (make_broker: confirm_delivery=True)
         if getattr(self._declared, "channel", None) is not channel:
             if not broker.confirm_delivery:  # a broker made elsewhere: confirms are what lets the row be marked sent

@@ -2,26 +2,25 @@
 
 Adding a consumer is one line in `routes.ROUTES` (its queue and actor names) plus one line in
 `_HANDLER_OF` (the function that does the work). The actors (`actors.declare_actors`) are declared from
-`HANDLERS`; the outbox (`deps.emit`), the publisher, the worker's queues and the CLI need only the
-names, and read them from `routes`, which imports no handler (the handlers write to the outbox). The
-names of `routes` are re-exported here for the tests that import them from this module.
+`HANDLERS`; the outbox (through the unit of work), the publisher, the worker's queues and the CLI need
+only the names, and read them from `routes`, which imports no handler (the handlers write to the
+outbox).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from domain import events
 
 from . import handlers, tagging, validation
 from .deps import Deps
-from .routes import EVENTS_EXCHANGE, FACTS, QUEUES, ROUTES, is_fact
+from .routes import ROUTES
 
-__all__ = ["EVENTS_EXCHANGE", "FACTS", "HANDLERS", "QUEUES", "Consumer", "Handler", "is_fact", "route_of"]
-
-# every handler: (deps, envelope, the actor name its idempotency claim is recorded under)
-Handler = Callable[[Deps, events.Envelope, str], object]
+# every handler: (deps, an envelope of the event it handles, the actor name its claim is recorded under)
+Handler = Callable[[Deps, events.Envelope[Any], str], object]
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Consumer:
     actor_name: str
     handler: Handler
 
-    def handle(self, deps: Deps, envelope: events.Envelope) -> None:
+    def handle(self, deps: Deps, envelope: events.Envelope[Any]) -> None:
         """Run the handler as this consumer's actor does (the envelope already decoded and checked)."""
         self.handler(deps, envelope, self.actor_name)
 

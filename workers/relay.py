@@ -14,17 +14,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
-
-from storage.models import OutboxMessage
-from storage.repository import utcnow
+from storage.db import outage_reason
+from storage.outbox import Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    def publish(self, row: OutboxMessage) -> None:
+    def publish(self, row: OutboxRow) -> None:
         """Hand one event to the broker; return only once the broker has confirmed it."""
 
 
@@ -34,10 +31,9 @@ KEEPALIVE_SECONDS = 1.0
 
 def failure_summary(exc: BaseException) -> tuple[str, bool]:
     """(one line naming what failed, whether it is an outage rather than a bug) for a failed flush."""
-    from sqlalchemy.exc import DBAPIError, DisconnectionError
-
-    if isinstance(exc, DBAPIError | DisconnectionError) and _is_outage(exc):
-        return f"the database is unreachable ({_database_reason(exc)})", True
+    database = outage_reason(exc)
+    if database is not None:
+        return f"the database is unreachable ({database})", True
     if _is_broker_error(exc):
         return f"RabbitMQ is unreachable ({_broker_reason(exc)})", True
     return f"{type(exc).__name__}: {_first_line(exc)}", False
@@ -46,20 +42,6 @@ def failure_summary(exc: BaseException) -> tuple[str, bool]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
-
-
-def _is_outage(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-
-    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
-def _database_reason(exc: BaseException) -> str:
-    from storage.db import database_problem
-
-    return database_problem(getattr(exc, "orig", None) or exc)
 
 
 def _is_broker_error(exc: BaseException) -> bool:
@@ -82,7 +64,7 @@ def _broker_reason(exc: BaseException) -> str:
 class OutboxRelay:
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        outbox: Outbox,
         publisher: Publisher,
         *,
         batch: int = 200,
@@ -92,7 +74,7 @@ class OutboxRelay:
         """`keepalive` is called every second or so while the loop waits (to answer broker heartbeats);
         `guard` wraps each batch of publishes (e.g. to keep a client library's logs about a lost
         connection out of the log: the relay reports its failures itself, once per outage)."""
-        self.sessions = sessions
+        self.outbox = outbox
         self.publisher = publisher
         self.batch = batch
         self.keepalive = keepalive
@@ -105,22 +87,12 @@ class OutboxRelay:
         """Publish every unsent row this relay can claim; returns how many it published."""
         total = 0
         while True:
-            with self.sessions.begin() as session:
-                rows = session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.sent_at.is_(None))
-                    .order_by(OutboxMessage.id)
-                    .limit(self.batch)
-                    .with_for_update(skip_locked=True)
-                ).all()
+            with self.outbox.claim_unsent(self.batch) as rows:
                 if not rows:
                     return total
                 with self.guard():
                     for row in rows:
                         self.publisher.publish(row)
-                session.execute(
-                    update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])).values(sent_at=utcnow())
-                )
             total += len(rows)
 
     def kick(self) -> None:

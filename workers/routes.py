@@ -1,9 +1,10 @@
 """Where each event goes: event type -> (queue, actor) of its consumer here, and which events are facts.
 
 This is the messaging contract by name only; which function handles each route is `registry.HANDLERS`.
-Keeping the names apart from the handlers lets the outbox writer (`deps.emit`) and the publisher route
-an event without importing the handlers, which themselves write to the outbox. The codec's own type
-table stays in `domain.events` (the domain knows nothing of queues).
+Keeping the names apart from the handlers lets the outbox writer (`storage.unit_of_work.Work.emit`,
+handed `route_of` by the composition root) and the publisher route an event without importing the
+handlers, which themselves write to the outbox. The codec's own type table stays in `domain.events`
+(the domain knows nothing of queues).
 
 Queue and actor names are a public contract: other services publish `OrgSyncRequested` to `org-sync`,
 and dead letters and `processed_messages` record actor names. Never rename one here.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -56,7 +56,7 @@ def _usage_error(exc: Any) -> str:
     return message
 
 
-def main() -> None:
+def main() -> NoReturn:
     """`orgsync`: exit 0 on success, 1 on a refused or failed request, 2 on bad usage, 130 when aborted."""
     debug = os.environ.get("ORGSYNC_DEBUG") == "1"
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")

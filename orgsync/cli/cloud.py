@@ -17,7 +17,7 @@ from domain.config import (
     parse_role_arn,
 )
 from domain.errors import InvalidInput, OrgSyncError
-from domain.status import STATUSES
+from domain.status import CloudStatus
 from storage import repository as repo
 
 from .. import services
@@ -52,7 +52,7 @@ def cloud_add(
     with runtime() as rt:
         cloud_id = services.add_cloud(rt, account_id, name, role)
     if as_json:
-        print_json({"id": cloud_id, "account_id": account_id, "name": name, "status": "ok"})
+        print_json({"id": cloud_id, "account_id": account_id, "name": name, "status": CloudStatus.OK})
     else:
         out.print(f"added account {account_id} as {cloud_id}")
 
@@ -71,11 +71,15 @@ def cloud_list(
         if not sep or not key:
             raise InvalidInput("badge", "expected KEY=VALUE")
         badge_filter = (key, value)
-    if status is not None and status not in STATUSES:
-        raise InvalidInput("status", f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    wanted = None
+    if status is not None:
+        try:
+            wanted = CloudStatus(status)
+        except ValueError:
+            raise InvalidInput("status", f"unknown status {status!r}; one of {', '.join(CloudStatus)}") from None
     with runtime() as rt, rt.sessions() as s:
         org_id = repo.find_org(s, org).id if org else None
-        rows = repo.list_clouds(s, org_id=org_id, badge=badge_filter, status=status)
+        rows = repo.list_clouds(s, org_id=org_id, badge=badge_filter, status=wanted)
     if as_json:
         print_json(rows)
         return
@@ -113,7 +117,7 @@ def cloud_validate(
             wait=wait,
             as_json=as_json,
             data={"request_id": request_id, "accounts": count},
-            text=f"validation requested for {count} accounts ({request_id})",
+            text=f"validation requested for {count} account{'' if count == 1 else 's'} ({request_id})",
         )
 
 
@@ -122,12 +126,12 @@ def cloud_show(account: Annotated[str, typer.Argument(help="Account id.")], as_j
     """One account: state, status, OU path, badges, tags and the SCPs that apply to it."""
     check_account_id(account, "account")
     with runtime() as rt, rt.sessions() as s:
-        rows = repo.list_clouds(s, account_ids=[account])
-        if not rows:
+        cloud = repo.cloud_by_account(s, account)
+        if cloud is None:
             raise OrgSyncError(f"no cloud with account id {account}")
-        data = rows[0]
-        data["tags"] = repo.tags_of(s, data["id"])
-        data["service_control_policies"] = repo.scps_for_cloud(s, data["id"])
+        data = repo.list_clouds(s, account_ids=[account])[0]
+        data["tags"] = repo.tags_of(s, cloud.id)
+        data["service_control_policies"] = repo.scps_for_cloud(s, cloud.id)
     if as_json:
         print_json(data)
         return

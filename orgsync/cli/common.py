@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from domain.errors import InvalidInput
+from storage.repository import Progress
 
 from .. import services
 from ..bootstrap import Runtime
@@ -57,11 +59,11 @@ def runtime(*, workers: bool = False, migrate: bool | None = None) -> Iterator[R
         # publishes (pika's reconnects, a worker thread's warnings) are for ORGSYNC_LOG_LEVEL=INFO
         for handler in logging.getLogger().handlers:
             handler.setLevel(logging.CRITICAL)
-    if settings.database_url is not None and not settings.embedded_database:
+    if (database_url := settings.external_database_url) is not None:
         # `db upgrade` needs the database reachable, not yet at the current schema
-        check_database(settings.database_url.get_secret_value(), schema=not migrate)
-    if workers and settings.broker_url is not None and not settings.in_process_broker:
-        check_broker(settings.broker_url.get_secret_value())
+        check_database(database_url, schema=not migrate)
+    if workers and (broker_url := settings.external_broker_url) is not None:
+        check_broker(broker_url)
     rt = Runtime.open(settings, migrate=migrate)
     try:
         if workers and rt.in_process:
@@ -96,17 +98,16 @@ def broker_url_or_fail() -> str:
     """The broker URL of a command that reads RabbitMQ itself, after checking RabbitMQ answers."""
     from ..preflight import check_broker
 
-    settings = get_settings()
-    if settings.in_process_broker or settings.broker_url is None:
+    url = get_settings().external_broker_url
+    if url is None:
         fail("no ORGSYNC_BROKER_URL: with the in-process broker, messages live only inside a command's run")
-    url = settings.broker_url.get_secret_value()
     check_broker(url)
     return url
 
 
 def follow(
     rt: Runtime,
-    request_id: str | None,
+    request_id: uuid.UUID | None,
     *,
     label: str,
     wait: bool,
@@ -138,14 +139,14 @@ def follow(
         _finish_wait(result, label)
 
 
-def _wait(rt: Runtime, request_id: str, *, label: str, as_json: bool) -> services.WaitResult:
+def _wait(rt: Runtime, request_id: uuid.UUID, *, label: str, as_json: bool) -> services.WaitResult:
     settings = rt.settings
     if as_json:
         return services.wait_for(rt, request_id, timeout=settings.wait_timeout_seconds)
     with err.status(f"{label}…") as status:
 
-        def show(progress: dict[str, Any]) -> None:
-            status.update(f"{label}: {progress['done']} messages handled, {progress['pending']} pending")
+        def show(progress: Progress) -> None:
+            status.update(f"{label}: {progress.done} messages handled, {progress.pending} pending")
 
         return services.wait_for(rt, request_id, timeout=settings.wait_timeout_seconds, on_progress=show)
 

@@ -7,7 +7,7 @@ supervisor, the scheduler, RabbitMQ's queue figures) is imported only when they 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -44,7 +44,7 @@ def worker(
             help="Queues to consume (default: all): repeat the option or separate names by commas.",
         ),
     ] = None,
-) -> None:
+) -> NoReturn:
     """Run dramatiq worker processes consuming orgsync's queues from RabbitMQ."""
     settings = get_settings()
     if settings.in_process_broker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +19,7 @@ badges_app = typer.Typer(no_args_is_help=True, help="Badges derived from tags.")
 
 
 def _request_and_wait(
-    event_factory: Callable[[str | None], Event], org: str | None, label: str, wait: bool, as_json: bool
+    event_factory: Callable[[uuid.UUID | None], Event], org: str | None, label: str, wait: bool, as_json: bool
 ) -> None:
     with runtime(workers=True) as rt:
         request_id = services.request_event(rt, org, event_factory)

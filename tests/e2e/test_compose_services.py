@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from orgsync.preflight import check_database
-from workers.registry import QUEUES
+from workers.routes import QUEUES
 
 from ..support.processes import ORGSYNC, consumers, free_port, service_env, vhost_of
 from ..support.services import Postgres, RabbitMQ

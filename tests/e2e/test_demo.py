@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 
+from domain.status import SyncStatus
 from orgsync.demo import demo_spec
 
 from ..support.processes import ORGSYNC
@@ -36,4 +37,4 @@ def test_demo_runs_on_embedded_defaults_and_leaves_a_browsable_inventory(tmp_pat
     assert {c["account_id"] for c in json.loads(listed.stdout)} == expected
     orgs = subprocess.run([ORGSYNC, "org", "list", "--json"], env=env, capture_output=True, text=True, timeout=120)
     [org] = json.loads(orgs.stdout)
-    assert (org["nickname"], org["account_count"], org["last_sync"]["status"]) == ("demo-org", 31, "succeeded")
+    assert (org["nickname"], org["account_count"], org["last_sync"]["status"]) == ("demo-org", 31, SyncStatus.SUCCEEDED)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pika
 from prometheus_client.parser import text_string_to_metric_families
 
+from domain.status import CloudStatus
+
 from ..support.processes import org_add_args, orgsync
 
 MEMBER_EXTERNAL_ID = "member-ext-1"
@@ -190,7 +192,7 @@ def test_metrics_after_a_known_workload(aws_server, env, workers):
     assert {api: n for api, n in counted.items() if n} == {api: float(n) for api, n in server.items() if n}
     statuses = {dict(labels)["status"]: v for (name, labels), v in after.items() if name == "orgsync_accounts"}
     expected_ok = sum(1 for a in org.accounts if a.state == "ACTIVE" and a.member_role == "ok")
-    assert statuses["ok"] == expected_ok
+    assert statuses[CloudStatus.OK] == expected_ok
     assert metric(after, "orgsync_queue_messages", queue="org-sync", state="dead") == 0
     assert metric(after, "orgsync_queue_consumers", queue="org-sync") == 2
 

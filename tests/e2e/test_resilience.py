@@ -19,24 +19,28 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from domain.status import CloudStatus, MessageOutcome, SyncStatus
 from domain.tree import SUSPENDED_STATES
 from localaws import LocalAwsServer
 
 from ..support.processes import org_add_args, orgsync, service_env, start_workers, vhost_of
 from ..support.services import Postgres, RabbitMQ
 
+LATENCY_MS = 15
+WALK_LATENCY_MS = 80
+
 
 @pytest.fixture(scope="module")
 def slow_aws():
-    with LocalAwsServer(accounts=300, seed=5, latency_ms=15) as server:
+    with LocalAwsServer(accounts=300, seed=5, latency_ms=LATENCY_MS) as server:
         yield server
 
 
 def expected_state(org) -> dict[str, tuple[str, str, dict[str, str]]]:
-    def status(a) -> str:
+    def status(a) -> CloudStatus:
         if a.state in SUSPENDED_STATES:
-            return "account_suspended"
-        return "ok" if a.member_role == "ok" else "assume_role_denied"
+            return CloudStatus.ACCOUNT_SUSPENDED
+        return CloudStatus.OK if a.member_role == "ok" else CloudStatus.ASSUME_ROLE_DENIED
 
     return {a.account_id: ("/".join(a.ou_path_names), status(a), a.tags) for a in org.accounts}
 
@@ -121,6 +125,7 @@ def test_sync_survives_broker_and_database_connection_cuts(
     workers = start_workers(env, tmp_path / "worker.log")
     try:
         org = slow_aws.org
+        slow_aws.set_faults(latency_ms=WALK_LATENCY_MS)  # a walk long enough for its cut to land inside it
         added = orgsync(env, *org_add_args(org, "cut", "--json"))
         assert added.returncode == 0, added.stderr
         request_id = json.loads(added.stdout)["request_id"]
@@ -135,6 +140,7 @@ def test_sync_survives_broker_and_database_connection_cuts(
             wait_until(database_url, request_id, under_way, f"the {stage} under way")
             cut_every_connection(postgres, rabbitmq, vhost_of(amqp_url), database_url.rsplit("/", 1)[1])
             at_cut[stage] = progress(database_url, request_id)
+            slow_aws.set_faults(latency_ms=LATENCY_MS)
         print("\npending right after each cut:", {stage: dict(p.pending) for stage, p in at_cut.items()})
         wait_until(database_url, request_id, lambda p: p.finished, "every message of the sync processed")
 
@@ -150,9 +156,11 @@ def test_sync_survives_broker_and_database_connection_cuts(
                 "SELECT count(*), count(DISTINCT message_id) FROM processed_messages WHERE actor_name = %s",
                 ("account_discovered",),
             ).fetchone()
-            failures = conn.execute("SELECT count(*) FROM processed_messages WHERE status = 'failed'").fetchone()
+            failures = conn.execute(
+                "SELECT count(*) FROM processed_messages WHERE status = %s", (MessageOutcome.FAILED,)
+            ).fetchone()
             unsent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
-        assert runs == (1, "succeeded")  # one sync, not two
+        assert runs == (1, SyncStatus.SUCCEEDED)  # one sync, not two
         assert validations == (len(org.accounts), len(org.accounts))  # every account validated once
         assert (failures[0], unsent[0]) == (0, 0)  # nothing dead-lettered, every outbox row published
     finally:

@@ -14,8 +14,8 @@ from psycopg import sql
 
 from domain.events import BadgeReconcileDue, Event
 from storage import db
-from workers.deps import emit
-from workers.registry import QUEUES
+from storage.unit_of_work import SqlUnitOfWork
+from workers.routes import QUEUES, route_of
 
 from ..support.processes import ORGSYNC, consumed_queues, free_port, orgsync, publish_event, ready_messages, vhost_of
 from ..support.services import Postgres, RabbitMQ
@@ -176,13 +176,13 @@ def test_a_worker_rides_out_a_rabbitmq_outage_with_one_line_each_way(
 
 def emit_events(database_url: str, *events: Event) -> None:
     """Write events to the outbox as orgsync code does (a worker's relay publishes them)."""
-    engine = db.make_engine(database_url, pool_size=1)
+    database = db.Database(database_url, pool_size=1)
     try:
-        with db.make_session_factory(engine).begin() as session:
+        with SqlUnitOfWork(database.sessions, route_of).transaction() as work:
             for event in events:
-                emit(session, event)
+                work.emit(event)
     finally:
-        engine.dispose()
+        database.dispose()
 
 
 # -- two worker groups on one host -----------------------------------------------------------------

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 import pika
 import psycopg
 
+from domain.status import SyncStatus
+
 from ..support.processes import org_add_args, orgsync
 
 
@@ -102,7 +104,7 @@ def test_org_added_through_the_cli_is_synced_by_worker_processes(aws_server, env
                 "SELECT status, added, removed, rows_written FROM sync_runs WHERE message_id = %s", (request_id,)
             ).fetchone()
         time.sleep(0.2)
-    assert row == ("succeeded", 0, 0, 0)
+    assert row == (SyncStatus.SUCCEEDED, 0, 0, 0)
 
     workers.send_signal(signal.SIGTERM)
     assert workers.wait(timeout=60) == 0

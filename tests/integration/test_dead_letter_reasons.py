@@ -71,7 +71,7 @@ def world(make_runtime, amqp_url: str, aws: BuiltOrg) -> World:
         cloud = s.scalars(select(Cloud).where(Cloud.account_id != aws.management_account_id)).first()
         assert cloud is not None
         cloud_id, account_id = str(cloud.id), cloud.account_id
-    return World(rt, amqp_url, registered.org_id, cloud_id, account_id, counter)
+    return World(rt, amqp_url, str(registered.org_id), cloud_id, account_id, counter)
 
 
 def envelope(type_: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -297,7 +297,7 @@ def test_bad_messages_are_dead_lettered_once_with_the_reason_and_the_worker_goes
     # the worker goes on: a good message after them is handled
     actor, type_, data = GOOD[queue]
     good = enqueue(rt, queue, actor, envelope(type_, data(world)))
-    result = services.wait_for(rt, good, timeout=60)
+    result = services.wait_for(rt, uuid.UUID(good), timeout=60)
     assert (result.finished, result.failures) == (True, [])
     assert processed(rt, [good]) == {good: (actor, "done", None)}
     assert world.attempts.attempts[good] == 1
@@ -317,7 +317,7 @@ def test_a_cloud_removed_since_the_message_was_sent_is_skipped_not_dead_lettered
         ("account_validation_due", "AccountValidationDue", {"cloud_id": gone, "account_id": ACCOUNT}),
     ):
         mid = enqueue(world.rt, "account-validation", actor, envelope(type_, data))
-        result = services.wait_for(world.rt, mid, timeout=60)
+        result = services.wait_for(world.rt, uuid.UUID(mid), timeout=60)
         assert (result.finished, result.failures) == (True, [])
         assert processed(world.rt, [mid]) == {mid: (actor, "done", None)}
     assert dead_letters(world.amqp_url, "account-validation") == {}

@@ -10,10 +10,11 @@ import time
 import pika
 from sqlalchemy import func, select
 
+from domain.status import CloudStatus
 from domain.tree import SUSPENDED_STATES
 from localaws.builder import BuiltOrg
 from storage.models import OutboxMessage, ProcessedMessage
-from workers.registry import EVENTS_EXCHANGE, FACTS, route_of
+from workers.routes import EVENTS_EXCHANGE, FACTS, route_of
 
 from ..support.runtime import RuntimeFactory, add_and_sync, clouds_by_account
 
@@ -47,12 +48,12 @@ def wait_until_all_sent(rt, timeout: float = 30) -> list[OutboxMessage]:
         time.sleep(0.2)
 
 
-def expected_status(account) -> str:
+def expected_status(account) -> CloudStatus:
     if account.state in SUSPENDED_STATES:
-        return "account_suspended"
+        return CloudStatus.ACCOUNT_SUSPENDED
     if account.member_role in ("missing", "wrong_external_id"):
-        return "assume_role_denied"
-    return "ok"
+        return CloudStatus.ASSUME_ROLE_DENIED
+    return CloudStatus.OK
 
 
 def test_account_discovered_reaches_the_events_exchange_and_is_still_validated(

@@ -110,6 +110,7 @@ def test_fault_control_endpoints(aws: LocalAwsServer) -> None:
         "latency_ms": 5.0,
         "throttle_rate": 0.5,
         "seed": 3,
+        "rate_limits": {},
         "fail_parents": {aws.org.root_id: "AccessDeniedException"},
     }
     organizations = _client(aws, "organizations", retries={"mode": "standard", "total_max_attempts": 1})
@@ -131,6 +132,26 @@ def test_fault_control_endpoints(aws: LocalAwsServer) -> None:
     assert stats["calls"]["organizations:ListAccountsForParent"] == 1
     aws.reset_stats()
     assert aws.stats() == {"calls": {}, "throttled": {}}
+
+
+def test_a_token_bucket_set_over_http_throttles_beyond_its_burst(aws: LocalAwsServer) -> None:
+    # a rate so low that no token comes back during the test: exactly the burst goes through
+    settings = aws.set_faults(rate_limits="organizations=0.001:5")
+    assert settings["rate_limits"] == {"organizations": {"rate": 0.001, "burst": 5.0}}
+    organizations = _client(aws, "organizations", retries={"mode": "standard", "total_max_attempts": 1})
+    codes = []
+    for _ in range(8):
+        try:
+            organizations.list_roots()
+            codes.append("ok")
+        except ClientError as exc:
+            codes.append(exc.response["Error"]["Code"])
+    assert codes == ["ok"] * 5 + ["TooManyRequestsException"] * 3
+    _client(aws, "sts").get_caller_identity()  # no bucket for STS
+    aws.set_faults()
+    organizations.list_roots()
+    with pytest.raises(LocalAwsError, match="is not service=rate"):
+        aws.set_faults(rate_limits="organizations=fast")
 
 
 def test_account_control_endpoints(aws: LocalAwsServer) -> None:

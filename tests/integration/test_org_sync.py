@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
 import boto3
 from sqlalchemy import func, select, text
@@ -40,7 +39,7 @@ def test_sync_stores_every_account_with_state_path_and_system_badges(rt, aws: Bu
             path,
             True,
         )
-        assert cloud["organization_id"] == registered.org_id
+        assert cloud["organization_id"] == str(registered.org_id)
         assert cloud["badges"] == {
             "system.cloud_organization": aws.org_id,
             "system.cloud_organization_nickname": "acme",
@@ -120,7 +119,7 @@ def test_resync_without_change_writes_no_cloud_badge_or_ou_rows(rt, aws: BuiltOr
     assert result.ok
     with rt.sessions() as s:
         after = _table_writes(s)
-        run = repo.latest_sync_run(s, uuid.UUID(registered.org_id))
+        run = repo.latest_sync_run(s, registered.org_id)
     assert after == before
     assert (run.added, run.updated, run.removed, run.rows_written, run.status) == (0, 0, 0, 0, "succeeded")
 
@@ -142,14 +141,14 @@ def test_takeover_of_an_account_already_in_the_inventory(rt, aws: BuiltOrg):
     role = RoleConfig(aws.member_role_arn(member.account_id), "standalone")
     cloud_id = services.add_cloud(rt, member.account_id, "standalone name", role)
     with rt.sessions() as s:
-        standalone = s.get(Cloud, uuid.UUID(cloud_id))
+        standalone = s.get(Cloud, cloud_id)
         stored = json.loads(rt.keyring.decrypt(standalone.credentials, row_context("clouds", standalone.id)))
         assert (standalone.organization_id, stored) == (None, {"role": services.role_to_json(role)})
     registered = add_and_sync(rt, aws)
     with rt.sessions() as s:
-        cloud = s.get(Cloud, uuid.UUID(cloud_id))
+        cloud = s.get(Cloud, cloud_id)
         assert (cloud.organization_id, cloud.credentials, cloud.name, cloud.status, cloud.status_message) == (
-            uuid.UUID(registered.org_id),
+            registered.org_id,
             None,
             member.name,
             "ok",  # validated again with the org's member role
@@ -159,7 +158,9 @@ def test_takeover_of_an_account_already_in_the_inventory(rt, aws: BuiltOrg):
             select(OutboxMessage.envelope).where(OutboxMessage.event_type == events.AccountDiscovered.TYPE)
         ).all()
     assert {e["data"]["account_id"] for e in discovered} == ids(aws.accounts)
-    assert {e["data"]["cloud_id"] for e in discovered if e["data"]["account_id"] == member.account_id} == {cloud_id}
+    assert {e["data"]["cloud_id"] for e in discovered if e["data"]["account_id"] == member.account_id} == {
+        str(cloud_id)
+    }
 
 
 def test_accounts_leaving_the_scope_are_removed(rt, aws: BuiltOrg):
@@ -201,7 +202,7 @@ def test_incomplete_walk_removes_nothing_but_still_upserts(rt, aws: BuiltOrg):
     assert set(clouds) == ids(aws.accounts)  # the account that left is still there
     assert clouds[renamed.account_id]["name"] == "renamed-account"
     with rt.sessions() as s:
-        run = repo.latest_sync_run(s, uuid.UUID(registered.org_id))
+        run = repo.latest_sync_run(s, registered.org_id)
         org = repo.get_org(s, registered.org_id)
     assert (run.status, run.removed, org.last_sync_status) == ("partial", 0, "partial")
     faults.clear()

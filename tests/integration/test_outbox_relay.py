@@ -25,7 +25,6 @@ CHILD = textwrap.dedent(
     from orgsync.bootstrap import Runtime
     from orgsync.settings import Settings
     from domain import events
-    from workers.deps import emit
 
     database_url, broker_url, key, mode = sys.argv[1:5]
     rt = Runtime.open(
@@ -35,9 +34,9 @@ CHILD = textwrap.dedent(
         migrate=False,
     )
     if mode == "commit-then-die":
-        with rt.sessions.begin() as s:
+        with rt.uow.transaction() as work:
             for i in range(5):
-                emit(s, events.OrgSyncRequested(str(uuid.uuid4()), f"crash test {i}"))
+                work.emit(events.OrgSyncRequested(uuid.uuid4(), f"crash test {i}"))
         os.kill(os.getpid(), signal.SIGKILL)
     publisher = rt.relay.publisher
     published = []

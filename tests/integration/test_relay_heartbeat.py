@@ -16,12 +16,12 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from domain import events
+from domain.status import SyncStatus
 from orgsync.bootstrap import Runtime
 from orgsync.settings import Settings
 from storage.models import OutboxMessage
 from workers.broker import QuietRabbitmqBroker
-from workers.deps import emit
-from workers.registry import EVENTS_EXCHANGE
+from workers.routes import EVENTS_EXCHANGE
 
 from ..support.services import RabbitMQ
 
@@ -53,22 +53,20 @@ def errors(caplog) -> list[str]:
     return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def emit_pair(rt: Runtime) -> set[str]:
-    """A work event (to the org-sync queue) and a fact (to the events exchange); returns their ids."""
-    with rt.sessions.begin() as s:
-        work = emit(s, events.OrgSyncRequested(str(uuid.uuid4()), "heartbeat test"))
-        fact = emit(s, events.OrgSyncCompleted(str(uuid.uuid4()), str(uuid.uuid4()), "succeeded", 1, 0, 0))
-    rt.relay.kick()
-    return {str(work.id), str(fact.id)}
+def emit_pair(rt: Runtime) -> set[uuid.UUID]:
+    """A work event (to the org-sync queue) and a fact (to the events exchange); returns their ids. The
+    commit wakes the relay."""
+    with rt.uow.transaction() as work:
+        request = work.emit(events.OrgSyncRequested(uuid.uuid4(), "heartbeat test"))
+        fact = work.emit(events.OrgSyncCompleted(uuid.uuid4(), uuid.uuid4(), SyncStatus.SUCCEEDED, 1, 0, 0))
+    return {request.id, fact.id}
 
 
-def wait_sent(rt: Runtime, ids: set[str], timeout: float = 20) -> None:
+def wait_sent(rt: Runtime, ids: set[uuid.UUID], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with rt.sessions() as s:
-            sent = {
-                str(m) for m in s.scalars(select(OutboxMessage.message_id).where(OutboxMessage.sent_at.is_not(None)))
-            }
+            sent = set(s.scalars(select(OutboxMessage.message_id).where(OutboxMessage.sent_at.is_not(None))))
         if ids <= sent:
             return
         time.sleep(0.1)
@@ -120,11 +118,11 @@ def test_a_relay_connection_dropped_by_rabbitmq_is_replaced_without_an_error(rt,
 
 def test_closing_a_broker_whose_idle_connections_were_dropped_logs_no_error(rt, caplog):
     caplog.set_level(logging.INFO)
-    ids: list[set[str]] = []
+    ids: list[uuid.UUID] = []
 
     def publish_once() -> None:  # a thread that publishes, then leaves its connection idle (a worker thread)
-        with rt.sessions.begin() as s:
-            ids.append({str(emit(s, events.OrgSyncRequested(str(uuid.uuid4()), "idle thread")).id)})
+        with rt.uow.transaction() as work:
+            ids.append(work.emit(events.OrgSyncRequested(uuid.uuid4(), "idle thread")).id)
         rt.relay.flush()
 
     for _ in range(3):

@@ -21,13 +21,9 @@ from scheduler import jobs
 from scheduler.deps import SchedulerDeps
 from scheduler.leader import Leader
 from scheduler.service import first_runs, run_scheduler
-from storage import repository as repo
 from storage.models import Cloud, Organization, OutboxMessage, ProcessedMessage
-from workers.deps import emit
 
 from .conftest import RuntimeFactory
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -42,7 +38,7 @@ def sched(srt: Runtime) -> SchedulerDeps:
     return scheduler_deps(srt)
 
 
-def add_org(rt: Runtime, n: int) -> str:
+def add_org(rt: Runtime, n: int) -> uuid.UUID:
     org_id = uuid.uuid4()
     with rt.sessions.begin() as s:
         s.add(
@@ -55,10 +51,10 @@ def add_org(rt: Runtime, n: int) -> str:
                 filters={},
             )
         )
-    return str(org_id)
+    return org_id
 
 
-def add_cloud(rt: Runtime, account_id: str, org_id: str | None, *, credentials: bytes | None = None) -> str:
+def add_cloud(rt: Runtime, account_id: str, org_id: uuid.UUID | None, *, credentials: bytes | None = None) -> uuid.UUID:
     cloud_id = uuid.uuid4()
     with rt.sessions.begin() as s:
         s.add(
@@ -66,11 +62,11 @@ def add_cloud(rt: Runtime, account_id: str, org_id: str | None, *, credentials: 
                 id=cloud_id,
                 account_id=account_id,
                 name=f"acct-{account_id}",
-                organization_id=None if org_id is None else uuid.UUID(org_id),
+                organization_id=org_id,
                 credentials=credentials,
             )
         )
-    return str(cloud_id)
+    return cloud_id
 
 
 def outbox(rt: Runtime, event_type: str) -> list[OutboxMessage]:
@@ -78,13 +74,15 @@ def outbox(rt: Runtime, event_type: str) -> list[OutboxMessage]:
         return list(s.scalars(select(OutboxMessage).where(OutboxMessage.event_type == event_type).order_by("id")))
 
 
-def data(rows: list[OutboxMessage]) -> list[dict[str, Any]]:
-    return [r.envelope["data"] for r in rows]
+def written(rows: list[OutboxMessage]) -> list[Any]:
+    """The events the rows carry, decoded as a consumer decodes them (ids typed)."""
+    return [events.decode(r.envelope).event for r in rows]
 
 
 def mark_processed(rt: Runtime, row: OutboxMessage) -> None:
-    with rt.sessions.begin() as s:
-        repo.mark_processed(s, str(row.message_id), str(row.correlation_id), "test", status="done", error=None)
+    """A consumer finished the row's message (the claim a handler takes)."""
+    with rt.uow.transaction() as work:
+        assert work.inventory.claim(row.message_id, row.correlation_id, "test")
 
 
 def queue_depth(amqp_url: str, queue: str) -> int:
@@ -106,17 +104,14 @@ def test_org_sync_job_writes_one_scheduled_request_per_org_and_the_relay_publish
     assert result is not None
     assert (result.job, result.written, result.skipped) == ("org_sync", 2, 0)
     rows = outbox(srt, "OrgSyncRequested")
-    assert sorted(d["org_id"] for d in data(rows)) == orgs
-    assert {d["reason"] for d in data(rows)} == {"scheduled"}
-    assert {str(r.correlation_id) for r in rows} == {result.correlation_id}
+    assert written(rows) == [events.OrgSyncRequested(org_id, "scheduled") for org_id in orgs]  # in id order
+    assert sorted(r.envelope["data"]["org_id"] for r in rows) == sorted(str(org_id) for org_id in orgs)
+    assert {r.correlation_id for r in rows} == {result.correlation_id}
     assert jobs.job_of_correlation(result.correlation_id) == "org_sync"
     assert {(r.queue_name, r.actor_name) for r in rows} == {("org-sync", "org_sync_requested")}
     assert all(r.sent_at is not None for r in rows)  # flushed right after the commit
     assert queue_depth(amqp_url, "org-sync") == 2
     assert {r.envelope["type"] for r in rows} == {"OrgSyncRequested"}
-    assert [events.decode(r.envelope).event for r in rows] == [
-        events.OrgSyncRequested(d["org_id"], "scheduled") for d in data(rows)
-    ]
 
 
 def test_tag_refresh_and_badge_reconcile_jobs_write_one_event_per_org(srt, sched):
@@ -126,10 +121,10 @@ def test_tag_refresh_and_badge_reconcile_jobs_write_one_event_per_org(srt, sched
     badges = jobs.run(sched, "badge_reconcile")
 
     assert (tags.written, tags.skipped, badges.written, badges.skipped) == (3, 0, 3, 0)
-    assert sorted(d["org_id"] for d in data(outbox(srt, "TagRefreshDue"))) == orgs
-    assert {d["account_ids"] for d in data(outbox(srt, "TagRefreshDue"))} == {None}
-    assert sorted(d["org_id"] for d in data(outbox(srt, "BadgeReconcileDue"))) == orgs
-    assert {d["cloud_ids"] for d in data(outbox(srt, "BadgeReconcileDue"))} == {None}
+    assert sorted(e.org_id for e in written(outbox(srt, "TagRefreshDue"))) == orgs
+    assert {e.account_ids for e in written(outbox(srt, "TagRefreshDue"))} == {None}
+    assert sorted(e.org_id for e in written(outbox(srt, "BadgeReconcileDue"))) == orgs
+    assert {e.cloud_ids for e in written(outbox(srt, "BadgeReconcileDue"))} == {None}
     assert tags.correlation_id != badges.correlation_id
     assert (jobs.job_of_correlation(tags.correlation_id), jobs.job_of_correlation(badges.correlation_id)) == (
         "tag_refresh",
@@ -154,9 +149,9 @@ def test_validation_job_writes_one_event_per_managed_cloud_and_per_standalone_cl
     assert result is not None
     assert (result.written, result.skipped) == (4, 0)
     rows = outbox(srt, "AccountValidationDue")
-    assert {d["cloud_id"]: (d["account_id"], d["org_id"]) for d in data(rows)} == expected
+    assert {e.cloud_id: (e.account_id, e.org_id) for e in written(rows)} == expected
     assert {(r.queue_name, r.actor_name) for r in rows} == {("account-validation", "account_validation_due")}
-    assert {str(r.correlation_id) for r in rows} == {result.correlation_id}
+    assert {r.correlation_id for r in rows} == {result.correlation_id}
 
 
 def test_no_orgs_no_events(srt, sched):
@@ -180,39 +175,39 @@ def test_org_sync_is_coalesced_until_the_pending_request_is_processed(srt, sched
     assert (first.written, first.skipped, second.written, second.skipped) == (2, 0, 0, 2)
     rows = outbox(srt, "OrgSyncRequested")
     assert len(rows) == 2
-    row_a = next(r for r in rows if r.envelope["data"]["org_id"] == org_a)
+    row_a = next(r for r, e in zip(rows, written(rows), strict=True) if e.org_id == org_a)
 
     mark_processed(srt, row_a)  # a worker finished org A's sync (done or failed, it is no longer pending)
     third = jobs.run(sched, "org_sync")
 
     assert (third.written, third.skipped) == (1, 1)
     rows = outbox(srt, "OrgSyncRequested")
-    assert [d["org_id"] for d in data(rows)][2:] == [org_a]
-    assert str(rows[2].correlation_id) == third.correlation_id
+    assert [e.org_id for e in written(rows)][2:] == [org_a]
+    assert rows[2].correlation_id == third.correlation_id
     assert jobs.run(sched, "org_sync").written == 0
-    assert org_b in [d["org_id"] for d in data(rows)]
+    assert org_b in [e.org_id for e in written(rows)]
 
 
 def test_a_request_from_elsewhere_counts_as_pending_and_a_long_lost_one_does_not(srt, sched):
     org_a, org_b = add_org(srt, 1), add_org(srt, 2)
-    with srt.sessions.begin() as s:  # a user asked for a sync of org A (CLI / API)
-        emit(s, events.OrgSyncRequested(org_a, reason="requested"))
+    with srt.uow.transaction() as work:  # a user asked for a sync of org A (CLI / API)
+        work.emit(events.OrgSyncRequested(org_a, reason="requested"))
 
     result = jobs.run(sched, "org_sync")
 
     assert (result.written, result.skipped) == (1, 1)
-    assert [d["org_id"] for d in data(outbox(srt, "OrgSyncRequested"))] == [org_a, org_b]
+    assert [e.org_id for e in written(outbox(srt, "OrgSyncRequested"))] == [org_a, org_b]
 
     # org A's request was published 25 hours ago and never processed: lost (a purged queue); not pending
     with srt.sessions.begin() as s:
         s.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.envelope["data"]["org_id"].astext == org_a)
+            .where(OutboxMessage.envelope["data"]["org_id"].astext == str(org_a))
             .values(sent_at=datetime.now(UTC) - timedelta(hours=25))
         )
     again = jobs.run(sched, "org_sync")
     assert (again.written, again.skipped) == (1, 1)
-    assert [d["org_id"] for d in data(outbox(srt, "OrgSyncRequested"))] == [org_a, org_b, org_a]
+    assert [e.org_id for e in written(outbox(srt, "OrgSyncRequested"))] == [org_a, org_b, org_a]
 
 
 def test_an_unsent_event_is_pending_however_old_and_a_fact_without_consumer_only_until_sent(srt, sched):
@@ -223,9 +218,8 @@ def test_an_unsent_event_is_pending_however_old_and_a_fact_without_consumer_only
     assert jobs.run(sched, "org_sync").written == 0
 
     # a BadgeReconcileDue written without a consumer (actor_name NULL, e.g. by an older build)
-    with srt.sessions.begin() as s:
-        envelope = events.wrap(events.BadgeReconcileDue(org_a))
-        repo.add_outbox(s, envelope, queue_name=None, actor_name=None)
+    with srt.uow.transaction() as work:
+        work.inventory.add_outbox(events.wrap(events.BadgeReconcileDue(org_a)), queue_name=None, actor_name=None)
     assert jobs.run(sched, "badge_reconcile").written == 0  # unsent: still pending
     with srt.sessions.begin() as s:
         s.execute(update(OutboxMessage).where(OutboxMessage.actor_name.is_(None)).values(sent_at=datetime.now(UTC)))
@@ -236,18 +230,18 @@ def test_validation_is_coalesced_per_cloud_also_with_a_pending_account_discovere
     org = add_org(srt, 1)
     c1 = add_cloud(srt, "200000000001", org)
     c2 = add_cloud(srt, "200000000002", org)
-    with srt.sessions.begin() as s:  # a sync just discovered c1: its check is already on the way
-        emit(s, events.AccountDiscovered(org, c1, "200000000001"))
+    with srt.uow.transaction() as work:  # a sync just discovered c1: its check is already on the way
+        work.emit(events.AccountDiscovered(org, c1, "200000000001"))
 
     first = jobs.run(sched, "validation")
     assert (first.written, first.skipped) == (1, 1)
-    assert [d["cloud_id"] for d in data(outbox(srt, "AccountValidationDue"))] == [c2]
+    assert [e.cloud_id for e in written(outbox(srt, "AccountValidationDue"))] == [c2]
 
     for row in outbox(srt, "AccountDiscovered") + outbox(srt, "AccountValidationDue"):
         mark_processed(srt, row)
     second = jobs.run(sched, "validation")
     assert (second.written, second.skipped) == (2, 0)
-    assert sorted(d["cloud_id"] for d in data(outbox(srt, "AccountValidationDue"))[1:]) == sorted([c1, c2])
+    assert sorted(e.cloud_id for e in written(outbox(srt, "AccountValidationDue"))[1:]) == sorted([c1, c2])
 
 
 def test_concurrent_runs_of_one_job_never_write_twice_for_an_org(srt, sched):
@@ -266,7 +260,7 @@ def test_concurrent_runs_of_one_job_never_write_twice_for_an_org(srt, sched):
         t.join(30)
 
     assert sorted(r.written for r in results) == [0, 0, 0, 5]
-    assert sorted(d["org_id"] for d in data(outbox(srt, "OrgSyncRequested"))) == sorted(orgs)
+    assert sorted(e.org_id for e in written(outbox(srt, "OrgSyncRequested"))) == sorted(orgs)
 
 
 # -- the fence and leadership --------------------------------------------------------------------
@@ -359,8 +353,8 @@ def test_first_runs_continue_the_cadence_of_the_last_run_and_start_at_once_when_
         created = s.scalar(
             select(OutboxMessage.created_at).where(OutboxMessage.correlation_id == result.correlation_id)
         )
-        assert jobs.last_run(s, "org_sync") == created
-        assert jobs.last_run(s, "validation") is None
+    assert jobs.last_run(sched, "org_sync") == created
+    assert jobs.last_run(sched, "validation") is None
     due = first_runs(sched, {}, now)
     assert due["org_sync"] == created + timedelta(seconds=srt.settings.schedule_org_sync_seconds)
     assert due["tag_refresh"] == now
@@ -393,9 +387,9 @@ def test_run_scheduler_publishes_while_leading_coalesces_and_releases_the_lock_o
             time.sleep(0.1)
         # every job ran once at once (empty outbox); org syncs then stay coalesced while pending
         time.sleep(1.5)
-        assert sorted(d["org_id"] for d in data(outbox(rt, "OrgSyncRequested"))) == sorted([org_a, org_b])
-        assert sorted(d["org_id"] for d in data(outbox(rt, "TagRefreshDue"))) == sorted([org_a, org_b])
-        assert sorted(d["org_id"] for d in data(outbox(rt, "BadgeReconcileDue"))) == sorted([org_a, org_b])
+        assert sorted(e.org_id for e in written(outbox(rt, "OrgSyncRequested"))) == sorted([org_a, org_b])
+        assert sorted(e.org_id for e in written(outbox(rt, "TagRefreshDue"))) == sorted([org_a, org_b])
+        assert sorted(e.org_id for e in written(outbox(rt, "BadgeReconcileDue"))) == sorted([org_a, org_b])
         assert len(outbox(rt, "AccountValidationDue")) == 1
         assert all(r.sent_at is not None for r in outbox(rt, "OrgSyncRequested"))
 

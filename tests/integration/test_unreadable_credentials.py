@@ -57,11 +57,11 @@ def flip_a_byte(blob: bytes) -> bytes:
     return blob[:-1] + bytes([blob[-1] ^ 0x01])
 
 
-def copy_to_another_org(rt: Runtime, org_id: str) -> str:
+def copy_to_another_org(rt: Runtime, org_id: uuid.UUID) -> uuid.UUID:
     """A second org row holding a copy of `org_id`'s ciphertext (bound to the first row's id)."""
     copy_id = uuid.uuid4()
     with rt.sessions.begin() as s:
-        original = s.get(Organization, uuid.UUID(org_id))
+        original = s.get(Organization, org_id)
         assert original is not None
         s.add(
             Organization(
@@ -75,15 +75,15 @@ def copy_to_another_org(rt: Runtime, org_id: str) -> str:
                 filters={},
             )
         )
-    return str(copy_id)
+    return copy_id
 
 
-def tamper_org(rt: Runtime, org_id: str, how: str) -> str:
+def tamper_org(rt: Runtime, org_id: uuid.UUID, how: str) -> uuid.UUID:
     """Make the org's credentials unreadable `how`; returns the id of the org to sync."""
     if how == "copied to another row":
         return copy_to_another_org(rt, org_id)
     with rt.sessions.begin() as s:
-        org = s.get(Organization, uuid.UUID(org_id))
+        org = s.get(Organization, org_id)
         assert org is not None
         if how == "flipped byte":
             org.credentials = flip_a_byte(org.credentials)
@@ -108,17 +108,17 @@ def test_an_org_whose_credentials_do_not_decrypt_fails_its_sync_once_and_says_wh
     assert (result.finished, result.failures) == (True, [("org_sync_requested", DEAD_LETTER_REASON)])
     assert counter.attempts["org_sync_requested"] - before == 1  # no retry
     dead = [m for m in rt.broker.dead_letters if m.actor_name == "org_sync_requested"]
-    assert [(m.args[0]["id"], m.options.get("retries", 0)) for m in dead] == [(request_id, 0)]
+    assert [(m.args[0]["id"], m.options.get("retries", 0)) for m in dead] == [(str(request_id), 0)]
     with rt.sessions() as s:
-        org = s.get(Organization, uuid.UUID(target))
-        run_ = s.scalars(select(SyncRun).where(SyncRun.message_id == uuid.UUID(request_id))).one()
+        org = s.get(Organization, target)
+        run_ = s.scalars(select(SyncRun).where(SyncRun.message_id == request_id)).one()
         assert (org.last_sync_status, org.last_sync_error) == ("failed", UNREADABLE)
         assert (run_.status, run_.error) == ("failed", UNREADABLE)
 
     code, out, _ = run(capsys, "org", "list", "--json")
     assert code == 0
     listed = {o["id"]: o["last_sync"] for o in json.loads(out)}
-    assert (listed[target]["status"], listed[target]["error"]) == ("failed", UNREADABLE)
+    assert (listed[str(target)]["status"], listed[str(target)]["error"]) == ("failed", UNREADABLE)
 
 
 def test_a_standalone_cloud_whose_credentials_do_not_decrypt_gets_that_status_once(
@@ -130,7 +130,7 @@ def test_a_standalone_cloud_whose_credentials_do_not_decrypt_gets_that_status_on
         rt, account.account_id, "standalone", RoleConfig(aws.member_role_arn(account.account_id), "standalone")
     )
     with rt.sessions.begin() as s:
-        cloud = s.get(Cloud, uuid.UUID(cloud_id))
+        cloud = s.get(Cloud, cloud_id)
         assert cloud is not None and cloud.credentials is not None
         cloud.credentials = flip_a_byte(cloud.credentials)
 
@@ -144,7 +144,7 @@ def test_a_standalone_cloud_whose_credentials_do_not_decrypt_gets_that_status_on
     code, out, _ = run(capsys, "cloud", "list", "--json")
     assert code == 0
     clouds = {c["id"]: (c["status"], c["status_message"]) for c in json.loads(out)}
-    assert clouds == {cloud_id: ("credentials_unreadable", UNREADABLE)}
+    assert clouds == {str(cloud_id): ("credentials_unreadable", UNREADABLE)}
 
 
 # -- keys rotate, through the CLI ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pika
 
 from domain.events import Event, wrap
 from localaws import BuiltOrg, LocalAwsServer
-from workers.registry import QUEUES
+from workers.routes import QUEUES
 
 from .services import RabbitMQ
 

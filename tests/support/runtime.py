@@ -60,14 +60,14 @@ def add_and_sync(rt: Runtime, org: BuiltOrg, **filters: Any) -> services.Registe
     return registered
 
 
-def sync(rt: Runtime, org_ref: str) -> services.WaitResult:
+def sync(rt: Runtime, org_ref: str | uuid.UUID) -> services.WaitResult:
     _, request_id = services.request_sync(rt, org_ref, "test")
     return services.wait_for(rt, request_id, timeout=60)
 
 
-def stored_accounts(rt: Runtime, org_id: str | None = None) -> set[str]:
+def stored_accounts(rt: Runtime, org_id: uuid.UUID | None = None) -> set[str]:
     with rt.sessions() as s:
-        rows = repo.list_clouds(s, org_id=uuid.UUID(org_id) if org_id else None)
+        rows = repo.list_clouds(s, org_id=org_id)
     return {r["account_id"] for r in rows}
 
 

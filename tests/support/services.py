@@ -205,7 +205,7 @@ def purge_queues(url: str) -> None:
     import pika
     import pika.exceptions
 
-    from workers.registry import QUEUES
+    from workers.routes import QUEUES
 
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:

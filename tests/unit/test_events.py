@@ -30,28 +30,26 @@ from domain.events import (
     now_iso,
     wrap,
 )
+from tests.support.envelopes import (
+    ACCOUNT,
+    CID,
+    CID_U,
+    CLOUD,
+    CLOUD2,
+    CLOUD2_U,
+    CLOUD_U,
+    MID,
+    MID_U,
+    ORG,
+    ORG2,
+    ORG2_U,
+    ORG_U,
+    RUN,
+    RUN_U,
+    body,
+)
 
-MID = "0b8f5f5e-3c1a-4d7e-9a43-2d6f0c1e9b11"
-CID = "7d9a2b8c-1e4f-4a6b-8c3d-5e7f9a1b2c3d"
-ORG = "3f2b6a7e-9c1d-4e8f-a0b1-c2d3e4f5a6b7"
-ORG2 = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
-CLOUD = "9e8d7c6b-5a49-4382-b716-0f1e2d3c4b5a"
-CLOUD2 = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
-RUN = "2c4e6a8b-0d1f-4325-a7b9-c1d3e5f7a9b0"
-ACCOUNT = "123456789012"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def _body(type_: str = "OrgSyncRequested", data: object = None, **extra: object) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": type_,
-        "version": 1,
-        "id": MID,
-        "occurred_at": "2024-05-01T10:00:00.000Z",
-        "data": {"org_id": ORG} if data is None else data,
-    }
-    body.update(extra)
-    return body
 
 
 def test_event_types_are_registered_by_name() -> None:
@@ -76,19 +74,19 @@ def test_malformed_message_is_a_permanent_error() -> None:
 
 
 def test_wrap_defaults_correlation_id_to_the_new_message_id() -> None:
-    envelope = wrap(OrgSyncRequested("org-1"))
+    envelope = wrap(OrgSyncRequested(ORG_U))
     assert envelope.correlation_id == envelope.id
-    assert str(uuid.UUID(envelope.id)) == envelope.id
+    assert isinstance(envelope.id, uuid.UUID)
     assert ISO_UTC.match(envelope.occurred_at)
 
 
 def test_wrap_keeps_the_given_correlation_and_message_ids() -> None:
-    envelope = wrap(AccountDiscovered("org-1", "cloud-1", "123456789012"), correlation_id=CID, message_id=MID)
-    assert (envelope.id, envelope.correlation_id) == (MID, CID)
+    envelope = wrap(AccountDiscovered(ORG_U, CLOUD_U, ACCOUNT), correlation_id=CID_U, message_id=MID_U)
+    assert (envelope.id, envelope.correlation_id) == (MID_U, CID_U)
 
 
 def test_two_wraps_get_different_ids() -> None:
-    assert wrap(OrgSyncRequested("o")).id != wrap(OrgSyncRequested("o")).id
+    assert wrap(OrgSyncRequested(ORG_U)).id != wrap(OrgSyncRequested(ORG_U)).id
 
 
 def test_now_iso_is_utc_with_milliseconds_and_z() -> None:
@@ -96,14 +94,16 @@ def test_now_iso_is_utc_with_milliseconds_and_z() -> None:
 
 
 def test_envelope_to_json_is_the_documented_shape_with_tuples_as_lists() -> None:
-    envelope = Envelope(TagRefreshDue("org-1", ("111111111111", "222222222222")), MID, "2024-05-01T10:00:00.000Z", CID)
+    envelope = Envelope(
+        TagRefreshDue(ORG_U, ("111111111111", "222222222222")), MID_U, "2024-05-01T10:00:00.000Z", CID_U
+    )
     assert envelope.to_json() == {
         "type": "TagRefreshDue",
         "version": 1,
         "id": MID,
         "occurred_at": "2024-05-01T10:00:00.000Z",
         "correlation_id": CID,
-        "data": {"org_id": "org-1", "account_ids": ["111111111111", "222222222222"]},
+        "data": {"org_id": ORG, "account_ids": ["111111111111", "222222222222"]},
     }
 
 
@@ -111,54 +111,58 @@ def test_envelope_to_json_is_the_documented_shape_with_tuples_as_lists() -> None
 
 
 def test_decode_reads_every_envelope_field() -> None:
-    envelope = decode(_body(data={"org_id": ORG, "reason": "schedule"}, correlation_id=CID))
-    assert envelope == Envelope(OrgSyncRequested(ORG, "schedule"), MID, "2024-05-01T10:00:00.000Z", CID)
+    envelope = decode(body(data={"org_id": ORG, "reason": "schedule"}, correlation_id=CID))
+    assert envelope == Envelope(OrgSyncRequested(ORG_U, "schedule"), MID_U, "2024-05-01T10:00:00.000Z", CID_U)
 
 
 @pytest.mark.parametrize("correlation", [None, "", "absent"])
 def test_decode_defaults_correlation_id_to_the_message_id(correlation: str | None) -> None:
-    body = _body()
+    sent = body()
     if correlation != "absent":
-        body["correlation_id"] = correlation
-    assert decode(body).correlation_id == MID
+        sent["correlation_id"] = correlation
+    assert decode(sent).correlation_id == MID_U
 
 
 def test_decode_normalises_the_message_id() -> None:
-    envelope = decode(_body(id=MID.upper()))
-    assert (envelope.id, envelope.correlation_id) == (MID, MID)
-    assert decode(_body(id=MID.replace("-", ""))).id == MID
+    envelope = decode(body(id=MID.upper()))
+    assert (envelope.id, envelope.correlation_id) == (MID_U, MID_U)
+    assert decode(body(id=MID.replace("-", ""))).id == MID_U
 
 
 def test_decode_without_occurred_at_uses_now() -> None:
-    body = _body()
-    del body["occurred_at"]
-    assert ISO_UTC.match(decode(body).occurred_at)
+    sent = body()
+    del sent["occurred_at"]
+    assert ISO_UTC.match(decode(sent).occurred_at)
 
 
 @pytest.mark.parametrize(
     ("type_", "data", "event"),
     [
-        ("OrgSyncRequested", {"org_id": ORG}, OrgSyncRequested(ORG, "requested")),
+        ("OrgSyncRequested", {"org_id": ORG}, OrgSyncRequested(ORG_U, "requested")),
         ("TagRefreshDue", {}, TagRefreshDue(None, None)),
         ("TagRefreshDue", {"org_id": None, "account_ids": None}, TagRefreshDue(None, None)),
         ("TagRefreshDue", {"account_ids": []}, TagRefreshDue(None, ())),
-        ("BadgeReconcileDue", {"org_id": ORG, "cloud_ids": [CLOUD, CLOUD2]}, BadgeReconcileDue(ORG, (CLOUD, CLOUD2))),
+        (
+            "BadgeReconcileDue",
+            {"org_id": ORG, "cloud_ids": [CLOUD, CLOUD2]},
+            BadgeReconcileDue(ORG_U, (CLOUD_U, CLOUD2_U)),
+        ),
         (
             "AccountValidated",
             {"org_id": None, "cloud_id": CLOUD, "account_id": ACCOUNT, "status": "ok"},
-            AccountValidated(None, CLOUD, ACCOUNT, "ok"),
+            AccountValidated(None, CLOUD_U, ACCOUNT, "ok"),
         ),
         (
             "OrgSyncCompleted",
             {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 0, "added": 3, "removed": -1},
-            OrgSyncCompleted(ORG, RUN, "ok", 0, 3, -1),
+            OrgSyncCompleted(ORG_U, RUN_U, "ok", 0, 3, -1),
         ),
     ],
 )
 def test_decode_fills_defaults_and_accepts_null_for_optional_fields(
     type_: str, data: dict[str, Any], event: Event
 ) -> None:
-    assert decode(_body(type_, data)).event == event
+    assert decode(body(type_, data)).event == event
 
 
 @pytest.mark.parametrize(
@@ -173,70 +177,70 @@ def test_decode_fills_defaults_and_accepts_null_for_optional_fields(
         ({"type": "OrgSyncRequested", "id": MID, "data": {}}, "envelope lacks version"),
         ({"version": 1, "id": MID, "data": {}}, "envelope lacks type"),
         ({"type": "OrgSyncRequested", "version": 1, "id": MID}, "envelope lacks data"),
-        (_body("AccountDeleted"), "unknown message type 'AccountDeleted'"),
-        (_body(["OrgSyncRequested"]), "unknown message type ['OrgSyncRequested']"),
-        (_body(None), "unknown message type None"),
-        (_body(version=2), "OrgSyncRequested: unknown version 2 (this build reads up to 1)"),
-        (_body(version=99), "OrgSyncRequested: unknown version 99 (this build reads up to 1)"),
-        (_body(version=0), "OrgSyncRequested: version must be a positive integer, got 0"),
-        (_body(version=-1), "OrgSyncRequested: version must be a positive integer, got -1"),
-        (_body(version="1"), "OrgSyncRequested: version must be a positive integer, got '1'"),
-        (_body(version=1.0), "OrgSyncRequested: version must be a positive integer, got 1.0"),
-        (_body(version=True), "OrgSyncRequested: version must be a positive integer, got True"),
-        (_body(data=[ORG]), "OrgSyncRequested: data is not a JSON object"),
-        (_body(data=ORG), "OrgSyncRequested: data is not a JSON object"),
-        (_body(id="not-a-uuid"), "OrgSyncRequested: id 'not-a-uuid' is not a UUID"),
-        (_body(id=12), "OrgSyncRequested: id 12 is not a UUID"),
-        (_body(id=None), "OrgSyncRequested: id None is not a UUID"),
-        (_body(data={}), "OrgSyncRequested: missing field 'org_id'"),
-        (_body(data={"org_id": ORG, "extra": 1, "another": 2}), "OrgSyncRequested: unknown field(s) another, extra"),
-        (_body(data={"org_id": None}), "OrgSyncRequested: field 'org_id' must not be null"),
-        (_body(data={"org_id": ""}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
-        (_body(data={"org_id": 5}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
-        (_body(data={"org_id": [ORG]}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
-        (_body(data={"org_id": True}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (body("AccountDeleted"), "unknown message type 'AccountDeleted'"),
+        (body(["OrgSyncRequested"]), "unknown message type ['OrgSyncRequested']"),
+        (body(None), "unknown message type None"),
+        (body(version=2), "OrgSyncRequested: unknown version 2 (this build reads up to 1)"),
+        (body(version=99), "OrgSyncRequested: unknown version 99 (this build reads up to 1)"),
+        (body(version=0), "OrgSyncRequested: version must be a positive integer, got 0"),
+        (body(version=-1), "OrgSyncRequested: version must be a positive integer, got -1"),
+        (body(version="1"), "OrgSyncRequested: version must be a positive integer, got '1'"),
+        (body(version=1.0), "OrgSyncRequested: version must be a positive integer, got 1.0"),
+        (body(version=True), "OrgSyncRequested: version must be a positive integer, got True"),
+        (body(data=[ORG]), "OrgSyncRequested: data is not a JSON object"),
+        (body(data=ORG), "OrgSyncRequested: data is not a JSON object"),
+        (body(id="not-a-uuid"), "OrgSyncRequested: id 'not-a-uuid' is not a UUID"),
+        (body(id=12), "OrgSyncRequested: id 12 is not a UUID"),
+        (body(id=None), "OrgSyncRequested: id None is not a UUID"),
+        (body(data={}), "OrgSyncRequested: missing field 'org_id'"),
+        (body(data={"org_id": ORG, "extra": 1, "another": 2}), "OrgSyncRequested: unknown field(s) another, extra"),
+        (body(data={"org_id": None}), "OrgSyncRequested: field 'org_id' must not be null"),
+        (body(data={"org_id": ""}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (body(data={"org_id": 5}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (body(data={"org_id": [ORG]}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
+        (body(data={"org_id": True}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
         (
-            _body(
+            body(
                 "OrgSyncCompleted",
                 {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": "3", "added": 0, "removed": 0},
             ),
             "OrgSyncCompleted: field 'accounts' must be an integer",
         ),
         (
-            _body(
+            body(
                 "OrgSyncCompleted",
                 {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 1, "added": True, "removed": 0},
             ),
             "OrgSyncCompleted: field 'added' must be an integer",
         ),
         (
-            _body(
+            body(
                 "OrgSyncCompleted",
                 {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 1, "added": 0, "removed": 1.5},
             ),
             "OrgSyncCompleted: field 'removed' must be an integer",
         ),
         (
-            _body(
+            body(
                 "OrgSyncCompleted",
                 {"org_id": ORG, "sync_run_id": RUN, "status": "ok", "accounts": 1, "added": 0, "removed": None},
             ),
             "OrgSyncCompleted: field 'removed' must not be null",
         ),
         (
-            _body("TagRefreshDue", {"account_ids": [1, 2]}),
+            body("TagRefreshDue", {"account_ids": [1, 2]}),
             "TagRefreshDue: field 'account_ids' must be a list of strings",
         ),
         (
-            _body("TagRefreshDue", {"account_ids": "111111111111"}),
+            body("TagRefreshDue", {"account_ids": "111111111111"}),
             "TagRefreshDue: field 'account_ids' must be a list of strings",
         ),
         (
-            _body("BadgeReconcileDue", {"cloud_ids": {"c": 1}}),
+            body("BadgeReconcileDue", {"cloud_ids": {"c": 1}}),
             "BadgeReconcileDue: field 'cloud_ids' must be a list of strings",
         ),
         (
-            _body("AccountValidated", {"org_id": None, "cloud_id": CLOUD, "account_id": ACCOUNT}),
+            body("AccountValidated", {"org_id": None, "cloud_id": CLOUD, "account_id": ACCOUNT}),
             "AccountValidated: missing field 'status'",
         ),
     ],
@@ -249,9 +253,9 @@ def test_undecodable_message_raises_malformed_message_with_a_readable_reason(bod
 
 def test_decoded_message_does_not_alias_the_received_data() -> None:
     data = {"org_id": ORG, "account_ids": [ACCOUNT]}
-    envelope = decode(_body("TagRefreshDue", data))
+    envelope = decode(body("TagRefreshDue", data))
     data["account_ids"].append("210987654321")
-    assert envelope.event == TagRefreshDue(ORG, (ACCOUNT,))
+    assert envelope.event == TagRefreshDue(ORG_U, (ACCOUNT,))
 
 
 # --- versions and upcasters --------------------------------------------------------------------------------
@@ -268,11 +272,11 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 def test_registered_upcaster_turns_an_old_version_into_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(OrgSyncRequested, "VERSION", 2)
     monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), _v1_to_v2)
-    envelope = decode(_body(data={"org_id": ORG, "why": "schedule"}))
-    assert envelope.event == OrgSyncRequested(ORG, "schedule")
+    envelope = decode(body(data={"org_id": ORG, "why": "schedule"}))
+    assert envelope.event == OrgSyncRequested(ORG_U, "schedule")
     # the current version is read as is, and is what is written
-    assert decode(_body(version=2, data={"org_id": ORG, "reason": "cli"})).event == OrgSyncRequested(ORG, "cli")
-    assert wrap(OrgSyncRequested(ORG)).to_json()["version"] == 2
+    assert decode(body(version=2, data={"org_id": ORG, "reason": "cli"})).event == OrgSyncRequested(ORG_U, "cli")
+    assert wrap(OrgSyncRequested(ORG_U)).to_json()["version"] == 2
 
 
 def test_upcasters_chain_through_every_version(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,17 +292,17 @@ def test_upcasters_chain_through_every_version(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(OrgSyncRequested, "VERSION", 3)
     monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), step(1, {"reason": "from-v1"}))
     monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 2), step(2, {"org_id": ORG2}))
-    assert decode(_body(data={"org_id": ORG})).event == OrgSyncRequested(ORG2, "from-v1")
+    assert decode(body(data={"org_id": ORG})).event == OrgSyncRequested(ORG2_U, "from-v1")
     assert calls == [1, 2]
     calls.clear()
-    assert decode(_body(version=2, data={"org_id": ORG})).event == OrgSyncRequested(ORG2, "requested")
+    assert decode(body(version=2, data={"org_id": ORG})).event == OrgSyncRequested(ORG2_U, "requested")
     assert calls == [2]
 
 
 def test_old_version_without_upcaster_is_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(OrgSyncRequested, "VERSION", 2)
     with pytest.raises(MalformedMessage) as exc:
-        decode(_body())
+        decode(body())
     assert str(exc.value) == "OrgSyncRequested: no upcaster from version 1"
 
 
@@ -306,7 +310,7 @@ def test_upcaster_output_is_still_checked(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(OrgSyncRequested, "VERSION", 2)
     monkeypatch.setitem(UPCASTERS, ("OrgSyncRequested", 1), lambda data: {})
     with pytest.raises(MalformedMessage, match=r"^OrgSyncRequested: missing field 'org_id'$"):
-        decode(_body())
+        decode(body())
 
 
 def test_monkeypatched_versions_and_upcasters_are_restored() -> None:
@@ -317,7 +321,7 @@ def test_monkeypatched_versions_and_upcasters_are_restored() -> None:
 # --- properties ------------------------------------------------------------------------------------------------
 
 _text = st.text(min_size=1, max_size=20)
-_uuid = st.uuids().map(str)
+_uuid = st.uuids()
 _opt_uuid = st.none() | _uuid
 _account = st.from_regex(r"\A[0-9]{12}\Z")
 _account_ids = st.none() | st.lists(_account, max_size=4).map(tuple)
@@ -344,9 +348,9 @@ def test_every_event_type_has_a_round_trip_strategy() -> None:
 
 @given(
     event=st.one_of(*EVENT_STRATEGIES.values()),
-    correlation=st.none() | st.uuids().map(str),
+    correlation=st.none() | st.uuids(),
 )
-def test_encode_then_decode_round_trips_every_event_type(event: Event, correlation: str | None) -> None:
+def test_encode_then_decode_round_trips_every_event_type(event: Event, correlation: uuid.UUID | None) -> None:
     envelope = wrap(event, correlation_id=correlation)
     received = json.loads(json.dumps(envelope.to_json()))
     assert decode(received) == envelope
@@ -380,4 +384,4 @@ def test_decode_of_any_json_returns_an_envelope_or_raises_malformed_message(
         assert re.match(r"^(envelope is not a JSON object|envelope lacks|unknown message type|\w+: )", str(exc))
     else:
         assert isinstance(envelope.event, EVENT_TYPES[str(type_)])
-        assert envelope.correlation_id == envelope.id == MID
+        assert envelope.correlation_id == envelope.id == MID_U

@@ -4,7 +4,7 @@ never the `...Requested` / `...Due` triggers. A new event type must take a side 
 from __future__ import annotations
 
 from domain.events import EVENT_TYPES
-from workers.registry import FACTS, is_fact
+from workers.routes import FACTS, is_fact
 
 
 def test_facts_are_the_past_tense_events_and_only_those():

@@ -4,6 +4,7 @@ imports inside functions and under TYPE_CHECKING included."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,12 @@ MAY_USE: dict[str, set[str]] = {
     "scheduler": {"storage", "aws", "domain"},
     "orgsync": OURS - {"orgsync"},
 }
-AWS_SDK = {"boto3", "botocore"}
-AWS_SDK_ALLOWED = {"aws", "localaws"}
+# third-party libraries only some packages may import: library roots -> the packages that may
+THIRD_PARTY_ONLY_IN: dict[frozenset[str], frozenset[str]] = {
+    frozenset({"sqlalchemy", "psycopg", "alembic"}): frozenset({"storage"}),
+    frozenset({"boto3", "botocore"}): frozenset({"aws", "localaws"}),
+    frozenset({"dramatiq", "pika"}): frozenset({"workers", "orgsync"}),
+}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -48,7 +53,33 @@ def test_a_package_imports_only_the_packages_it_may_use(package):
     assert {path: names for path, names in wrong.items() if names} == {}
 
 
-@pytest.mark.parametrize("package", sorted(OURS - AWS_SDK_ALLOWED))
-def test_only_aws_and_localaws_import_boto3_or_botocore(package):
-    wrong = {str(path.relative_to(ROOT)): sorted(imported_roots(path) & AWS_SDK) for path in sources(package)}
+@pytest.mark.parametrize(
+    ("libraries", "package"),
+    [(libraries, package) for libraries, allowed in THIRD_PARTY_ONLY_IN.items() for package in sorted(OURS - allowed)],
+    ids=lambda value: "+".join(sorted(value)) if isinstance(value, frozenset) else value,
+)
+def test_a_library_is_imported_only_by_the_packages_that_wrap_it(libraries, package):
+    wrong = {str(path.relative_to(ROOT)): sorted(imported_roots(path) & libraries) for path in sources(package)}
     assert {path: names for path, names in wrong.items() if names} == {}
+
+
+def test_the_domain_imports_only_the_standard_library():
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(imported_roots(path) - sys.stdlib_module_names - {"domain"})
+        for path in sources("domain")
+    }
+    assert {path: names for path, names in wrong.items() if names} == {}
+
+
+def test_the_checks_see_imports_inside_functions_and_under_type_checking(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from sqlalchemy.orm import Session\n"
+        "def f():\n"
+        "    import psycopg\n"
+        "    from . import sibling\n"
+        "    return psycopg\n"
+    )
+    assert imported_roots(source) == {"typing", "sqlalchemy", "psycopg"}

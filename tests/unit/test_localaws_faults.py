@@ -134,7 +134,13 @@ def test_fail_parent_breaks_only_that_parent(org: BuiltOrg) -> None:
     assert sorted(u["Id"] for u in children) == sorted(
         unit for key, unit in org.units.items() if "/" in key and org.units[key.rsplit("/", 1)[0]] == parent
     )
-    assert faults.settings() == {"latency_ms": 0.0, "throttle_rate": 0.0, "seed": 0, "fail_parents": {}}
+    assert faults.settings() == {
+        "latency_ms": 0.0,
+        "throttle_rate": 0.0,
+        "seed": 0,
+        "rate_limits": {},
+        "fail_parents": {},
+    }
 
 
 def test_latency_applies_to_every_request(org: BuiltOrg) -> None:

@@ -13,6 +13,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorSocketConnectEr
 from domain.errors import OrgSyncError
 from orgsync import metrics_server, preflight, worker_main
 from orgsync.preflight import ServiceUnavailable
+from storage import db
 from storage.db import database_problem
 from workers.broker import broker_problem
 
@@ -158,9 +159,9 @@ def test_check_database_reports_one_line_without_the_password(monkeypatch):
 
 
 def test_the_schema_head_is_the_newest_migration():
-    heads = preflight.schema_heads()
+    heads = db.schema_heads()
     assert len(heads) == 1
-    assert heads <= preflight.known_revisions()
+    assert heads <= db.known_revisions()
 
 
 # -- `orgsync worker` options --------------------------------------------------------------------
@@ -238,7 +239,8 @@ def test_the_worker_supervisor_does_not_import_prometheus_client():
         "import sys\n"
         "from orgsync import cli, metrics_server, preflight, worker_main\n"
         "import dramatiq.cli\n"
-        "preflight.schema_heads(); preflight.database_target('postgresql://u@h/d'); preflight.broker_target('amqp://h/v')\n"
+        "from storage import db\n"
+        "db.schema_heads(); preflight.database_target('postgresql://u@h/d'); preflight.broker_target('amqp://h/v')\n"
         "metrics_server.bind_problem('127.0.0.1', 0); worker_main.parse_queues(['tags'])\n"
         "for check, url in ((preflight.check_database, 'postgresql://u@127.0.0.1:1/d'),"
         " (preflight.check_broker, 'amqp://u:p@127.0.0.1:1/v')):\n"

@@ -11,12 +11,13 @@ from dramatiq.brokers.stub import StubBroker
 
 from domain import events
 from domain.errors import MalformedMessage, PermanentError
+from tests.support.envelopes import ACCOUNT, CLOUD_U, ORG_U
 from workers.actors import declare_actors
-from workers.registry import HANDLERS, QUEUES, Consumer, route_of
+from workers.registry import HANDLERS, Consumer, route_of
+from workers.routes import QUEUES
 
-ORG = "3f2b6a7e-9c1d-4e8f-a0b1-c2d3e4f5a6b7"
-CLOUD = "9e8d7c6b-5a49-4382-b716-0f1e2d3c4b5a"
-ACCOUNT = "123456789012"
+ORG = ORG_U
+CLOUD = CLOUD_U
 
 # one event of each consumed type, for the actors to receive
 SAMPLES: dict[type[events.Event], events.Event] = {
@@ -36,11 +37,11 @@ def broker():
 
 
 @pytest.fixture
-def calls(monkeypatch) -> list[tuple[Any, events.Envelope, str]]:
+def calls(monkeypatch) -> list[tuple[Any, events.Envelope[Any], str]]:
     """Every handler in the table replaced by one that records what it was called with."""
-    seen: list[tuple[Any, events.Envelope, str]] = []
+    seen: list[tuple[Any, events.Envelope[Any], str]] = []
 
-    def record(deps: Any, envelope: events.Envelope, actor_name: str) -> None:
+    def record(deps: Any, envelope: events.Envelope[Any], actor_name: str) -> None:
         seen.append((deps, envelope, actor_name))
 
     for event_type, consumer in HANDLERS.items():

@@ -1,0 +1,91 @@
+"""The outbox table as its readers see it: the relay claims unsent rows and marks them sent; the
+scheduler asks which events are still pending and when a run of its last wrote one.
+
+Rows are written by the unit of work (`Work.emit`), in the transaction of the data they describe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.orm import Session
+
+from .db import Sessions
+from .inventory import utcnow
+from .models import OutboxMessage
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One event to publish: where it goes and the envelope it carries."""
+
+    message_id: UUID
+    event_type: str
+    queue_name: str | None  # with actor_name: its consumer here; None when nothing here consumes it
+    actor_name: str | None
+    envelope: dict[str, Any]
+
+
+class Outbox:
+    """The relay's side of the outbox."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    @contextmanager
+    def claim_unsent(self, limit: int) -> Iterator[list[OutboxRow]]:
+        """Up to `limit` unsent rows, oldest first, locked for this block (FOR UPDATE SKIP LOCKED: other
+        relays pass them by). When the block ends they are marked sent and the transaction commits; if it
+        raises, nothing is marked and the rows are free again."""
+        with self.sessions.begin() as session:
+            rows = session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.sent_at.is_(None))
+                .order_by(OutboxMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            yield [OutboxRow(r.message_id, r.event_type, r.queue_name, r.actor_name, r.envelope) for r in rows]
+            if rows:
+                session.execute(
+                    update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])).values(sent_at=utcnow())
+                )
+
+
+# An event is pending while its consumer has not finished it (no processed_messages row), if it has a
+# consumer here at all (a fact without one is pending only until published), and for at most `stale`
+# seconds after it was published (a message that long unprocessed was lost: a purged queue, say).
+_PENDING = text(
+    """
+    SELECT DISTINCT o.envelope -> 'data' ->> :field
+    FROM outbox o
+    WHERE o.event_type IN :types
+      AND (o.envelope -> 'data' ->> :field) IS NOT NULL
+      AND (o.actor_name IS NOT NULL OR o.sent_at IS NULL)
+      AND (o.sent_at IS NULL OR o.sent_at > now() - make_interval(secs => :stale))
+      AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)
+    """
+).bindparams(bindparam("types", expanding=True))
+
+
+def pending_ids(session: Session, types: Iterable[str], field: str, *, stale_after: timedelta) -> set[UUID]:
+    """The ids in data field `field` (org_id, cloud_id) of the pending events of `types`."""
+    rows = session.execute(_PENDING, {"types": list(types), "field": field, "stale": stale_after.total_seconds()})
+    return {UUID(value) for value in rows.scalars() if value}
+
+
+def newest_in_correlation_range(session: Session, low: UUID, high: UUID) -> datetime | None:
+    """When the newest row whose correlation id lies in [low, high) was written, if any (one backward
+    step on the outbox's correlation index)."""
+    return session.scalar(
+        select(OutboxMessage.created_at)
+        .where(OutboxMessage.correlation_id >= low, OutboxMessage.correlation_id < high)
+        .order_by(OutboxMessage.correlation_id.desc())
+        .limit(1)
+    )

@@ -1,0 +1,223 @@
+"""validate_account on the in-memory unit of work: AssumeRole outcomes become statuses, and when not."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+import pytest
+
+from domain.config import RoleConfig, Secret
+from domain.errors import PermanentError, RetryLater
+from domain.events import AccountDiscovered, AccountValidated, AccountValidationDue, Envelope, wrap
+from domain.status import CloudStatus, MessageOutcome, classify_assume_role_error, suspended_outcome
+from storage.inventory import OrgRecord
+from storage.vault import CREDENTIALS_UNREADABLE, KeyRing, generate_key
+from tests.support.fake_uow import (
+    MEMBER_ROLE,
+    SESSION,
+    Assumed,
+    CloudRow,
+    ProcessedRow,
+    World,
+    cloud_role_blob,
+    org_credentials,
+)
+from workers.validation import Validation, validate_account
+
+ACTOR = "account_validation_due"
+ACCOUNT = "222222222222"
+MEMBER_ARN = f"arn:aws:iam::{ACCOUNT}:role/{MEMBER_ROLE}"
+MEMBER = RoleConfig(MEMBER_ARN, SESSION, 1800, Secret("member-external-id"))
+ACCESS_KEY_ID = "AKIAFAKEFAKEFAKE1234"
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def org(world: World) -> OrgRecord:
+    return world.add_org(credentials=org_credentials(access_key=True))
+
+
+@pytest.fixture
+def cloud(world: World, org: OrgRecord) -> CloudRow:
+    return world.add_cloud(ACCOUNT, org_id=org.id)
+
+
+def validate(world: World, event: Validation, envelope: Envelope[Any] | None = None) -> Envelope[Any]:
+    envelope = envelope or wrap(event)
+    validate_account(world.deps, envelope, ACTOR)
+    return envelope
+
+
+def stored(world: World, cloud_id: uuid.UUID) -> tuple[CloudStatus, str | None]:
+    cloud = world.uow.state.clouds[cloud_id]
+    return cloud.status, cloud.status_message
+
+
+def test_an_assumable_member_role_makes_the_cloud_ok(world: World, org: OrgRecord, cloud: CloudRow) -> None:
+    envelope = validate(world, AccountDiscovered(org.id, cloud.id, ACCOUNT))
+
+    assert stored(world, cloud.id) == (CloudStatus.OK, f"assumed {MEMBER_ARN}")
+    assert world.uow.state.clouds[cloud.id].validated_at is not None
+    assert world.uow.outbox_events() == [AccountValidated(org.id, cloud.id, ACCOUNT, "ok")]
+    assert [(r.queue_name, r.actor_name) for r in world.uow.state.outbox] == [(None, None)]
+    assert world.aws.assumed == [Assumed(MEMBER, ACCESS_KEY_ID, "assume the member role")]
+    assert world.uow.state.processed == {envelope.id: ProcessedRow(envelope.id, ACTOR, MessageOutcome.DONE, None)}
+    assert (world.uow.commits, world.uow.wakes) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status"),
+    [
+        ("AccessDenied", "User: x is not authorized to perform: sts:AssumeRole", CloudStatus.ASSUME_ROLE_DENIED),
+        ("AccessDenied", "with an explicit deny in a service control policy", CloudStatus.SCP_DENIED),
+        (
+            "ValidationError",
+            "The requested DurationSeconds exceeds the MaxSessionDuration",
+            CloudStatus.DURATION_EXCEEDED,
+        ),
+        ("RegionDisabledException", "STS is not activated in this region", CloudStatus.REGION_DISABLED),
+        ("InvalidClientTokenId", "The security token included in the request is invalid", CloudStatus.AWS_ERROR),
+    ],
+)
+def test_a_refused_assume_role_becomes_the_status_of_its_code(
+    world: World, org: OrgRecord, cloud: CloudRow, code: str, message: str, status: CloudStatus
+) -> None:
+    world.aws.refuse(MEMBER_ARN, code, message)
+    validate(world, AccountValidationDue(cloud.id, ACCOUNT, org.id))
+
+    expected = classify_assume_role_error(code, f"AssumeRole {MEMBER_ARN} refused: {code}: {message}", MEMBER_ARN, 1800)
+    assert expected.status is status
+    assert stored(world, cloud.id) == (status, expected.message)
+    assert world.uow.outbox_events() == [AccountValidated(org.id, cloud.id, ACCOUNT, status.value)]
+
+
+def test_a_suspended_account_is_not_asked_anything(world: World, org: OrgRecord) -> None:
+    cloud = world.add_cloud(ACCOUNT, org_id=org.id, aws_state="SUSPENDED")
+    validate(world, AccountDiscovered(org.id, cloud.id, ACCOUNT))
+
+    outcome = suspended_outcome("SUSPENDED")
+    assert outcome is not None
+    assert stored(world, cloud.id) == (CloudStatus.ACCOUNT_SUSPENDED, outcome.message)
+    assert world.uow.outbox_events() == [AccountValidated(org.id, cloud.id, ACCOUNT, "account_suspended")]
+    assert (world.aws.assumed, world.aws.calls) == ([], [])
+
+
+@pytest.mark.parametrize("code", ["Throttling", "TooManyRequestsException", None])
+def test_a_transient_failure_is_retried_later_and_records_nothing(
+    world: World, org: OrgRecord, cloud: CloudRow, code: str | None
+) -> None:
+    world.aws.refuse(MEMBER_ARN, code, "Rate exceeded" if code else "EndpointConnectionError")
+    before = copy.deepcopy(world.uow.state)
+
+    with pytest.raises(RetryLater):
+        validate(world, AccountDiscovered(org.id, cloud.id, ACCOUNT))
+
+    assert world.uow.state == before
+    assert world.uow.commits == 0
+
+
+def test_account_validated_is_emitted_only_when_the_status_or_message_changes(
+    world: World, org: OrgRecord, cloud: CloudRow
+) -> None:
+    event = AccountValidationDue(cloud.id, ACCOUNT, org.id)
+    validate(world, event)
+    first_stamp = world.uow.state.clouds[cloud.id].validated_at
+
+    second = validate(world, event)
+
+    assert world.uow.outbox_events() == [AccountValidated(org.id, cloud.id, ACCOUNT, "ok")]
+    assert world.uow.state.processed[second.id].outcome is MessageOutcome.DONE
+    assert world.uow.state.clouds[cloud.id].validated_at != first_stamp  # stamped again all the same
+    assert world.uow.wakes == 1
+
+    world.aws.refuse(MEMBER_ARN, "AccessDenied", "not authorized")
+    validate(world, event)
+    assert world.uow.outbox_events(1) == [AccountValidated(org.id, cloud.id, ACCOUNT, "assume_role_denied")]
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["removed", "replaced"])
+def test_a_cloud_removed_meanwhile_is_claimed_and_nothing_else(world: World, org: OrgRecord, replaced: bool) -> None:
+    cloud_id = world.add_cloud("333333333333", org_id=org.id).id if replaced else uuid.uuid4()
+    before = copy.deepcopy(world.uow.state)
+
+    envelope = validate(world, AccountDiscovered(org.id, cloud_id, ACCOUNT))
+
+    assert world.uow.state.processed == {envelope.id: ProcessedRow(envelope.id, ACTOR, MessageOutcome.DONE, None)}
+    assert (world.uow.state.clouds, world.uow.state.outbox) == (before.clouds, [])
+    assert (world.aws.assumed, world.uow.wakes) == ([], 0)
+
+
+@pytest.mark.parametrize("cloud_exists", [False, True], ids=["no-cloud", "cloud-of-another-org"])
+def test_a_named_org_that_does_not_exist_is_a_permanent_error(
+    world: World, cloud: CloudRow, cloud_exists: bool
+) -> None:
+    org_id = uuid.uuid4()
+    cloud_id = cloud.id if cloud_exists else uuid.uuid4()
+    before = copy.deepcopy(world.uow.state)
+
+    with pytest.raises(PermanentError) as raised:
+        validate(world, AccountValidationDue(cloud_id, ACCOUNT, org_id))
+
+    assert str(raised.value) == f"org_id {org_id}: no such organization"
+    assert (world.uow.state, world.uow.commits, world.aws.assumed) == (before, 0, [])
+
+
+def test_a_redelivered_message_does_nothing(world: World, org: OrgRecord, cloud: CloudRow) -> None:
+    envelope = validate(world, AccountDiscovered(org.id, cloud.id, ACCOUNT))
+    before = copy.deepcopy(world.uow.state)
+    world.aws.refuse(MEMBER_ARN, "AccessDenied", "not authorized")
+
+    validate(world, envelope.event, envelope)
+
+    assert world.uow.state == before
+    assert (world.uow.commits, len(world.aws.assumed)) == (1, 1)
+
+
+def test_a_standalone_cloud_assumes_its_own_role_with_the_ambient_identity(world: World) -> None:
+    role = RoleConfig(f"arn:aws:iam::{ACCOUNT}:role/Reader", "reader-session", 900, Secret("its-external-id"))
+    cloud = world.add_cloud(ACCOUNT, role=role)
+
+    validate(world, AccountValidationDue(cloud.id, ACCOUNT))
+
+    assert world.aws.assumed == [Assumed(role, None, "assume the member role")]
+    assert stored(world, cloud.id) == (CloudStatus.OK, f"assumed {role.role_arn}")
+    assert world.uow.outbox_events() == [AccountValidated(None, cloud.id, ACCOUNT, "ok")]
+
+
+def test_unreadable_standalone_credentials_become_its_status_and_dead_letter_the_message(world: World) -> None:
+    role = RoleConfig(f"arn:aws:iam::{ACCOUNT}:role/Reader", "reader-session")
+    cloud = world.add_cloud(ACCOUNT)
+    cloud.credentials = cloud_role_blob(KeyRing([generate_key()]), cloud.id, role)
+
+    envelope = wrap(AccountValidationDue(cloud.id, ACCOUNT))
+    with pytest.raises(PermanentError) as raised:
+        validate(world, envelope.event, envelope)
+
+    assert str(raised.value) == CREDENTIALS_UNREADABLE
+
+    assert stored(world, cloud.id) == (CloudStatus.CREDENTIALS_UNREADABLE, CREDENTIALS_UNREADABLE)
+    assert world.uow.state.processed == {
+        envelope.id: ProcessedRow(
+            envelope.id, ACTOR, MessageOutcome.FAILED, f"PermanentError: {CREDENTIALS_UNREADABLE}"
+        )
+    }
+    assert world.uow.outbox_events() == [AccountValidated(None, cloud.id, ACCOUNT, "credentials_unreadable")]
+    assert world.aws.assumed == []
+
+
+def test_unreadable_org_credentials_are_a_permanent_error_that_records_nothing(world: World, org: OrgRecord) -> None:
+    cloud = world.add_cloud(ACCOUNT, org_id=org.id)
+    world.break_credentials(org.id)
+    before = copy.deepcopy(world.uow.state)
+
+    with pytest.raises(PermanentError) as raised:
+        validate(world, AccountDiscovered(org.id, cloud.id, ACCOUNT))
+
+    assert str(raised.value) == CREDENTIALS_UNREADABLE
+    assert (world.uow.state, world.uow.commits, world.aws.assumed) == (before, 0, [])
