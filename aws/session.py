@@ -1,16 +1,16 @@
-"""boto3 sessions: the caller's credentials, AssumeRole, and per-process call accounting.
+"""boto3 sessions: the caller's credentials, AssumeRole, and per-process call pacing and accounting.
 
-Every session made here shares one token-bucket rate limit per process, counts API calls and
-throttles per operation, and uses botocore's standard retry mode (exponential backoff with jitter)
-for throttling and transient errors. `AWS_ENDPOINT_URL` is honoured by botocore itself.
+Every session made here shares, per service, one adaptive rate (`aws.rate.AdaptiveRate`) for the
+whole process: calls start at a generous ceiling and slow down when AWS throttles, so orgsync runs
+as fast as AWS allows without a guessed limit. Throttled calls are retried by botocore's standard
+retry mode (exponential backoff with jitter) and counted per operation. `AWS_ENDPOINT_URL` is
+honoured by botocore itself.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +22,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from domain.config import AccessKey, RoleConfig
+from domain.config import parse_rate_limits as parse_rate_limits  # re-exported: bench/sync.py reads it here
 from domain.errors import AwsStepFailed
+
+from .rate import FLOOR, AdaptiveRate
 
 THROTTLE_CODES = frozenset(
     {
@@ -42,52 +45,9 @@ THROTTLE_CODES = frozenset(
 P = ParamSpec("P")
 T = TypeVar("T")
 
-KNOWN_SERVICES = ("organizations", "sts", "iam", "sqs")
-
-
-def parse_rate_limits(text: str) -> dict[str, float]:
-    """ "organizations=20,sts=200,*=50" -> {"organizations": 20.0, "sts": 200.0, "*": 50.0}.
-
-    Raises ValueError naming the bad entry: an unknown service, or a rate that is not a finite number above 0.
-    """
-    limits: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        service, sep, value = (x.strip() for x in part.partition("="))
-        if not sep or not service:
-            raise ValueError(f"{part!r} is not service=calls-per-second (e.g. sts=200)")
-        if service != "*" and service not in KNOWN_SERVICES:
-            raise ValueError(f"unknown service {service!r} (known: {', '.join(KNOWN_SERVICES)} and * for the rest)")
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = math.nan
-        if not math.isfinite(rate) or rate <= 0:
-            raise ValueError(f"{service}: {value!r} is not a number of calls per second above 0")
-        limits[service] = rate
-    return limits
-
-
-class RateLimiter:
-    """A token bucket shared by every thread of the process."""
-
-    def __init__(self, per_second: float, burst: float | None = None) -> None:
-        self.per_second = per_second
-        self.capacity = burst if burst is not None else max(1.0, per_second)
-        self._tokens = self.capacity
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.per_second)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / self.per_second
-            time.sleep(wait)
+# calls per second per service and process to start from, and never exceed: far above what AWS
+# allows any API, so that AWS's throttling, not a guess, sets the pace
+DEFAULT_CEILING = 500.0
 
 
 @dataclass
@@ -159,10 +119,22 @@ class CallScope:
 class AwsGateway:
     """Makes sessions and clients; one per process, built in the composition root."""
 
-    def __init__(self, *, rate_limits: dict[str, float], max_attempts: int, region: str, pool_size: int = 32) -> None:
-        """`rate_limits`: calls per second per service ("sts", "organizations", ...; "*" for the others)."""
-        self.limiters = {service: RateLimiter(rate) for service, rate in rate_limits.items()}
-        self.limiters.setdefault("*", RateLimiter(50.0))
+    def __init__(
+        self,
+        *,
+        rate_limits: dict[str, float],
+        max_attempts: int,
+        region: str,
+        pool_size: int = 32,
+        min_rate: float = FLOOR,
+    ) -> None:
+        """`rate_limits`: ceilings in calls per second per service ("sts", "organizations", ...; "*" for the
+        others); a service not named starts from the "*" ceiling, else from DEFAULT_CEILING. No service is
+        ever paced below `min_rate` calls per second (or its ceiling, if lower)."""
+        self._ceilings = dict(rate_limits)
+        self._min_rate = min_rate
+        self._rates: dict[str, AdaptiveRate] = {}
+        self._sent_at = threading.local()
         # callbacks (kind, "service:Operation") with kind in call / throttle / error, e.g. for metrics
         self.observers: list[Callable[[str, str], None]] = []
         self._lock = threading.Lock()
@@ -260,23 +232,51 @@ class AwsGateway:
         if scoped is not None:
             scoped.add_call(name)
 
+    def rate(self, service: str) -> AdaptiveRate:
+        """The process's adaptive rate of `service`, made on first use."""
+        rate = self._rates.get(service)
+        if rate is None:
+            with self._lock:
+                rate = self._rates.get(service)
+                if rate is None:
+                    ceiling = self._ceilings.get(service, self._ceilings.get("*", DEFAULT_CEILING))
+                    rate = self._rates[service] = AdaptiveRate(ceiling, floor=min(self._min_rate, ceiling))
+        return rate
+
+    def rates(self) -> dict[str, float]:
+        """Calls per second allowed now, per service used so far."""
+        return {service: rate.rate for service, rate in sorted(self._rates.items())}
+
     def _on_send(self, event_name: str = "", **_: Any) -> None:
+        # botocore sends and then decides on a retry in the same thread: the send time is thread-local
         service = event_name.split(".")[1] if event_name.count(".") >= 2 else "*"
-        (self.limiters.get(service) or self.limiters["*"]).acquire()
+        self._sent_at.value = self.rate(service).acquire()
 
     def _on_needs_retry(self, response: Any = None, operation: Any = None, **_: Any) -> None:
-        if not response or operation is None:
+        if operation is None:
             return
+        service = operation.service_model.service_name
         code = (response[1] or {}).get("Error", {}).get("Code") if isinstance(response, tuple) else None
-        name = f"{operation.service_model.service_name}:{operation.name}"
-        if code and code not in THROTTLE_CODES:
-            self._notify("error", name)
-        if code in THROTTLE_CODES:
+        name = f"{service}:{operation.name}"
+        if code in THROTTLE_CODES or _status(response) in (429, 503):
+            self.rate(service).throttled(getattr(self._sent_at, "value", 0.0))
             self._notify("throttle", name)
             self.totals.add_throttle(name)
             scoped = CallScope.current()
             if scoped is not None:
                 scoped.add_throttle(name)
+            return
+        if response:
+            self.rate(service).succeeded()
+        if code:
+            self._notify("error", name)
+
+
+def _status(response: Any) -> int | None:
+    """The HTTP status of a botocore (http response, parsed) pair, if there was an answer."""
+    if isinstance(response, tuple) and response[0] is not None:
+        return getattr(response[0], "status_code", None)
+    return None
 
 
 def is_transient(exc: AwsStepFailed) -> bool:

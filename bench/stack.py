@@ -377,7 +377,9 @@ class Stack:
             exc.add_note("local AWS output (last lines):\n" + "\n".join(output.splitlines()[-15:]))
         self._resources.__exit__(exc_type, exc, tb)
 
-    def _child_env(self, database_url: str, amqp_url: str, data_dir: Path) -> dict[str, str]:
+    def _child_env(
+        self, database_url: str, amqp_url: str, data_dir: Path, pythonpath: str | None = None
+    ) -> dict[str, str]:
         drop = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION")
         env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         env.update(self.aws.env())
@@ -393,13 +395,18 @@ class Stack:
         )
         if self.rate_limits is not None:
             env["ORGSYNC_AWS_RATE_LIMITS"] = self.rate_limits
+        if pythonpath is not None:  # another checkout's code runs in the processes under test
+            env["PYTHONPATH"] = pythonpath
         return env
 
     @contextlib.contextmanager
-    def deployment(self, processes: int, threads: int, *, name: str = "") -> Iterator[Deployment]:
+    def deployment(
+        self, processes: int, threads: int, *, name: str = "", pythonpath: str | None = None
+    ) -> Iterator[Deployment]:
         """A database, a vhost, the migrated schema and `orgsync worker --processes P --threads T`, all
-        removed at the end. The workers are watched as "workers" from their start, then idle for a
-        second (phase "idle"). Raises BenchError at the end if the workers exited during the block."""
+        removed at the end; `pythonpath` runs another checkout's orgsync in them. The workers are watched as
+        "workers" from their start, then idle for a second (phase "idle"). Raises BenchError at the end if
+        the workers exited during the block."""
         suffix = uuid.uuid4().hex[:10]
         prefix = f"{name}: " if name else ""
         self._deployments += 1
@@ -409,7 +416,7 @@ class Stack:
             database_url = resources.enter_context(scratch_database(f"orgsync_bench_{suffix}"))
             amqp_url = resources.enter_context(scratch_vhost(f"orgsync-bench-{suffix}"))
             log(f"{prefix}database orgsync_bench_{suffix} and vhost orgsync-bench-{suffix} created")
-            env = self._child_env(database_url, amqp_url, self.workdir / f"data-{suffix}")
+            env = self._child_env(database_url, amqp_url, self.workdir / f"data-{suffix}", pythonpath)
 
             clock = time.monotonic()
             run_cli(env, "db", "upgrade", timeout=STARTUP_TIMEOUT_S)

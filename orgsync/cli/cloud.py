@@ -18,11 +18,9 @@ from domain.config import (
 )
 from domain.errors import InvalidInput, OrgSyncError
 from domain.status import CloudStatus
-from storage import repository as repo
 
-from .. import services
 from ..terminal import add_row, literal, table
-from .common import JsonOpt, WaitOpt, follow, out, print_json, read_secret, runtime
+from .common import JsonOpt, WaitOpt, database, follow, out, print_json, read_secret, runtime
 
 cloud_app = typer.Typer(no_args_is_help=True, help="Inspect accounts (clouds); register standalone ones.")
 RoleArnOpt = Annotated[str, typer.Option(help="Role to assume in that account.")]
@@ -44,6 +42,8 @@ def cloud_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a standalone account after assuming its role."""
+    from .. import services
+
     check_account_id(account_id, "account-id")
     role = _role_config(
         role_arn, session_name, external_id or read_secret(external_id_file, "external-id-file"), session_duration
@@ -65,6 +65,8 @@ def cloud_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Accounts with their state, status, OU path and badges."""
+    from storage import repository as repo
+
     badge_filter = None
     if badge is not None:
         key, sep, value = badge.partition("=")
@@ -77,7 +79,7 @@ def cloud_list(
             wanted = CloudStatus(status)
         except ValueError:
             raise InvalidInput("status", f"unknown status {status!r}; one of {', '.join(CloudStatus)}") from None
-    with runtime() as rt, rt.sessions() as s:
+    with database() as rt, rt.sessions() as s:
         org_id = repo.find_org(s, org).id if org else None
         rows = repo.list_clouds(s, org_id=org_id, badge=badge_filter, status=wanted)
     if as_json:
@@ -106,6 +108,8 @@ def cloud_validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check again that each account's role can be assumed; the outcome is the account's status."""
+    from .. import services
+
     for account in accounts or ():
         check_account_id(account, "account")
     with runtime(workers=True) as rt:
@@ -124,8 +128,10 @@ def cloud_validate(
 @cloud_app.command("show")
 def cloud_show(account: Annotated[str, typer.Argument(help="Account id.")], as_json: JsonOpt = False) -> None:
     """One account: state, status, OU path, badges, tags and the SCPs that apply to it."""
+    from storage import repository as repo
+
     check_account_id(account, "account")
-    with runtime() as rt, rt.sessions() as s:
+    with database() as rt, rt.sessions() as s:
         cloud = repo.cloud_by_account(s, account)
         if cloud is None:
             raise OrgSyncError(f"no cloud with account id {account}")
@@ -152,6 +158,8 @@ def cloud_remove(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
     """Remove a standalone account; accounts managed by an organization follow the organization."""
+    from .. import services
+
     check_account_id(account, "account")
     with runtime() as rt:
         name = services.removable_cloud(rt, account)  # unknown or managed: refused before anything is asked
@@ -171,6 +179,8 @@ def cloud_edit(
     session_duration: DurationOpt = 3600,
 ) -> None:
     """Replace a standalone account's role settings (all of them), after assuming the new role."""
+    from .. import services
+
     check_account_id(account, "account")
     role = _role_config(
         role_arn, session_name, external_id or read_secret(external_id_file, "external-id-file"), session_duration

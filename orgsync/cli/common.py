@@ -1,6 +1,9 @@
 """What every `orgsync` command shares: the two consoles, the one error line, the runtime a command opens,
 JSON output, secrets read from files, and the single request → wait → report ending of commands that
 request work.
+
+`orgsync --help` imports every command module: what a command needs beyond typer and the domain (the
+settings, SQLAlchemy, boto3, dramatiq, ...) is imported inside the command, when it runs.
 """
 
 from __future__ import annotations
@@ -13,19 +16,22 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from domain.errors import InvalidInput
-from storage.repository import Progress
 
-from .. import services
-from ..bootstrap import Runtime
-from ..logs import configure_logging
-from ..settings import get_settings
 from ..terminal import console as make_console
 from ..terminal import literal, shorten
+
+if TYPE_CHECKING:
+    from storage.repository import Progress
+
+    from .. import services
+    from ..bootstrap import Runtime
+    from ..database_runtime import DatabaseRuntime
+    from ..settings import Settings
 
 out = make_console()
 err = make_console(stderr=True)
@@ -44,13 +50,47 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 @contextmanager
-def runtime(*, workers: bool = False, migrate: bool | None = None) -> Iterator[Runtime]:
+def runtime(*, workers: bool = False) -> Iterator[Runtime]:
     """The command's runtime, after checking the services it needs answer (one clear line if not).
 
     `workers`: the command publishes work; with RabbitMQ the broker must be reachable before anything
     is stored, or a request would wait in the outbox for a worker that cannot receive it.
     """
+    from ..bootstrap import Runtime
+
+    settings = _checked_settings(workers=workers)
+    rt = Runtime.open(settings)
+    try:
+        if workers and rt.in_process:
+            rt.start_in_process_workers()
+        yield rt
+    finally:
+        rt.close()
+
+
+@contextmanager
+def database(*, migrate: bool | None = None) -> Iterator[DatabaseRuntime]:
+    """The database and key ring of a command that neither calls AWS nor publishes work (`org list`,
+    `db upgrade`, ...), after the same checks as `runtime`; no broker, AWS gateway or actors are built.
+
+    `migrate`: bring the schema to the newest revision first (`db upgrade`); the database must then be
+    reachable, not yet at the current schema.
+    """
+    from ..database_runtime import DatabaseRuntime
+
+    settings = _checked_settings(migrate=bool(migrate))
+    rt = DatabaseRuntime.open(settings, migrate=migrate)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def _checked_settings(*, workers: bool = False, migrate: bool = False) -> Settings:
+    """The settings, the command's logging, and the checks that the services it needs answer."""
+    from ..logs import configure_logging
     from ..preflight import check_broker, check_database
+    from ..settings import get_settings
 
     settings = get_settings()
     configure_logging(settings, quiet=True)
@@ -64,13 +104,7 @@ def runtime(*, workers: bool = False, migrate: bool | None = None) -> Iterator[R
         check_database(database_url, schema=not migrate)
     if workers and (broker_url := settings.external_broker_url) is not None:
         check_broker(broker_url)
-    rt = Runtime.open(settings, migrate=migrate)
-    try:
-        if workers and rt.in_process:
-            rt.start_in_process_workers()
-        yield rt
-    finally:
-        rt.close()
+    return settings
 
 
 def print_json(data: Any) -> None:
@@ -97,6 +131,7 @@ def read_secret(path: str | None, what: str) -> str | None:
 def broker_url_or_fail() -> str:
     """The broker URL of a command that reads RabbitMQ itself, after checking RabbitMQ answers."""
     from ..preflight import check_broker
+    from ..settings import get_settings
 
     url = get_settings().external_broker_url
     if url is None:
@@ -140,6 +175,8 @@ def follow(
 
 
 def _wait(rt: Runtime, request_id: uuid.UUID, *, label: str, as_json: bool) -> services.WaitResult:
+    from .. import services
+
     settings = rt.settings
     if as_json:
         return services.wait_for(rt, request_id, timeout=settings.wait_timeout_seconds)

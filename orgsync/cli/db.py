@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import out, runtime
+from .common import database, out
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 
@@ -12,6 +12,6 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every database migration."""
-    with runtime(migrate=True):
+    with database(migrate=True):
         pass
     out.print("database schema is up to date")

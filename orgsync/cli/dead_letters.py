@@ -7,10 +7,9 @@ from typing import Annotated
 import typer
 
 from domain.errors import InvalidInput
-from storage import repository as repo
 
 from ..terminal import add_row, literal, table
-from .common import JsonOpt, broker_url_or_fail, fail, out, print_json, runtime
+from .common import JsonOpt, broker_url_or_fail, database, fail, out, print_json
 
 dead_app = typer.Typer(no_args_is_help=True, help="Messages that failed for good (<queue>.XQ).")
 
@@ -28,11 +27,13 @@ def dead_letters_list(
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None, as_json: JsonOpt = False
 ) -> None:
     """Dead-lettered messages: id, type, org, age, why they failed."""
+    from storage import repository as repo
+
     from ..broker_admin import peek_dead_letters
 
     url = broker_url_or_fail()
     letters = peek_dead_letters(url, _queues_option(queue))
-    with runtime() as rt, rt.sessions() as s:
+    with database() as rt, rt.sessions() as s:
         reasons = repo.failure_reasons(s, [i for d in letters for i in (d["envelope_id"], d["id"]) if i])
     for letter in letters:
         # what the worker recorded when it gave up comes first; else what the message itself tells
@@ -74,6 +75,8 @@ def dead_letters_requeue(
     Only orgsync's own messages can go back; any other body stays a dead letter (purge it by id).
     Exits 1 when an id given is unknown (nothing is moved) or cannot be requeued.
     """
+    from storage import repository as repo
+
     from ..broker_admin import requeue_dead_letters
 
     url = broker_url_or_fail()
@@ -81,7 +84,7 @@ def dead_letters_requeue(
     wanted = _dead_letter_ids(url, queues, ids)
     moved: list[tuple[str, str]] = []
     refused: list[tuple[str, str]] = []
-    with runtime() as rt:
+    with database() as rt:
 
         def forget(message_ids: list[str]) -> None:
             with rt.sessions.begin() as s:

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from ..terminal import literal
-from .common import JsonOpt, err, out, print_json, runtime
+from .common import JsonOpt, database, err, out, print_json
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage the credential encryption keys.")
 
@@ -28,7 +28,7 @@ def keys_rotate(as_json: JsonOpt = False) -> None:
     """Re-encrypt every stored credential block under the first key of the ring."""
     from ..keys import RotationRefused, rotate
 
-    with runtime() as rt:
+    with database() as rt:
         try:
             counts = rotate(rt)
         except RotationRefused as exc:  # every bad row is named, however long the line: nothing is cut

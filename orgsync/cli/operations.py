@@ -11,7 +11,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ..settings import get_settings
 from ..terminal import add_row, table
 from .common import JsonOpt, broker_url_or_fail, fail, out, print_json
 
@@ -20,6 +19,7 @@ def scheduler() -> None:
     """Publish the periodic work (syncs, tag refresh, badge reconcile, re-validation); one instance leads."""
     from .. import preflight
     from ..scheduler_main import main as scheduler_main
+    from ..settings import get_settings
 
     settings = get_settings()
     if settings.in_process_broker:
@@ -46,6 +46,8 @@ def worker(
     ] = None,
 ) -> NoReturn:
     """Run dramatiq worker processes consuming orgsync's queues from RabbitMQ."""
+    from ..settings import get_settings
+
     settings = get_settings()
     if settings.in_process_broker:
         fail("orgsync worker needs ORGSYNC_BROKER_URL (without it, commands run their work in-process)")
@@ -62,6 +64,8 @@ def worker(
 def queues(as_json: JsonOpt = False) -> None:
     """Message counts of orgsync's queues (ready, delayed, dead letters)."""
     from workers.routes import QUEUES
+
+    from ..settings import get_settings
 
     settings = get_settings()
     if settings.in_process_broker:

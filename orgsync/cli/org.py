@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from domain.config import OrgRegistration, build_credentials, build_filters, check_nickname
 from domain.errors import InvalidInput
-from storage import repository as repo
-from storage.models import Organization
-from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
-from .. import services
 from ..terminal import add_row, literal, shorten, table
-from .common import JsonOpt, WaitOpt, fail, follow, out, print_json, read_secret, runtime
+from .common import JsonOpt, WaitOpt, database, fail, follow, out, print_json, read_secret, runtime
+
+if TYPE_CHECKING:
+    from storage.models import Organization
 
 org_app = typer.Typer(no_args_is_help=True, help="Register and inspect AWS Organizations.")
 
@@ -67,6 +66,10 @@ def org_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register an AWS Organization: checks formats, the management role and its permissions, then syncs."""
+    from storage import repository as repo
+
+    from .. import services
+
     registration = OrgRegistration(
         nickname=check_nickname(nickname),
         credentials=build_credentials(
@@ -114,7 +117,9 @@ def org_add(
 @org_app.command("list")
 def org_list(as_json: JsonOpt = False) -> None:
     """Registered organizations with their account counts and last sync."""
-    with runtime() as rt, rt.sessions() as s:
+    from storage import repository as repo
+
+    with database() as rt, rt.sessions() as s:
         rows = [_org_json(o, n) for o, n in repo.list_orgs(s)]
     if as_json:
         print_json(rows)
@@ -140,7 +145,10 @@ def org_show(
     org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")], as_json: JsonOpt = False
 ) -> None:
     """One organization: settings (never secrets), filters, warnings, last sync."""
-    with runtime() as rt, rt.sessions() as s:
+    from storage import repository as repo
+    from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
+
+    with database() as rt, rt.sessions() as s:
         found, count = repo.org_with_count(s, repo.find_org(s, org).id)
         data = _org_json(found, count)
         unreadable = False
@@ -236,6 +244,8 @@ def org_sync(
     as_json: JsonOpt = False,
 ) -> None:
     """Request a sync of one organization now."""
+    from .. import services
+
     with runtime(workers=True) as rt:
         org_id, request_id = services.request_sync(rt, org, "requested from the CLI")
         follow(
@@ -276,6 +286,8 @@ def org_edit(
     as_json: JsonOpt = False,
 ) -> None:
     """Change an organization. Credentials change as a whole; filters alone keep the stored credentials."""
+    from .. import services
+
     credential_values = {
         "org_role_arn": org_role_arn,
         "org_session_name": org_session_name,
@@ -331,6 +343,10 @@ def org_remove(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove an organization and every account it manages from the inventory (AWS is not touched)."""
+    from storage import repository as repo
+
+    from .. import services
+
     with runtime() as rt:
         with rt.sessions() as s:
             found = repo.find_org(s, org)  # an unknown org is refused before anything is asked

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import services
 from .common import JsonOpt, WaitOpt, follow, runtime
 
 if TYPE_CHECKING:
@@ -21,6 +20,8 @@ badges_app = typer.Typer(no_args_is_help=True, help="Badges derived from tags.")
 def _request_and_wait(
     event_factory: Callable[[uuid.UUID | None], Event], org: str | None, label: str, wait: bool, as_json: bool
 ) -> None:
+    from .. import services
+
     with runtime(workers=True) as rt:
         request_id = services.request_event(rt, org, event_factory)
         follow(

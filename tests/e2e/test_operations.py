@@ -13,6 +13,7 @@ from pathlib import Path
 import pika
 from prometheus_client.parser import text_string_to_metric_families
 
+from aws.session import DEFAULT_CEILING
 from domain.status import CloudStatus
 
 from ..support.processes import org_add_args, orgsync
@@ -195,6 +196,20 @@ def test_metrics_after_a_known_workload(aws_server, env, workers):
     assert statuses[CloudStatus.OK] == expected_ok
     assert metric(after, "orgsync_queue_messages", queue="org-sync", state="dead") == 0
     assert metric(after, "orgsync_queue_consumers", queue="org-sync") == 2
+    # each worker process shows the rate it allows itself per service: AWS never throttled, so the ceiling
+    deadline = time.monotonic() + 10
+    while not (rates := allowed_rates(scrape(env))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert rates and set(rates.values()) == {DEFAULT_CEILING}, rates
+
+
+def allowed_rates(samples) -> dict[tuple[str, str], float]:
+    """(service, pid) -> the allowed rate, for the services AWS was called for."""
+    return {
+        (dict(labels)["service"], dict(labels)["pid"]): value
+        for (name, labels), value in samples.items()
+        if name == "orgsync_aws_allowed_rate"
+    }
 
 
 def test_worker_logs_are_json_with_ids_and_no_secret(aws_server, env, workers, tmp_path: Path):

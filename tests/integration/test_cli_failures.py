@@ -67,6 +67,20 @@ BAD_INPUT = [
         "for the rest)",
     ),
     (
+        "minimum_aws_rate_of_zero",
+        [],
+        {"ORGSYNC_AWS_MIN_RATE": "0"},
+        1,
+        "error: ORGSYNC_AWS_MIN_RATE: input should be greater than 0",
+    ),
+    (
+        "minimum_aws_rate_that_is_not_a_number",
+        [],
+        {"ORGSYNC_AWS_MIN_RATE": "abc"},
+        1,
+        "error: ORGSYNC_AWS_MIN_RATE: input should be a valid number, unable to parse string as a number",
+    ),
+    (
         "negative_worker_processes_setting",
         [],
         {"ORGSYNC_WORKER_PROCESSES": "-1"},

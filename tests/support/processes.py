@@ -26,6 +26,7 @@ from workers.routes import QUEUES
 from .services import RabbitMQ
 
 ORGSYNC = str(Path(sys.executable).with_name("orgsync"))
+ROOT = Path(__file__).resolve().parents[2]  # the checkout under test
 
 
 def free_port() -> int:
@@ -88,6 +89,57 @@ def start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 def orgsync(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """`orgsync *args` as a subprocess, to completion."""
     return subprocess.run([ORGSYNC, *args], env=env, capture_output=True, text=True, timeout=180, input=stdin)
+
+
+# libraries that take a command a noticeable part of a second to import: only the commands that use them load them
+HEAVY_LIBRARIES = frozenset(
+    {
+        "alembic",
+        "boto3",
+        "botocore",
+        "cryptography",
+        "dramatiq",
+        "moto",
+        "pika",
+        "prometheus_client",
+        "psycopg",
+        "pydantic_settings",
+        "sqlalchemy",
+    }
+)
+_COMMANDS_THEN_MODULES = """
+import json, sys
+from orgsync import cli
+
+commands, report = json.loads(sys.argv[1]), sys.argv[2]
+codes = []
+for argv in commands:
+    sys.argv = ["orgsync", *argv]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        codes.append(exc.code)
+with open(report, "w") as out:
+    json.dump({"codes": codes, "modules": sorted({name.split(".")[0] for name in sys.modules})}, out)
+"""
+
+
+def heavy_imports_after(commands: list[list[str]], scratch: Path) -> tuple[list[int], set[str]]:
+    """Run `orgsync` commands one after the other in one fresh interpreter (this checkout's code, this
+    process's environment; their output is not kept): their exit codes, and which of HEAVY_LIBRARIES the
+    interpreter had imported at the end."""
+    report = scratch / "imports.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMANDS_THEN_MODULES, json.dumps(commands), str(report)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0 and report.exists(), done.stderr
+    found = json.loads(report.read_text())
+    return found["codes"], set(found["modules"]) & HEAVY_LIBRARIES
 
 
 @dataclass

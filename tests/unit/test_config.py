@@ -25,6 +25,7 @@ from domain.config import (
     check_role_name,
     check_session_name,
     member_role_arn,
+    parse_rate_limits,
     parse_role_arn,
 )
 from domain.errors import InvalidInput
@@ -517,3 +518,26 @@ def test_secrets_compare_and_hash_by_value() -> None:
     assert Secret("a") != Secret("b")
     assert Secret("a") != "a"
     assert {Secret("a"), Secret("a"), Secret("b")} == {Secret("a"), Secret("b")}
+
+
+# --- AWS call rates ----------------------------------------------------------------------------------------
+
+
+def test_rate_limits_are_ceilings_per_service() -> None:
+    assert parse_rate_limits("") == {}
+    assert parse_rate_limits(" organizations=20, sts=200.5 ,*=50 ") == {"organizations": 20.0, "sts": 200.5, "*": 50.0}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sts", "'sts' is not service=calls-per-second (e.g. sts=200)"),
+        ("organisations=5", "unknown service 'organisations' (known: organizations, sts, iam, sqs and * for the rest)"),
+        ("iam=0", "iam: '0' is not a number of calls per second above 0"),
+        ("*=inf", "*: 'inf' is not a number of calls per second above 0"),
+    ],
+)
+def test_a_bad_rate_limit_is_named(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_rate_limits(text)
+    assert str(caught.value) == message
