@@ -22,7 +22,8 @@ from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
 from .db import libpq_url
-from .models import Cloud, Organization
+from .inventory import SqlInventory
+from .models import Cloud
 from .outbox import newest_in_correlation_range, pending_ids
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class JobQueries:
         return newest_in_correlation_range(self.session, low, high)
 
     def org_ids(self) -> list[UUID]:
-        return list(self.session.scalars(select(Organization.id).order_by(Organization.id)))
+        return SqlInventory(self.session).org_ids()
 
     def validation_targets(self) -> list[ValidationTarget]:
         """Every cloud with a role to check: managed by an organization, or with credentials of its own."""

@@ -37,18 +37,13 @@ def validate_account(deps: Deps, envelope: events.Envelope[Validation], actor_na
     event = envelope.event
     with deps.uow.reading() as inventory:
         lookup = inventory.validation_target(event.cloud_id, envelope.id)
+        if lookup.processed:
+            return
+        target = lookup.target
         # an org that does not exist makes the message bad; the foreign key proves the cloud's own org
-        named_org_missing = (
-            not lookup.processed
-            and event.org_id is not None
-            and (lookup.target is None or lookup.target.org_id != event.org_id)
-            and inventory.org(event.org_id) is None
-        )
-    if lookup.processed:
-        return
-    if named_org_missing and event.org_id is not None:
-        raise unknown_org(event.org_id)
-    target = lookup.target
+        named = event.org_id
+        if named is not None and (target is None or target.org_id != named) and inventory.org(named) is None:
+            raise unknown_org(named)
     outcome = None  # the cloud was removed (or replaced) since the message was sent: nothing to validate
     unreadable = False
     if target is not None and target.account_id == event.account_id:
