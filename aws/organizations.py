@@ -1,16 +1,17 @@
 """Reading an AWS Organization: describe it, walk its tree top-down, read account tags.
 
 The walk costs O(OUs + accounts/20) calls: ListRoots once, then per parent one
-ListOrganizationalUnitsForParent and (for parents in scope) ListAccountsForParent pages of 20. Parents
-of one level are listed concurrently. A page that fails after botocore's retries marks the tree
-incomplete instead of failing the whole walk, so upserts still happen but removals do not.
+ListOrganizationalUnitsForParent and (for parents in scope) ListAccountsForParent pages of 20. A
+parent is listed as soon as it is known, concurrently with the rest of the tree. A page that fails
+after botocore's retries marks the tree incomplete instead of failing the whole walk, so upserts still
+happen but removals do not.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,74 +66,27 @@ class OrganizationsReader:
                 return
 
     def units(self) -> dict[str, OrgUnit]:
-        """Every root and OU of the organization; raises AwsStepFailed if any level cannot be read."""
-        failures: list[str] = []
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="walk") as pool:
-            units = self._walk_units(pool, failures)
-        if failures:
-            raise AwsStepFailed("list organizational units", failures[0])
-        return units
+        """Every root and OU of the organization; raises AwsStepFailed if any parent cannot be read."""
+        walk = _Walk(self, limits=None)
+        walk.run()
+        if walk.failures:
+            raise AwsStepFailed("list organizational units", walk.failures[0])
+        return walk.units
 
     def walk(self, limit_to_ou_ids: Iterable[str] = ()) -> OrgTree:
         """Every OU of the org, and the accounts of the parents in scope.
 
         OUs are always listed in full (their names form each account's path); accounts are listed
-        only under the limited OUs and their descendants when a limit is given.
+        only under the limited OUs and their descendants when a limit is given (NotFound names a
+        limited OU that is not in the tree).
         """
-        failures: list[str] = []
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="walk") as pool:
-            units = self._walk_units(pool, failures)
-            parents = sorted(scope_units(units, limit_to_ou_ids))
-
-            def list_accounts(parent: str) -> tuple[str, list[dict[str, Any]] | None]:
-                try:
-                    return parent, list(self.pages("list_accounts_for_parent", "Accounts", ParentId=parent))
-                except (ClientError, BotoCoreError) as exc:
-                    failures.append(f"ListAccountsForParent {parent}: {_describe(exc)}")
-                    return parent, None
-
-            accounts: list[Account] = []
-            for parent, found in pool.map(CallScope.bound(list_accounts), parents):
-                for a in found or ():
-                    accounts.append(
-                        Account(
-                            id=a["Id"],
-                            name=a.get("Name") or a["Id"],
-                            email=a.get("Email") or "",
-                            state=lifecycle_state(a.get("State"), a.get("Status")),
-                            parent_id=parent,
-                        )
-                    )
-        if failures:
-            log.warning("organization walk incomplete: %s", "; ".join(failures[:5]))
-        return OrgTree(units=units, accounts=tuple(accounts), complete=not failures, failures=tuple(failures))
-
-    def _walk_units(self, pool: ThreadPoolExecutor, failures: list[str]) -> dict[str, OrgUnit]:
-        """Roots, then the OUs of each level's parents concurrently; failed parents go to `failures`."""
-        try:
-            roots = list(self.pages("list_roots", "Roots"))
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsStepFailed("list roots", _describe(exc)) from None
-        units: dict[str, OrgUnit] = {r["Id"]: OrgUnit(r["Id"], r.get("Name") or "Root", None) for r in roots}
-
-        def list_units(parent: str) -> tuple[str, list[dict[str, Any]] | None]:
-            try:
-                return parent, list(
-                    self.pages("list_organizational_units_for_parent", "OrganizationalUnits", ParentId=parent)
-                )
-            except (ClientError, BotoCoreError) as exc:
-                failures.append(f"ListOrganizationalUnitsForParent {parent}: {_describe(exc)}")
-                return parent, None
-
-        level = [r["Id"] for r in roots]
-        while level:
-            next_level: list[str] = []
-            for parent, children in pool.map(CallScope.bound(list_units), level):
-                for ou in children or ():
-                    units[ou["Id"]] = OrgUnit(ou["Id"], ou.get("Name") or ou["Id"], parent)
-                    next_level.append(ou["Id"])
-            level = next_level
-        return units
+        walk = _Walk(self, limits=frozenset(limit_to_ou_ids))
+        walk.run()
+        scope_units(walk.units, walk.limits or ())  # raises NotFound for a limited OU not in the tree
+        if walk.failures:
+            log.warning("organization walk incomplete: %s", "; ".join(walk.failures[:5]))
+        accounts = tuple(a for parent in sorted(walk.accounts) for a in walk.accounts[parent])
+        return OrgTree(units=walk.units, accounts=accounts, complete=not walk.failures, failures=tuple(walk.failures))
 
     def account_tags(self, account_id: str) -> dict[str, str]:
         """The account's tags (ListTagsForResource, every page), or a domain error saying what went wrong:
@@ -165,6 +119,77 @@ class OrganizationsReader:
             token = response.get("NextToken")
             if not token:
                 return
+
+
+class _Walk:
+    """One top-down walk, pipelined: a parent's OUs and (when in scope) its accounts are listed as soon
+    as the parent is known, `concurrency` calls at a time, without waiting for the rest of its level.
+
+    With `limits` None only OUs are listed. A parent that fails after botocore's retries goes to
+    `failures` (its subtree stays unknown); ListRoots failing raises AwsStepFailed.
+    """
+
+    def __init__(self, reader: OrganizationsReader, *, limits: frozenset[str] | None) -> None:
+        self.reader = reader
+        self.limits = limits
+        self.units: dict[str, OrgUnit] = {}
+        self.accounts: dict[str, list[Account]] = {}
+        self.failures: list[str] = []
+        self._in_scope: dict[str, bool] = {}
+
+    def run(self) -> None:
+        try:
+            roots = list(self.reader.pages("list_roots", "Roots"))
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsStepFailed("list roots", _describe(exc)) from None
+        with ThreadPoolExecutor(self.reader.concurrency, thread_name_prefix="walk") as pool:
+            pending: set[Future[list[OrgUnit]]] = set()
+
+            def visit(unit: OrgUnit) -> None:
+                self.units[unit.id] = unit
+                above = unit.parent_id is not None and self._in_scope[unit.parent_id]
+                scoped = self.limits is not None and (not self.limits or above or unit.id in self.limits)
+                self._in_scope[unit.id] = scoped
+                pending.add(pool.submit(CallScope.bound(self._list_units), unit.id))
+                if scoped:
+                    pending.add(pool.submit(CallScope.bound(self._list_accounts), unit.id))
+
+            for root in roots:
+                visit(OrgUnit(root["Id"], root.get("Name") or "Root", None))
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    for unit in future.result():
+                        visit(unit)
+
+    def _list_units(self, parent: str) -> list[OrgUnit]:
+        try:
+            found = list(
+                self.reader.pages("list_organizational_units_for_parent", "OrganizationalUnits", ParentId=parent)
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self.failures.append(f"ListOrganizationalUnitsForParent {parent}: {_describe(exc)}")
+            return []
+        return [OrgUnit(ou["Id"], ou.get("Name") or ou["Id"], parent) for ou in found]
+
+    def _list_accounts(self, parent: str) -> list[OrgUnit]:
+        """The parent's accounts into `accounts`; no OU to visit."""
+        try:
+            found = list(self.reader.pages("list_accounts_for_parent", "Accounts", ParentId=parent))
+        except (ClientError, BotoCoreError) as exc:
+            self.failures.append(f"ListAccountsForParent {parent}: {_describe(exc)}")
+            return []
+        self.accounts[parent] = [
+            Account(
+                id=a["Id"],
+                name=a.get("Name") or a["Id"],
+                email=a.get("Email") or "",
+                state=lifecycle_state(a.get("State"), a.get("Status")),
+                parent_id=parent,
+            )
+            for a in found
+        ]
+        return []
 
 
 def _describe(exc: Exception) -> str:

@@ -116,6 +116,19 @@ class CallScope:
         return run
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a client calls AWS as: explicit keys (an IAM user's, or a role's temporary ones), or, with
+    none, the ambient credential chain (instance role, environment, profile)."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+AMBIENT = Identity()
+
+
 class AwsGateway:
     """Makes sessions and clients; one per process, built in the composition root."""
 
@@ -139,6 +152,7 @@ class AwsGateway:
         self.observers: list[Callable[[str, str], None]] = []
         self._lock = threading.Lock()
         self._sts_clients: dict[Any, Any] = {}
+        self._session: boto3.Session | None = None
         self.totals = CallStats()
         self.region = region
         self.config = Config(
@@ -148,19 +162,12 @@ class AwsGateway:
             max_pool_connections=pool_size,
         )
 
-    # -- sessions -------------------------------------------------------------------------------
-    def caller_session(self, access_key: AccessKey | None = None) -> boto3.Session:
+    # -- identities and clients ------------------------------------------------------------------
+    def caller_session(self, access_key: AccessKey | None = None) -> Identity:
         """The identity that assumes roles: the given IAM-user keys, or the ambient credential chain."""
         if access_key is None:
-            session = boto3.Session(region_name=self.region)
-        else:
-            session = boto3.Session(
-                aws_access_key_id=access_key.access_key_id,
-                aws_secret_access_key=access_key.secret_access_key.reveal(),
-                region_name=self.region,
-            )
-        self._instrument(session)
-        return session
+            return AMBIENT
+        return Identity(access_key.access_key_id, access_key.secret_access_key.reveal())
 
     def caller_sts(self, access_key: AccessKey | None = None) -> Any:
         """An STS client of the caller identity, made once per identity and process (clients are thread-safe)."""
@@ -171,29 +178,23 @@ class AwsGateway:
         )
         with self._lock:
             client = self._sts_clients.get(key)
-            if client is None:
-                client = self.client(self.caller_session(access_key), "sts")
-                self._sts_clients[key] = client
-            return client
+        if client is None:
+            client = self.client(self.caller_session(access_key), "sts")
+            with self._lock:
+                client = self._sts_clients.setdefault(key, client)
+        return client
 
-    def assume_role(self, caller: boto3.Session | Any, role: RoleConfig, *, step: str) -> boto3.Session:
-        """A session holding the temporary credentials of `role`; AwsStepFailed names `step` on refusal.
+    def assume_role(self, caller: Identity | Any, role: RoleConfig, *, step: str) -> Identity:
+        """The temporary credentials of `role`; AwsStepFailed names `step` on refusal.
 
-        `caller` is a boto3 Session or an STS client of the caller (see `caller_sts`).
+        `caller` is an Identity or an STS client of the caller (see `caller_sts`).
         """
         creds = self.assume_role_credentials(caller, role, step=step)
-        session = boto3.Session(
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-            region_name=self.region,
-        )
-        self._instrument(session)
-        return session
+        return Identity(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
 
-    def assume_role_credentials(self, caller: boto3.Session | Any, role: RoleConfig, *, step: str) -> dict[str, Any]:
+    def assume_role_credentials(self, caller: Identity | Any, role: RoleConfig, *, step: str) -> dict[str, Any]:
         """The temporary credentials of `role` (AssumeRole); AwsStepFailed with the AWS error code on refusal."""
-        sts = self.client(caller, "sts") if isinstance(caller, boto3.Session) else caller
+        sts = self.client(caller, "sts") if isinstance(caller, Identity) else caller
         params: dict[str, Any] = {
             "RoleArn": role.role_arn,
             "RoleSessionName": role.session_name,
@@ -210,8 +211,21 @@ class AwsGateway:
         except BotoCoreError as exc:
             raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
 
-    def client(self, session: boto3.Session, service: str) -> Any:
-        return session.client(service, config=self.config)  # type: ignore[call-overload]  # stubs want a literal
+    def client(self, identity: Identity, service: str) -> Any:
+        """A client of `service` calling as `identity`. Every client of the process comes from one boto3
+        session, paced and counted by its event hooks, which loads each service's model once: a new
+        session per assumed role would read and parse the model files again for every client."""
+        with self._lock:  # a boto3 session is not thread-safe; its clients are
+            if self._session is None:
+                self._session = boto3.Session(region_name=self.region)
+                self._instrument(self._session)
+            return self._session.client(  # type: ignore[call-overload]  # the stubs want a literal service
+                service,
+                config=self.config,
+                aws_access_key_id=identity.access_key_id,
+                aws_secret_access_key=identity.secret_access_key,
+                aws_session_token=identity.session_token,
+            )
 
     # -- accounting -----------------------------------------------------------------------------
     def _instrument(self, session: boto3.Session) -> None:

@@ -99,15 +99,17 @@ def process_name(proc: psutil.Process) -> str:
 
 
 def service_pid(name: str) -> int | None:
-    """The root process of a local service (`postgres`, `beam.smp`): the one whose parent has another name."""
-    for proc in psutil.process_iter(["name", "ppid"]):
+    """The root process of a local service (`postgres`, `beam.smp`): the one whose parent has another name,
+    the longest running if several are (`rabbitmqctl` runs a short-lived beam.smp of its own)."""
+    roots: list[tuple[float, int]] = []
+    for proc in psutil.process_iter(["name", "ppid", "create_time"]):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             if proc.info["name"] != name:
                 continue
             parent = psutil.Process(proc.info["ppid"]) if proc.info["ppid"] else None
             if parent is None or parent.name() != name:
-                return int(proc.pid)
-    return None
+                roots.append((proc.info["create_time"], int(proc.pid)))
+    return min(roots)[1] if roots else None
 
 
 SYSTEM = "system"  # the label of the whole machine's CPU time (every process, also other users')

@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin, get_type_hints
 from uuid import UUID
 
 from .errors import MalformedMessage
@@ -45,7 +45,7 @@ class OrgSyncRequested(Event):
 
 @dataclass(frozen=True)
 class AccountDiscovered(Event):
-    """A sync found an account that is new to the org (or whose role should be checked again)."""
+    """A sync found an account that is new to the org (or that it took over from another org)."""
 
     TYPE: ClassVar[str] = "AccountDiscovered"
     org_id: UUID
@@ -55,8 +55,28 @@ class AccountDiscovered(Event):
 
 @dataclass(frozen=True)
 class AccountValidationDue(Event):
-    """Check (again) that the member role of one account can be assumed."""
+    """Check (again) that the member role can be assumed in each of these clouds: clouds of the org
+    `org_id`, or standalone clouds (with credentials of their own) when it is None.
 
+    Version 1 named one cloud (`cloud_id`, `account_id`, `org_id`); it is upcast to a batch of one."""
+
+    TYPE: ClassVar[str] = "AccountValidationDue"
+    VERSION: ClassVar[int] = 2
+    # clouds per message when asking for many: large enough that a message's own cost (a claim, a
+    # transaction, a queue round trip) is noise beside its AssumeRole calls, small enough to spread
+    BATCH: ClassVar[int] = 100
+    cloud_ids: tuple[UUID, ...]
+    org_id: UUID | None = None
+
+    @classmethod
+    def batches(cls, org_id: UUID | None, cloud_ids: Iterable[UUID]) -> list[AccountValidationDue]:
+        """The messages asking for `cloud_ids` (of org `org_id`, or standalone clouds), BATCH a message."""
+        ids = sorted(cloud_ids)
+        return [cls(tuple(ids[i : i + cls.BATCH]), org_id) for i in range(0, len(ids), cls.BATCH)]
+
+
+@dataclass(frozen=True)
+class _AccountValidationDueV1(Event):
     TYPE: ClassVar[str] = "AccountValidationDue"
     cloud_id: UUID
     account_id: str
@@ -125,6 +145,15 @@ _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 
 # (type, from_version) -> function turning that version's data into the next version's data
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _validation_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """AccountValidationDue 1 -> 2: the one cloud becomes a batch of one (its fields checked first)."""
+    v1 = cast(_AccountValidationDueV1, _build(_AccountValidationDueV1, data))
+    return {"cloud_ids": [str(v1.cloud_id)], "org_id": None if v1.org_id is None else str(v1.org_id)}
+
+
+UPCASTERS[(AccountValidationDue.TYPE, 1)] = _validation_v1_to_v2
 
 E = TypeVar("E", bound=Event)
 

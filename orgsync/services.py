@@ -179,8 +179,8 @@ def wait_for(
 
 
 def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[str]) -> tuple[uuid.UUID, int]:
-    """AccountValidationDue for the chosen clouds (all of an org, given accounts, or every cloud); returns
-    (the request id that correlates them, how many)."""
+    """AccountValidationDue batches for the chosen clouds (all of an org, given accounts, or every cloud);
+    returns (the request id that correlates them, how many clouds)."""
     request_id = uuid.uuid4()
     with rt.uow.transaction() as work:
         s = work.inventory.session
@@ -189,9 +189,12 @@ def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[st
         missing = sorted(set(account_ids) - {c.account_id for c in clouds})
         if missing:
             raise NotFound(f"no cloud with account id {', '.join(missing)}")
+        by_org: dict[uuid.UUID | None, list[uuid.UUID]] = {}
         for cloud in clouds:
-            event = events.AccountValidationDue(cloud.id, cloud.account_id, cloud.organization_id)
-            work.emit(event, correlation_id=request_id)
+            by_org.setdefault(cloud.organization_id, []).append(cloud.id)
+        for org, cloud_ids in by_org.items():
+            for batch in events.AccountValidationDue.batches(org, cloud_ids):
+                work.emit(batch, correlation_id=request_id)
     return request_id, len(clouds)
 
 

@@ -21,9 +21,10 @@ job                writes                              pending for the same key
 org_sync           OrgSyncRequested(org, "scheduled")  any OrgSyncRequested of the org
 tag_refresh        TagRefreshDue(org)                  any TagRefreshDue of the org (chunks too)
 badge_reconcile    BadgeReconcileDue(org)              any BadgeReconcileDue of the org
-validation         AccountValidationDue(cloud, ...)    AccountValidationDue or AccountDiscovered
-                   for every cloud in an org or with   of the cloud (both make the same check)
-                   its own credentials
+validation         AccountValidationDue(clouds, org)   any AccountValidationDue naming the cloud
+                   batches of every cloud in an org,
+                   and of those with credentials of
+                   their own (org None)
 =================  ==================================  ===========================================
 
 Each run takes the transaction-level advisory lock (7292, 100+n) of its job *before* it reads what is
@@ -44,7 +45,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -72,8 +73,8 @@ class JobResult:
     skipped: int  # keys left alone because an event for them is still pending
 
 
-# (key, event to write) for every target of a job: the key is the org or cloud id the event is about
-Targets = Callable[[JobQueries], Sequence[tuple[uuid.UUID, events.Event]]]
+# (the job's queries, the keys with an event still pending) -> (the events to write, the keys skipped)
+Targets = Callable[[JobQueries, set[uuid.UUID]], tuple[list[events.Event], int]]
 
 
 @dataclass(frozen=True)
@@ -81,52 +82,55 @@ class Job:
     name: str
     lock_key: int  # second int of the transaction-level advisory lock (LOCK_NAMESPACE, lock_key)
     pending_types: tuple[str, ...]  # event types that count as pending for a key
-    key_field: str  # the envelope data field holding the key (org_id / cloud_id)
+    key_path: str  # SQL/JSON path to the key(s) in an event's data: "$.org_id", "$.cloud_ids[*]"
     targets: Targets
 
 
 def _org_targets(make: Callable[[uuid.UUID], events.Event]) -> Targets:
-    def targets(queries: JobQueries) -> list[tuple[uuid.UUID, events.Event]]:
-        return [(org_id, make(org_id)) for org_id in queries.org_ids()]
+    def targets(queries: JobQueries, pending: set[uuid.UUID]) -> tuple[list[events.Event], int]:
+        org_ids = queries.org_ids()
+        return [make(org_id) for org_id in org_ids if org_id not in pending], sum(o in pending for o in org_ids)
 
     return targets
 
 
-def _cloud_targets(queries: JobQueries) -> list[tuple[uuid.UUID, events.Event]]:
-    return [
-        (t.cloud_id, events.AccountValidationDue(t.cloud_id, t.account_id, t.org_id))
-        for t in queries.validation_targets()
+def _validation_targets(queries: JobQueries, pending: set[uuid.UUID]) -> tuple[list[events.Event], int]:
+    """AccountValidationDue batches, per org (and one set of standalone clouds), of the clouds without one pending."""
+    by_org: dict[uuid.UUID | None, list[uuid.UUID]] = {}
+    skipped = 0
+    for t in queries.validation_targets():
+        if t.cloud_id in pending:
+            skipped += 1
+        else:
+            by_org.setdefault(t.org_id, []).append(t.cloud_id)
+    batches: list[events.Event] = [
+        batch for org_id, ids in by_org.items() for batch in events.AccountValidationDue.batches(org_id, ids)
     ]
+    return batches, skipped
 
 
 ORG_SYNC = Job(
     "org_sync",
     101,
     (events.OrgSyncRequested.TYPE,),
-    "org_id",
+    "$.org_id",
     _org_targets(lambda org_id: events.OrgSyncRequested(org_id, reason="scheduled")),
 )
 TAG_REFRESH = Job(
     "tag_refresh",
     102,
     (events.TagRefreshDue.TYPE,),
-    "org_id",
+    "$.org_id",
     _org_targets(lambda org_id: events.TagRefreshDue(org_id)),
 )
 BADGE_RECONCILE = Job(
     "badge_reconcile",
     103,
     (events.BadgeReconcileDue.TYPE,),
-    "org_id",
+    "$.org_id",
     _org_targets(lambda org_id: events.BadgeReconcileDue(org_id)),
 )
-VALIDATION = Job(
-    "validation",
-    104,
-    (events.AccountValidationDue.TYPE, events.AccountDiscovered.TYPE),
-    "cloud_id",
-    _cloud_targets,
-)
+VALIDATION = Job("validation", 104, (events.AccountValidationDue.TYPE,), "$.cloud_ids[*]", _validation_targets)
 JOBS: dict[str, Job] = {j.name: j for j in (ORG_SYNC, TAG_REFRESH, BADGE_RECONCILE, VALIDATION)}
 
 
@@ -180,19 +184,16 @@ def run(
     """One run of `job` in one transaction; raises NotLeader (and writes nothing) if the fence fails."""
     job = JOBS[job] if isinstance(job, str) else job
     correlation_id = correlation_id_for(job)
-    written = skipped = 0
     with deps.uow.transaction() as work:
         queries = JobQueries(work.inventory.session)
         queries.lock_job(job.lock_key)
         if fence_pid is not None and not queries.leader_holds(fence_pid):
             raise NotLeader(f"backend {fence_pid} no longer holds the scheduler lock; {job.name} skipped")
-        pending = queries.pending(job.pending_types, job.key_field, stale_after=stale_after)
-        for key, event in job.targets(queries):
-            if key in pending:
-                skipped += 1
-                continue
+        pending = queries.pending(job.pending_types, job.key_path, stale_after=stale_after)
+        to_write, skipped = job.targets(queries, pending)
+        for event in to_write:
             work.emit(event, correlation_id=correlation_id)
-            written += 1
+        written = len(to_write)
     return JobResult(job.name, correlation_id, written, skipped)
 
 

@@ -63,10 +63,9 @@ class Outbox:
 # seconds after it was published (a message that long unprocessed was lost: a purged queue, say).
 _PENDING = text(
     """
-    SELECT DISTINCT o.envelope -> 'data' ->> :field
-    FROM outbox o
+    SELECT DISTINCT key #>> '{}'
+    FROM outbox o, jsonb_path_query(o.envelope -> 'data', CAST(:path AS jsonpath)) AS key
     WHERE o.event_type IN :types
-      AND (o.envelope -> 'data' ->> :field) IS NOT NULL
       AND (o.actor_name IS NOT NULL OR o.sent_at IS NULL)
       AND (o.sent_at IS NULL OR o.sent_at > now() - make_interval(secs => :stale))
       AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)
@@ -74,9 +73,10 @@ _PENDING = text(
 ).bindparams(bindparam("types", expanding=True))
 
 
-def pending_ids(session: Session, types: Iterable[str], field: str, *, stale_after: timedelta) -> set[UUID]:
-    """The ids in data field `field` (org_id, cloud_id) of the pending events of `types`."""
-    rows = session.execute(_PENDING, {"types": list(types), "field": field, "stale": stale_after.total_seconds()})
+def pending_ids(session: Session, types: Iterable[str], path: str, *, stale_after: timedelta) -> set[UUID]:
+    """The ids at SQL/JSON path `path` of the data ("$.org_id", "$.cloud_ids[*]") of the pending events
+    of `types`."""
+    rows = session.execute(_PENDING, {"types": list(types), "path": path, "stale": stale_after.total_seconds()})
     return {UUID(value) for value in rows.scalars() if value}
 
 

@@ -70,9 +70,9 @@ class JobQueries:
         params = {"pid": pid, "k1": LOCK_NAMESPACE, "k2": LEADER_KEY}
         return bool(self.session.connection().exec_driver_sql(_HOLDS, params).scalar())
 
-    def pending(self, types: Iterable[str], field: str, *, stale_after: timedelta) -> set[UUID]:
-        """Ids (data field `field`) with an event of `types` still pending (`storage.outbox.pending_ids`)."""
-        return pending_ids(self.session, types, field, stale_after=stale_after)
+    def pending(self, types: Iterable[str], path: str, *, stale_after: timedelta) -> set[UUID]:
+        """Ids (at path `path` of the data) with an event of `types` still pending (`storage.outbox.pending_ids`)."""
+        return pending_ids(self.session, types, path, stale_after=stale_after)
 
     def last_written(self, low: UUID, high: UUID) -> datetime | None:
         """When the newest event correlated in [low, high) was written (`storage.outbox`)."""

@@ -12,8 +12,9 @@ does what makes handling idempotent and publishing reliable:
 
 If the handler raises, everything rolls back, the claim included, and the message's failure is
 recorded by the worker's middleware instead. `transaction` is the same without a message (a command
-or the scheduler asking for work). `SqlUnitOfWork` runs it on Postgres; tests run the same handlers on
-an in-memory unit of work.
+or the scheduler asking for work). `staging` commits a first stage of a message's work ahead of the
+rest, for work idempotent by itself (a sync's accounts, written while its policies are still read).
+`SqlUnitOfWork` runs it on Postgres; tests run the same handlers on an in-memory unit of work.
 """
 
 from __future__ import annotations
@@ -112,6 +113,23 @@ class UnitOfWork(ABC, Generic[I]):
                 yield None
                 return
             work = Work(inventory, self.router, cause=envelope, actor_name=actor_name)
+            yield work
+        if work.emitted:
+            self.wake()
+
+    @contextmanager
+    def staging(self, envelope: Envelope[Any], *, lock: UUID) -> Iterator[Work[I] | None]:
+        """A transaction of the first stage of handling `envelope`, committed before the handler goes
+        on: effects and events (correlated with `envelope`), without claiming the message, which the
+        stage that finishes it does in `processing`; None when the message was handled already. Only
+        for work that, run again after a crash or by a duplicate, changes nothing (a diff against
+        stored rows) and emits only what is harmless twice."""
+        with self._transaction() as inventory:
+            inventory.lock_org(lock)
+            if inventory.processed(envelope.id):
+                yield None
+                return
+            work = Work(inventory, self.router, cause=envelope, actor_name=None)
             yield work
         if work.emitted:
             self.wake()

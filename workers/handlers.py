@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -56,18 +58,28 @@ def _load_org(deps: Deps, org_id: uuid.UUID) -> _OrgSnapshot:
 
 
 @dataclass(frozen=True)
-class OrgReading:
-    """Everything one sync reads from AWS before it opens a transaction."""
+class Policies:
+    """What a sync reads beside its walk: the management role's permissions and the SCPs."""
 
-    tree: OrgTree
     report: PermissionReport
     policies: list[Policy] | None  # None: SCPs could not be read, keep the stored ones
     targets: list[Target]
     scp_error: str | None
 
 
-def read_organization(deps: Deps, org: _OrgSnapshot) -> OrgReading:
-    """Assume the management role, then at once: walk the tree, re-check the role's permissions, read SCPs."""
+@dataclass(frozen=True)
+class OrgReading:
+    """The tree one sync walked, and a wait for what it reads beside the walk."""
+
+    tree: OrgTree
+    policies: Callable[[], Policies]
+
+
+@contextmanager
+def read_organization(deps: Deps, org: _OrgSnapshot) -> Iterator[OrgReading]:
+    """Assume the management role, then at once: walk the tree, re-check the role's permissions, read
+    SCPs. Yields once the walk is done; the permissions and SCPs (which take longer in a large org: the
+    targets of a policy attached everywhere are pages of 20, one after another) are still being read."""
     caller = deps.aws.caller_sts(org.credentials.access_key)
     session = deps.aws.assume_role(caller, org.credentials.management, step="assume the management role")
     client = deps.aws.client(session, "organizations")
@@ -87,14 +99,25 @@ def read_organization(deps: Deps, org: _OrgSnapshot) -> OrgReading:
             info.management_account_id,
         )
         scps = pool.submit(CallScope.bound(read_policies), client, concurrency=deps.walk_concurrency)
-        tree = reader.walk(org.filters.limit_to_ou_ids)
-        report = checked.result()
-        try:
-            policies, targets = scps.result()
-            scp_error = None
-        except AwsStepFailed as exc:
-            policies, targets, scp_error = None, [], str(exc)
-    return OrgReading(tree, report, policies, targets, scp_error)
+
+        def policies() -> Policies:
+            try:
+                read, targets = scps.result()
+            except AwsStepFailed as exc:
+                return Policies(checked.result(), None, [], str(exc))
+            return Policies(checked.result(), read, targets, None)
+
+        yield OrgReading(reader.walk(org.filters.limit_to_ou_ids), policies)
+
+
+@dataclass(frozen=True)
+class AccountChanges:
+    """What the first stage of a sync wrote: the accounts, the OU tree and the system badges."""
+
+    added: int
+    updated: int
+    removed: int
+    rows: int
 
 
 class _Clock:
@@ -128,7 +151,14 @@ class _Clock:
 
 
 def sync_org(deps: Deps, envelope: events.Envelope[events.OrgSyncRequested], actor_name: str) -> None:
-    """OrgSyncRequested -> AccountDiscovered*, AccountRemoved*, OrgSyncCompleted, TagRefreshDue."""
+    """OrgSyncRequested -> AccountDiscovered* and their AccountValidationDue batches, AccountRemoved*,
+    TagRefreshDue, OrgSyncCompleted.
+
+    Two stages, so that the accounts' follow-up work never waits for the policies: once the walk is
+    done, the accounts are written and their events emitted (`UnitOfWork.staging`: a diff against the
+    stored rows, which a re-run after a crash finds applied, asking only for one more tag refresh);
+    once the SCPs and permissions are read too, they are written with the sync's run, and the message
+    is claimed."""
     event = envelope.event
     if deps.uow.processed(envelope.id):
         log.info("sync request %s already handled", envelope.id)
@@ -143,28 +173,26 @@ def sync_org(deps: Deps, envelope: events.Envelope[events.OrgSyncRequested], act
         if _finish_failed(deps, envelope, actor_name, event.org_id, clock, str(dead), failure_reason(dead)):
             raise dead from None
         return
-    with CallScope.counting(clock.stats):
+    with CallScope.counting(clock.stats), ExitStack() as reads:
         try:
-            reading = read_organization(deps, org)
+            reading = reads.enter_context(read_organization(deps, org))
             scope = accounts_in_scope(reading.tree, org.filters)
         except (AwsStepFailed, NotFound) as exc:
             _finish_failed(deps, envelope, actor_name, org.id, clock, str(exc))
             return
+        with deps.uow.staging(envelope, lock=org.id) as staged:
+            if staged is None:
+                return
+            changes = _apply_accounts(staged, org, reading.tree, scope)
+        policies = reading.policies()
     with deps.uow.processing(envelope, actor_name, lock=org.id) as work:
         if work is not None:
-            _apply(work, envelope, org, reading, scope, clock)
+            _finish(work, envelope, org, reading.tree, scope, changes, policies, clock)
 
 
-def _apply(
-    work: Work[Inventory],
-    envelope: events.Envelope[events.OrgSyncRequested],
-    org: _OrgSnapshot,
-    reading: OrgReading,
-    scope: Scope,
-    clock: _Clock,
-) -> None:
-    """Bring the stored org up to date with what was read, in the unit of work's transaction."""
-    inventory, tree = work.inventory, reading.tree
+def _apply_accounts(work: Work[Inventory], org: _OrgSnapshot, tree: OrgTree, scope: Scope) -> AccountChanges:
+    """Bring the stored accounts, OUs and system badges up to date with the walk; emit what changed."""
+    inventory = work.inventory
     plan = plan_sync(org.id, scope, inventory.stored_clouds(org.id, sorted(scope.account_ids)), complete=tree.complete)
     new_ids = inventory.insert_clouds(org.id, plan.new)
     inventory.update_clouds(plan.changed)
@@ -179,20 +207,42 @@ def _apply(
     )
     inventory.upsert_badges(badge_writes, autogenerated=True)
 
+    discovered = sorted([*new_ids.items(), *((t.stored.account_id, t.stored.cloud_id) for t in plan.taken_over)])
+    for account_id, cloud_id in discovered:
+        work.emit(events.AccountDiscovered(org.id, cloud_id, account_id))
+    for batch in events.AccountValidationDue.batches(org.id, (cloud_id for _, cloud_id in discovered)):
+        work.emit(batch)
+    for cloud in plan.removed:
+        reason = scope.excluded.get(cloud.account_id, "no longer in the organization")
+        work.emit(events.AccountRemoved(org.id, cloud.account_id, reason))
+    work.emit(events.TagRefreshDue(org.id))
+    return AccountChanges(
+        added=len(plan.new) + len(plan.taken_over),
+        updated=len(plan.changed),
+        removed=len(plan.removed),
+        rows=plan.rows + units.rows + len(badge_writes),
+    )
+
+
+def _finish(
+    work: Work[Inventory],
+    envelope: events.Envelope[events.OrgSyncRequested],
+    org: _OrgSnapshot,
+    tree: OrgTree,
+    scope: Scope,
+    changes: AccountChanges,
+    read: Policies,
+    clock: _Clock,
+) -> None:
+    """Write the SCPs and the sync's run, in the transaction that claims the message."""
+    inventory = work.inventory
     scp_rows = 0
-    if reading.policies is not None:
-        scp_plan = plan_scps(reading.policies, reading.targets, *inventory.stored_scps(org.id))
+    if read.policies is not None:
+        scp_plan = plan_scps(read.policies, read.targets, *inventory.stored_scps(org.id))
         if not tree.complete:  # keep attachments we could not confirm
             scp_plan = ScpPlan(scp_plan.upsert, (), scp_plan.add_targets, ())
         inventory.write_scps(org.id, scp_plan)
         scp_rows = scp_plan.rows
-
-    discovered = sorted([*new_ids.items(), *((t.stored.account_id, t.stored.cloud_id) for t in plan.taken_over)])
-    for account_id, cloud_id in discovered:
-        work.emit(events.AccountDiscovered(org.id, cloud_id, account_id))
-    for cloud in plan.removed:
-        reason = scope.excluded.get(cloud.account_id, "no longer in the organization")
-        work.emit(events.AccountRemoved(org.id, cloud.account_id, reason))
 
     status = SyncStatus.SUCCEEDED if tree.complete else SyncStatus.PARTIAL
     error = None if tree.complete else "incomplete walk, nothing removed: " + "; ".join(tree.failures[:5])
@@ -200,14 +250,13 @@ def _apply(
         clock.record(envelope, org.id, status, error),
         accounts_seen=len(tree.accounts),
         accounts_in_scope=len(scope.accounts),
-        added=len(plan.new) + len(plan.taken_over),
-        updated=len(plan.changed),
-        removed=len(plan.removed),
-        rows_written=plan.rows + units.rows + len(badge_writes) + scp_rows,
+        added=changes.added,
+        updated=changes.updated,
+        removed=changes.removed,
+        rows_written=changes.rows + scp_rows,
     )
-    inventory.record_sync(run, _report_json(reading))
+    inventory.record_sync(run, _report_json(read))
     work.emit(events.OrgSyncCompleted(org.id, run.id, status, len(scope.accounts), run.added, run.removed))
-    work.emit(events.TagRefreshDue(org.id))
     if error:
         work.fail(error)
     log.info(
@@ -222,10 +271,10 @@ def _apply(
     )
 
 
-def _report_json(reading: OrgReading) -> dict[str, Any]:
-    data = reading.report.to_json()
-    if reading.scp_error:
-        data["notes"].append(f"service control policies were not read: {reading.scp_error}")
+def _report_json(read: Policies) -> dict[str, Any]:
+    data = read.report.to_json()
+    if read.scp_error:
+        data["notes"].append(f"service control policies were not read: {read.scp_error}")
     return data
 
 

@@ -17,7 +17,7 @@ from domain import events
 
 from . import handlers, tagging, validation
 from .deps import Deps
-from .routes import ROUTES
+from .routes import RETIRED, ROUTES
 
 # every handler: (deps, an envelope of the event it handles, the actor name its claim is recorded under)
 Handler = Callable[[Deps, events.Envelope[Any], str], object]
@@ -36,15 +36,15 @@ class Consumer:
 
 _HANDLER_OF: dict[type[events.Event], Handler] = {
     events.OrgSyncRequested: handlers.sync_org,
-    events.AccountDiscovered: validation.validate_account,
-    events.AccountValidationDue: validation.validate_account,
+    events.AccountDiscovered: validation.validate_accounts,
+    events.AccountValidationDue: validation.validate_accounts,
     events.TagRefreshDue: tagging.refresh_tags,
     events.BadgeReconcileDue: tagging.reconcile,
 }
 
 # a route without a handler fails here, at import; tests/unit/test_routes.py checks the converse
 HANDLERS: dict[type[events.Event], Consumer] = {
-    cls: Consumer(route.queue_name, route.actor_name, _HANDLER_OF[cls]) for cls, route in ROUTES.items()
+    cls: Consumer(route.queue_name, route.actor_name, _HANDLER_OF[cls]) for cls, route in (ROUTES | RETIRED).items()
 }
 
 _BY_TYPE: dict[str, Consumer] = {cls.TYPE: consumer for cls, consumer in HANDLERS.items()}

@@ -1,8 +1,11 @@
-"""The outbox relay: publishes committed events and stamps them sent only after the broker confirmed.
+"""The outbox relay: publishes committed events a batch at a time and stamps a batch sent only after the
+broker confirmed every event of it.
 
 Rows are claimed with FOR UPDATE SKIP LOCKED, so any number of relays (one per worker process, the
-CLI, the scheduler) can run at once without publishing a row twice in normal operation. A crash
-between publish and commit re-publishes that batch: consumers are idempotent, nothing is lost.
+CLI, the scheduler) can run at once without publishing a row twice in normal operation. A batch the
+broker did not wholly confirm (a publish refused, the connection lost) is not marked sent at all, and a
+later flush publishes all of it again; so does a crash between publish and commit. Consumers are
+idempotent: nothing is lost, and a duplicate is harmless.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
@@ -21,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    def publish(self, row: OutboxRow) -> None:
-        """Hand one event to the broker; return only once the broker has confirmed it."""
+    def publish_batch(self, rows: Sequence[OutboxRow]) -> None:
+        """Hand a batch of events to the broker; return only once the broker has confirmed every one of
+        them, and raise if it refused any or the connection was lost meanwhile."""
 
 
 # while waiting, the relay calls `keepalive` at least this often (heartbeats of an idle broker connection)
@@ -84,15 +88,15 @@ class OutboxRelay:
         self._thread: threading.Thread | None = None
 
     def flush(self) -> int:
-        """Publish every unsent row this relay can claim; returns how many it published."""
+        """Publish every unsent row this relay can claim, `batch` rows at a time, each batch marked sent once
+        the broker confirmed all of it; returns how many it published."""
         total = 0
         while True:
             with self.outbox.claim_unsent(self.batch) as rows:
                 if not rows:
                     return total
                 with self.guard():
-                    for row in rows:
-                        self.publisher.publish(row)
+                    self.publisher.publish_batch(rows)
             total += len(rows)
 
     def kick(self) -> None:

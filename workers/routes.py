@@ -29,18 +29,23 @@ class Route:
 
 ROUTES: dict[type[events.Event], Route] = {
     events.OrgSyncRequested: Route("org-sync", "org_sync_requested"),
-    events.AccountDiscovered: Route("account-validation", "account_discovered"),
     events.AccountValidationDue: Route("account-validation", "account_validation_due"),
     events.TagRefreshDue: Route("tags", "tag_refresh_due"),
     events.BadgeReconcileDue: Route("badges", "badge_reconcile_due"),
+}
+
+# consumed here for the messages an earlier version queued, never sent to a queue any more: the sync
+# used to ask for each new account's validation with its AccountDiscovered, and now asks in batches
+RETIRED: dict[type[events.Event], Route] = {
+    events.AccountDiscovered: Route("account-validation", "account_discovered"),
 }
 
 _BY_TYPE: dict[str, Route] = {cls.TYPE: route for cls, route in ROUTES.items()}
 QUEUES: tuple[str, ...] = tuple(sorted({r.queue_name for r in ROUTES.values()}))
 EVENTS_EXCHANGE = "orgsync.events"
 
-# which events other services see, a separate decision from who consumes them here (AccountDiscovered
-# is both): published to EVENTS_EXCHANGE whether or not orgsync consumes them itself
+# which events other services see, a separate decision from who consumes them here: published to
+# EVENTS_EXCHANGE whether or not orgsync consumes them itself
 FACTS: frozenset[str] = frozenset(
     {
         events.AccountDiscovered.TYPE,

@@ -1,13 +1,17 @@
-"""Member-role validation: can the caller assume the org's member role in this account?
+"""Member-role validation: can the caller assume the member role in each of these accounts?
 
-One message per account, fanned out over the `account-validation` pool. The outcome becomes the
-cloud's status with a message saying what to fix. Throttling and connection errors are never a
-status: they raise, and the message is retried with backoff.
+One `AccountValidationDue` names a batch of clouds of one org (or standalone clouds): the sync, the
+scheduler and `cloud validate` ask in batches (`events.AccountValidationDue.batches`). A batch
+is read in one query, its roles assumed `deps.walk_concurrency` at a time within the process's
+adaptive pace (one STS client per caller identity, reused), and its outcomes written in one
+statement and one transaction: a cloud's status says what to fix, and `AccountValidated` is emitted
+for every cloud whose outcome changed. Throttling and connection errors are never a status: they
+raise, and the whole batch is retried with backoff (assuming a role again changes nothing).
 
 A message naming an organization that does not exist is dead-lettered. A cloud that does not exist
 (any more) is skipped: organization syncs remove clouds while validations of them may be queued, so
-that is the normal race, not a bad message. Credentials that cannot be decrypted are dead-lettered
-(no retry can help); a standalone cloud also gets that as its status, for the user to see.
+that is the normal race, not a bad message. Credentials that cannot be decrypted are dead-lettered (no
+retry can help); a standalone cloud also gets that as its status, for the user to see.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from aws.session import is_transient
 from domain import events, status
-from domain.config import AccessKey, RoleConfig, Secret
+from domain.config import AccessKey, Credentials, RoleConfig, Secret
 from domain.errors import AwsStepFailed, PermanentError, RetryLater
 from domain.status import CloudStatus, Outcome
 from storage.inventory import ValidationTarget
@@ -29,52 +34,78 @@ from .middleware import failure_reason
 
 log = logging.getLogger(__name__)
 
-Validation = events.AccountDiscovered | events.AccountValidationDue
+Validation = events.AccountValidationDue | events.AccountDiscovered
 
 
-def validate_account(deps: Deps, envelope: events.Envelope[Validation], actor_name: str) -> None:
-    """AccountDiscovered / AccountValidationDue -> cloud status (+ AccountValidated when it changed)."""
+def validate_accounts(deps: Deps, envelope: events.Envelope[Validation], actor_name: str) -> None:
+    """AccountValidationDue (or an AccountDiscovered an earlier version queued) -> cloud statuses, plus
+    AccountValidated for each cloud whose outcome changed."""
     event = envelope.event
+    org_id = event.org_id
+    cloud_ids = (event.cloud_id,) if isinstance(event, events.AccountDiscovered) else event.cloud_ids
     with deps.uow.reading() as inventory:
-        lookup = inventory.validation_target(event.cloud_id, envelope.id)
+        lookup = inventory.validation_targets(cloud_ids, envelope.id)
         if lookup.processed:
             return
-        target = lookup.target
-        # an org that does not exist makes the message bad; the foreign key proves the cloud's own org
-        named = event.org_id
-        if named is not None and (target is None or target.org_id != named) and inventory.org(named) is None:
-            raise unknown_org(named)
-    outcome = None  # the cloud was removed (or replaced) since the message was sent: nothing to validate
-    unreadable = False
-    if target is not None and target.account_id == event.account_id:
-        outcome = status.suspended_outcome(target.aws_state)
-        if outcome is None:
-            try:
-                role, access_key = _role_of(deps, event.cloud_id, target)
-            except CredentialsUnreadable:
-                if target.org_id is not None:  # the org's credentials: its sync shows the user
-                    raise PermanentError(CREDENTIALS_UNREADABLE) from None
-                outcome, unreadable = Outcome(CloudStatus.CREDENTIALS_UNREADABLE, CREDENTIALS_UNREADABLE), True
-            else:
-                outcome = _assume(deps, role, access_key)
-    elif target is None:
-        log.info("cloud %s no longer exists: nothing to validate", event.cloud_id)
+        # an org that does not exist makes the message bad; the foreign key proves the clouds' own org
+        proven = bool(lookup.targets) and all(t.org_id == org_id for t in lookup.targets.values())
+        if org_id is not None and not proven and inventory.org(org_id) is None:
+            raise unknown_org(org_id)
+    gone = len(cloud_ids) - len(lookup.targets)
+    if gone:
+        log.info("%d of %d clouds no longer exist: nothing to validate for them", gone, len(cloud_ids))
+    outcomes, unreadable = _outcomes(deps, lookup.targets)
     with deps.uow.processing(envelope, actor_name) as work:
-        if work is None or outcome is None:
+        if work is None:
             return
         if unreadable:  # failed already, with the reason the dead letter gets: `--wait` never sees it done
             work.fail(failure_reason(PermanentError(CREDENTIALS_UNREADABLE)))
-        recorded = work.inventory.record_validation(event.cloud_id, outcome)
-        if recorded is not None and recorded.previous != outcome:
-            work.emit(events.AccountValidated(recorded.org_id, event.cloud_id, recorded.account_id, outcome.status))
+        for cloud_id, recorded in work.inventory.record_validations(outcomes).items():
+            outcome = outcomes[cloud_id]
+            if recorded.previous != outcome:
+                work.emit(events.AccountValidated(recorded.org_id, cloud_id, recorded.account_id, outcome.status))
     if unreadable:
         raise PermanentError(CREDENTIALS_UNREADABLE)
 
 
-def _role_of(deps: Deps, cloud_id: uuid.UUID, target: ValidationTarget) -> tuple[RoleConfig, AccessKey | None]:
+def _outcomes(
+    deps: Deps, targets: dict[uuid.UUID, ValidationTarget]
+) -> tuple[dict[uuid.UUID, Outcome], list[uuid.UUID]]:
+    """Each target's outcome, the roles assumed concurrently; and the standalone clouds whose own
+    credentials could not be decrypted. RetryLater when AWS throttled or could not be reached."""
+    outcomes: dict[uuid.UUID, Outcome] = {}
+    roles: dict[uuid.UUID, tuple[RoleConfig, AccessKey | None]] = {}
+    unreadable: list[uuid.UUID] = []
+    org_credentials: dict[uuid.UUID, Credentials] = {}
+    for cloud_id, target in sorted(targets.items()):
+        suspended = status.suspended_outcome(target.aws_state)
+        if suspended is not None:
+            outcomes[cloud_id] = suspended
+            continue
+        try:
+            roles[cloud_id] = _role_of(deps, cloud_id, target, org_credentials)
+        except CredentialsUnreadable:
+            if target.org_id is not None:  # the org's credentials: its sync shows the user
+                raise PermanentError(CREDENTIALS_UNREADABLE) from None
+            outcomes[cloud_id] = Outcome(CloudStatus.CREDENTIALS_UNREADABLE, CREDENTIALS_UNREADABLE)
+            unreadable.append(cloud_id)
+    if roles:
+        with ThreadPoolExecutor(min(deps.walk_concurrency, len(roles)), thread_name_prefix="validate") as pool:
+            assumed = pool.map(lambda role: _assume(deps, *role), roles.values())
+            outcomes.update(zip(roles, assumed, strict=True))
+    return outcomes, unreadable
+
+
+def _role_of(
+    deps: Deps, cloud_id: uuid.UUID, target: ValidationTarget, org_credentials: dict[uuid.UUID, Credentials]
+) -> tuple[RoleConfig, AccessKey | None]:
+    """The role to assume in the target's account and the caller's keys (an org's credentials are
+    decrypted once per batch, in `org_credentials`)."""
     ring = deps.keyring()
     if target.org_id is not None and target.org_credentials is not None:
-        creds = ring.open(target.org_credentials, "organizations", target.org_id)
+        creds = org_credentials.get(target.org_id)
+        if creds is None:
+            creds = org_credentials[target.org_id] = ring.open(target.org_credentials, "organizations", target.org_id)
         return creds.member.for_account(target.partition or "aws", target.account_id), creds.access_key
     if target.cloud_credentials is None:
         raise PermanentError(f"cloud {target.account_id} has no credentials and no organization")

@@ -181,7 +181,7 @@ def test_metrics_after_a_known_workload(aws_server, env, workers):
     # a re-sync with nothing new validates nothing again and asks for one tag refresh
     assert delta("orgsync_messages_total", queue="tags", actor="tag_refresh_due", outcome="processed") == 2
     assert (
-        delta("orgsync_messages_total", queue="account-validation", actor="account_discovered", outcome="processed")
+        delta("orgsync_messages_total", queue="account-validation", actor="account_validation_due", outcome="processed")
         == 0
     )
     # every AWS call the workers made is counted per API, exactly as the local AWS saw it

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from domain.events import AccountValidationDue
 from domain.status import CloudStatus, MessageOutcome, SyncStatus
 from domain.tree import SUSPENDED_STATES
 from localaws import LocalAwsServer
@@ -132,7 +133,8 @@ def test_sync_survives_broker_and_database_connection_cuts(
         # each cut waits until its stage is under way; `at_cut` records what was pending right after it
         stages: dict[str, Callable[[Progress], bool]] = {
             "walk": lambda p: p.sent["org_sync_requested"] == 1 and p.runs == 0,
-            "validation": lambda p: p.processed["account_discovered"] >= 1,
+            # batches of accounts, each taking a second or more at this latency: cut before one is done
+            "validation": lambda p: p.sent["account_validation_due"] >= 1 and not p.processed["account_validation_due"],
             "tags": lambda p: p.processed["tag_refresh_due"] >= 1,  # fanned out into chunks of accounts
         }
         at_cut: dict[str, Progress] = {}
@@ -145,7 +147,7 @@ def test_sync_survives_broker_and_database_connection_cuts(
 
         # every cut landed while the stage it was meant to interrupt still had work pending
         assert (at_cut["walk"].runs, at_cut["walk"].pending) == (0, Counter({"org_sync_requested": 1}))
-        assert at_cut["validation"].pending["account_discovered"] > 0, at_cut["validation"]
+        assert at_cut["validation"].pending["account_validation_due"] > 0, at_cut["validation"]
         assert at_cut["tags"].pending["tag_refresh_due"] > 0, at_cut["tags"]
 
         assert actual_state(env) == expected_state(org)
@@ -153,14 +155,17 @@ def test_sync_survives_broker_and_database_connection_cuts(
             runs = conn.execute("SELECT count(*), min(status) FROM sync_runs").fetchone()
             validations = conn.execute(
                 "SELECT count(*), count(DISTINCT message_id) FROM processed_messages WHERE actor_name = %s",
-                ("account_discovered",),
+                ("account_validation_due",),
             ).fetchone()
+            unvalidated = conn.execute("SELECT count(*) FROM clouds WHERE validated_at IS NULL").fetchone()
             failures = conn.execute(
                 "SELECT count(*) FROM processed_messages WHERE status = %s", (MessageOutcome.FAILED,)
             ).fetchone()
             unsent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
         assert runs == (1, SyncStatus.SUCCEEDED)  # one sync, not two
-        assert validations == (len(org.accounts), len(org.accounts))  # every account validated once
+        batches = -(-len(org.accounts) // AccountValidationDue.BATCH)
+        assert validations == (batches, batches)  # every batch of accounts validated once
+        assert unvalidated == (0,)
         assert (failures[0], unsent[0]) == (0, 0)  # nothing dead-lettered, every outbox row published
     finally:
         workers.send_signal(signal.SIGTERM)
@@ -178,18 +183,19 @@ def test_sigterm_lets_in_flight_work_finish_or_go_back(slow_aws, database_url, a
         ORGSYNC_METRICS_PORT="0",
         ORGSYNC_MESSAGE_MAX_RETRIES="10",
     )
-    workers = start_workers(env, tmp_path / "first.log")
+    # one thread: one batch of accounts in flight when SIGTERM comes, the others still queued
+    workers = start_workers(env, tmp_path / "first.log", processes=1, threads=1)
     org = slow_aws.org
     added = orgsync(env, *org_add_args(org, "term", "--json"))
     assert added.returncode == 0, added.stderr
     request_id = json.loads(added.stdout)["request_id"]
-    wait_until(database_url, request_id, lambda p: p.processed["account_discovered"] >= 1, "validation under way")
+    wait_until(database_url, request_id, lambda p: p.sent["account_validation_due"] >= 1, "validation under way")
     workers.send_signal(signal.SIGTERM)
     assert workers.wait(timeout=90) == 0
     # what the first group left: it was pending when SIGTERM came, and nothing may be lost of it
     left = progress(database_url, request_id)
     print("\npending after the first worker group stopped:", dict(left.pending))
-    assert left.pending["account_discovered"] > 0, left
+    assert left.pending["account_validation_due"] > 0, left
     # a new worker group picks up whatever was left in the queues
     workers = start_workers(env, tmp_path / "second.log")
     try:

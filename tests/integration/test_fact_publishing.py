@@ -1,6 +1,7 @@
 """Facts go to the `orgsync.events` topic exchange for other services, consumed here or not: a plain
-pika consumer bound with `#` gets every AccountDiscovered of a sync, while the internal validation of
-the same events still happens through the `account-validation` queue."""
+pika consumer bound with `#` gets every AccountDiscovered of a sync (one per account), while the
+accounts are validated inside through batches of AccountValidationDue on the `account-validation`
+queue."""
 
 from __future__ import annotations
 
@@ -56,12 +57,10 @@ def expected_status(account) -> CloudStatus:
     return CloudStatus.OK
 
 
-def test_account_discovered_reaches_the_events_exchange_and_is_still_validated(
+def test_account_discovered_reaches_the_events_exchange_and_its_accounts_are_validated_in_batches(
     make_runtime: RuntimeFactory, aws: BuiltOrg, amqp_url: str
 ):
-    consumer = route_of("AccountDiscovered")  # consumed here too: both, not either
-    assert consumer is not None
-    assert (consumer.queue_name, consumer.actor_name) == ("account-validation", "account_discovered")
+    assert route_of("AccountDiscovered") is None  # a fact for other services only: no queue here
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
@@ -93,18 +92,18 @@ def test_account_discovered_reaches_the_events_exchange_and_is_still_validated(
     assert {key for key, _, _ in received} == {"AccountDiscovered", "AccountValidated", "OrgSyncCompleted"}
     assert {r.event_type for r in rows} - FACTS >= {"OrgSyncRequested", "TagRefreshDue"}  # triggers stay inside
 
-    # the same AccountDiscovered events were consumed by the internal validation
+    # the accounts were validated inside, in one batch of all 41, handled once
+    batches = [r for r in rows if r.event_type == "AccountValidationDue"]
+    assert [sorted(r.envelope["data"]["cloud_ids"]) for r in batches] == [
+        sorted(body["data"]["cloud_id"] for body in discovered)
+    ]
     with rt.sessions() as s:
-        handled = {
-            str(message_id): actor
-            for message_id, actor in s.execute(
-                select(ProcessedMessage.message_id, ProcessedMessage.actor_name).where(
-                    ProcessedMessage.message_id.in_([body["id"] for body in discovered])
-                )
-            ).all()
-        }
-    assert sorted(handled) == sorted(body["id"] for body in discovered)
-    assert set(handled.values()) == {"account_discovered"}
+        handled = s.execute(
+            select(ProcessedMessage.message_id, ProcessedMessage.actor_name).where(
+                ProcessedMessage.message_id.in_([r.message_id for r in batches])
+            )
+        ).all()
+    assert [(r.message_id, "account_validation_due") for r in batches] == [tuple(h) for h in handled]
     assert {k: c["status"] for k, c in clouds_by_account(rt).items()} == {
         a.account_id: expected_status(a) for a in aws.accounts
     }

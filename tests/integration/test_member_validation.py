@@ -146,9 +146,10 @@ def test_no_secret_in_outputs_messages_or_logs(rt, aws: BuiltOrg, capsys, cli_en
     assert Counter(e["type"] for e in envelopes) == {
         "OrgSyncRequested": 1,
         "AccountDiscovered": n,
+        "AccountValidationDue": 1,  # the one batch of all n accounts
         "AccountValidated": n,
         "OrgSyncCompleted": 1,
         "TagRefreshDue": 2,  # for the org, then for its one chunk of accounts
         "BadgeReconcileDue": 1,
     }
-    assert (len(errors), len(run_errors), len(reports), len(ciphertexts)) == (1 + n + 2 + 1, 1, 1, 1)
+    assert (len(errors), len(run_errors), len(reports), len(ciphertexts)) == (1 + 1 + 2 + 1, 1, 1, 1)

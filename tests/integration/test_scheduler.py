@@ -134,22 +134,23 @@ def test_tag_refresh_and_badge_reconcile_jobs_write_one_event_per_org(srt, sched
     assert jobs.run(sched, "badge_reconcile").written == 0
 
 
-def test_validation_job_writes_one_event_per_managed_cloud_and_per_standalone_cloud_with_credentials(srt, sched):
+def test_validation_job_writes_a_batch_per_org_and_one_of_standalone_clouds_with_credentials(srt, sched):
     org_a, org_b = add_org(srt, 1), add_org(srt, 2)
-    expected = {
-        add_cloud(srt, "100000000001", org_a): ("100000000001", org_a),
-        add_cloud(srt, "100000000002", org_a): ("100000000002", org_a),
-        add_cloud(srt, "100000000003", org_b): ("100000000003", org_b),
-        add_cloud(srt, "100000000004", None, credentials=b"own role"): ("100000000004", None),
-    }
+    a1, a2 = add_cloud(srt, "100000000001", org_a), add_cloud(srt, "100000000002", org_a)
+    b1 = add_cloud(srt, "100000000003", org_b)
+    own = add_cloud(srt, "100000000004", None, credentials=b"own role")
     add_cloud(srt, "100000000005", None)  # no organization and no credentials: nothing to validate
 
     result = jobs.run_and_relay(sched, "validation", instance_id="test")
 
     assert result is not None
-    assert (result.written, result.skipped) == (4, 0)
+    assert (result.written, result.skipped) == (3, 0)
     rows = outbox(srt, "AccountValidationDue")
-    assert {e.cloud_id: (e.account_id, e.org_id) for e in written(rows)} == expected
+    assert {e.org_id: e.cloud_ids for e in written(rows)} == {
+        org_a: tuple(sorted([a1, a2])),
+        org_b: (b1,),
+        None: (own,),
+    }
     assert {(r.queue_name, r.actor_name) for r in rows} == {("account-validation", "account_validation_due")}
     assert {r.correlation_id for r in rows} == {result.correlation_id}
 
@@ -226,22 +227,23 @@ def test_an_unsent_event_is_pending_however_old_and_a_fact_without_consumer_only
     assert jobs.run(sched, "badge_reconcile").written == 1  # published, and nobody marks it processed
 
 
-def test_validation_is_coalesced_per_cloud_also_with_a_pending_account_discovered(srt, sched):
+def test_validation_is_coalesced_per_cloud_named_in_a_pending_batch(srt, sched):
     org = add_org(srt, 1)
     c1 = add_cloud(srt, "200000000001", org)
     c2 = add_cloud(srt, "200000000002", org)
     with srt.uow.transaction() as work:  # a sync just discovered c1: its check is already on the way
         work.emit(events.AccountDiscovered(org, c1, "200000000001"))
+        work.emit(events.AccountValidationDue((c1,), org))
 
     first = jobs.run(sched, "validation")
     assert (first.written, first.skipped) == (1, 1)
-    assert [e.cloud_id for e in written(outbox(srt, "AccountValidationDue"))] == [c2]
+    assert [e.cloud_ids for e in written(outbox(srt, "AccountValidationDue"))[1:]] == [(c2,)]
 
-    for row in outbox(srt, "AccountDiscovered") + outbox(srt, "AccountValidationDue"):
+    for row in outbox(srt, "AccountValidationDue"):
         mark_processed(srt, row)
     second = jobs.run(sched, "validation")
-    assert (second.written, second.skipped) == (2, 0)
-    assert sorted(e.cloud_id for e in written(outbox(srt, "AccountValidationDue"))[1:]) == sorted([c1, c2])
+    assert (second.written, second.skipped) == (1, 0)
+    assert [e.cloud_ids for e in written(outbox(srt, "AccountValidationDue"))[2:]] == [tuple(sorted([c1, c2]))]
 
 
 def test_concurrent_runs_of_one_job_never_write_twice_for_an_org(srt, sched):

@@ -372,29 +372,34 @@ class FakeInventory:
 
     # -- validation ------------------------------------------------------------------------------
 
-    def validation_target(self, cloud_id: UUID, message_id: UUID) -> ValidationLookup:
-        cloud = self.state.clouds.get(cloud_id)
-        if cloud is None:
-            return ValidationLookup(self.processed(message_id), None)
-        org = None if cloud.organization_id is None else self.state.orgs.get(cloud.organization_id)
-        target = ValidationTarget(
-            account_id=cloud.account_id,
-            aws_state=cloud.aws_state,
-            cloud_credentials=cloud.credentials,
-            org_id=cloud.organization_id,
-            org_credentials=None if org is None else org.record.credentials,
-            partition=None if org is None else org.record.partition,
-        )
-        return ValidationLookup(self.processed(message_id), target)
+    def validation_targets(self, cloud_ids: Sequence[UUID], message_id: UUID) -> ValidationLookup:
+        targets = {}
+        for cloud_id in cloud_ids:
+            cloud = self.state.clouds.get(cloud_id)
+            if cloud is None:
+                continue
+            org = None if cloud.organization_id is None else self.state.orgs.get(cloud.organization_id)
+            targets[cloud_id] = ValidationTarget(
+                account_id=cloud.account_id,
+                aws_state=cloud.aws_state,
+                cloud_credentials=cloud.credentials,
+                org_id=cloud.organization_id,
+                org_credentials=None if org is None else org.record.credentials,
+                partition=None if org is None else org.record.partition,
+            )
+        return ValidationLookup(self.processed(message_id), targets)
 
-    def record_validation(self, cloud_id: UUID, outcome: Outcome) -> Recorded | None:
-        cloud = self.state.clouds.get(cloud_id)
-        if cloud is None:
-            return None
-        previous = Outcome(CloudStatus(cloud.status), cloud.status_message or "")
-        cloud.validated_at, cloud.status, cloud.status_message = utcnow(), outcome.status, outcome.message
-        self.state.writes["clouds"] += 1
-        return Recorded(previous, cloud.organization_id, cloud.account_id)
+    def record_validations(self, outcomes: dict[UUID, Outcome]) -> dict[UUID, Recorded]:
+        recorded = {}
+        for cloud_id, outcome in sorted(outcomes.items()):
+            cloud = self.state.clouds.get(cloud_id)
+            if cloud is None:
+                continue
+            previous = Outcome(CloudStatus(cloud.status), cloud.status_message or "")
+            cloud.validated_at, cloud.status, cloud.status_message = utcnow(), outcome.status, outcome.message
+            self.state.writes["clouds"] += 1
+            recorded[cloud_id] = Recorded(previous, cloud.organization_id, cloud.account_id)
+        return recorded
 
 
 # -- the unit of work ------------------------------------------------------------------------------

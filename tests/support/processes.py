@@ -74,11 +74,11 @@ def org_add_args(org: BuiltOrg, nickname: str, *extra: str) -> list[str]:
     ]
 
 
-def start_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`orgsync worker` with 2 processes x 4 threads in a session of its own, output appended to `log`."""
+def start_workers(env: dict[str, str], log: Path, *, processes: int = 2, threads: int = 4) -> subprocess.Popen[bytes]:
+    """`orgsync worker` (2 processes x 4 threads by default) in a session of its own, output appended to `log`."""
     with log.open("ab") as output:
         return subprocess.Popen(
-            [ORGSYNC, "worker", "--processes", "2", "--threads", "4"],
+            [ORGSYNC, "worker", "--processes", str(processes), "--threads", str(threads)],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

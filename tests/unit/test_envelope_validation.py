@@ -115,6 +115,11 @@ def test_an_iso_8601_occurred_at_with_a_time_zone_is_kept_as_sent(value: str) ->
             "AccountValidationDue: org_id 'not-a-uuid' is not a UUID",
         ),
         (
+            "AccountValidationDue",
+            {"cloud_ids": CLOUD},  # version 1's field names in version 2's shape: still version 1
+            "AccountValidationDue: unknown field(s) cloud_ids",
+        ),
+        (
             "TagRefreshDue",
             {"org_id": ORG, "account_ids": [ACCOUNT, "42"]},
             "TagRefreshDue: account_ids[1] '42' is not an AWS account id (12 digits)",
@@ -155,12 +160,22 @@ def test_id_fields_are_parsed_into_uuids() -> None:
     assert isinstance(badges.event.org_id, uuid.UUID)
 
 
+def test_a_validation_batch_checks_every_cloud_id() -> None:
+    data = {"cloud_ids": [CLOUD, "cloud-2"], "org_id": ORG}
+    assert _reason(body("AccountValidationDue", data, version=2)) == (
+        "AccountValidationDue: cloud_ids[1] 'cloud-2' is not a UUID"
+    )
+    assert decode(body("AccountValidationDue", {"cloud_ids": [CLOUD]}, version=2)).event == AccountValidationDue(
+        (CLOUD_U,)
+    )
+
+
 @pytest.mark.parametrize(
     ("type_", "data", "event"),
     [
         ("TagRefreshDue", {}, TagRefreshDue(None, None)),
         ("BadgeReconcileDue", {"org_id": None, "cloud_ids": None}, BadgeReconcileDue(None, None)),
-        ("AccountValidationDue", {"cloud_id": CLOUD, "account_id": ACCOUNT}, AccountValidationDue(CLOUD_U, ACCOUNT)),
+        ("AccountValidationDue", {"cloud_id": CLOUD, "account_id": ACCOUNT}, AccountValidationDue((CLOUD_U,))),
         ("OrgSyncRequested", {"org_id": ORG, "reason": "not-an-id"}, OrgSyncRequested(ORG_U, "not-an-id")),
     ],
 )

@@ -63,7 +63,7 @@ def test_event_types_are_registered_by_name() -> None:
         "TagRefreshDue": TagRefreshDue,
         "BadgeReconcileDue": BadgeReconcileDue,
     } == EVENT_TYPES
-    assert all(cls.VERSION == 1 for cls in EVENT_TYPES.values())
+    assert {t: cls.VERSION for t, cls in EVENT_TYPES.items() if cls.VERSION != 1} == {"AccountValidationDue": 2}
 
 
 def test_malformed_message_is_a_permanent_error() -> None:
@@ -331,7 +331,9 @@ _ints = st.integers(min_value=-(2**53), max_value=2**53)
 EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
     OrgSyncRequested: st.builds(OrgSyncRequested, org_id=_uuid, reason=_text),
     AccountDiscovered: st.builds(AccountDiscovered, org_id=_uuid, cloud_id=_uuid, account_id=_account),
-    AccountValidationDue: st.builds(AccountValidationDue, cloud_id=_uuid, account_id=_account, org_id=_opt_uuid),
+    AccountValidationDue: st.builds(
+        AccountValidationDue, cloud_ids=st.lists(_uuid, max_size=5).map(tuple), org_id=_opt_uuid
+    ),
     AccountRemoved: st.builds(AccountRemoved, org_id=_uuid, account_id=_account, reason=_text),
     OrgSyncCompleted: st.builds(
         OrgSyncCompleted, org_id=_uuid, sync_run_id=_uuid, status=_text, accounts=_ints, added=_ints, removed=_ints

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,6 +20,7 @@ from domain.errors import AwsStepFailed, PermanentError
 from domain.events import (
     AccountDiscovered,
     AccountRemoved,
+    AccountValidationDue,
     Envelope,
     OrgSyncCompleted,
     OrgSyncRequested,
@@ -35,7 +37,7 @@ from storage.vault import CREDENTIALS_UNREADABLE
 from tests.support.fake_uow import ProcessedRow, World
 from workers import handlers
 from workers.deps import Deps
-from workers.handlers import OrgReading, sync_org
+from workers.handlers import OrgReading, Policies, sync_org
 
 ACTOR = "org_sync_requested"
 
@@ -72,13 +74,14 @@ class FakeWalk:
     meanwhile: Callable[[], None] | None = None  # runs during the read, as another worker could
     reads: int = 0
 
-    def __call__(self, deps: Deps, org: Any) -> OrgReading:
+    @contextmanager
+    def __call__(self, deps: Deps, org: Any) -> Iterator[OrgReading]:
         self.reads += 1
         if self.meanwhile is not None:
             self.meanwhile()
         if self.error is not None:
             raise self.error
-        return OrgReading(self.tree, REPORT, self.policies, self.targets, None)
+        yield OrgReading(self.tree, lambda: Policies(REPORT, self.policies, self.targets, None))
 
 
 @pytest.fixture
@@ -118,14 +121,16 @@ def test_a_first_sync_stores_the_accounts_emits_their_discovery_and_gives_them_s
         AccountDiscovered(org.id, ids[CORE.id], CORE.id),
         AccountDiscovered(org.id, ids[LAKE.id], LAKE.id),
         AccountDiscovered(org.id, ids[SBX.id], SBX.id),
-        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 4, 0),
+        AccountValidationDue(tuple(sorted(ids.values())), org.id),
         TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 4, 0),
     ]
     cid = envelope.correlation_id
     assert [(r.queue_name, r.actor_name, r.envelope.correlation_id) for r in state.outbox] == [
-        *[("account-validation", "account_discovered", cid)] * 4,
-        (None, None, cid),
+        *[(None, None, cid)] * 4,
+        ("account-validation", "account_validation_due", cid),
         ("tags", "tag_refresh_due", cid),
+        (None, None, cid),
     ]
     assert {
         c.account_id: (
@@ -173,7 +178,8 @@ def test_a_first_sync_stores_the_accounts_emits_their_discovery_and_gives_them_s
         None,
         REPORT.to_json(),
     )
-    assert (state.locks, uow.commits, uow.wakes) == ([org.id], 1, 1)
+    # two transactions: the accounts as soon as the walk is done, then the policies with the claim
+    assert (state.locks, uow.commits, uow.wakes) == ([org.id, org.id], 2, 2)
 
 
 def test_a_second_identical_sync_writes_no_row_and_discovers_nothing(world: World, walk: FakeWalk) -> None:
@@ -193,11 +199,73 @@ def test_a_second_identical_sync_writes_no_row_and_discovers_nothing(world: Worl
     state = world.uow.state
     run = world.uow.last_sync()
     assert world.uow.outbox_events(emitted) == [
-        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 0, 0),
         TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 0, 0),
     ]
     assert (state.clouds, state.badges, state.units, state.writes) == (clouds, badges, units, writes)
     assert (run.added, run.updated, run.removed, run.rows_written) == (0, 0, 0, 0)
+
+
+def test_the_accounts_and_their_validation_are_committed_before_the_policies_are_awaited(
+    world: World, walk: FakeWalk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = world.add_org()
+    seen: list[tuple[set[str], list[str], int]] = []
+
+    @contextmanager
+    def reading(deps: Deps, snapshot: Any) -> Iterator[OrgReading]:
+        def policies() -> Policies:  # what another worker sees while the SCP pages are still read
+            committed = world.uow.state
+            seen.append(
+                (
+                    world.uow.accounts(org.id),
+                    [r.envelope.event.TYPE for r in committed.outbox],
+                    len(committed.processed),
+                )
+            )
+            return Policies(REPORT, [POLICY], [ATTACHED], None)
+
+        yield OrgReading(TREE, policies)
+
+    monkeypatch.setattr(handlers, "read_organization", reading)
+    sync(world, org.id)
+
+    assert seen == [
+        (
+            {MGMT.id, CORE.id, LAKE.id, SBX.id},
+            [*["AccountDiscovered"] * 4, "AccountValidationDue", "TagRefreshDue"],
+            0,  # the message is claimed only with the policies
+        )
+    ]
+    assert world.uow.state.scp_policies == {org.id: {POLICY.id: POLICY}}
+
+
+def test_a_sync_run_again_after_a_crash_between_its_stages_writes_and_discovers_nothing_twice(
+    world: World, walk: FakeWalk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = world.add_org()
+    envelope = wrap(OrgSyncRequested(org.id))
+    real_processing = world.uow.processing
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("the worker died")
+
+    monkeypatch.setattr(world.uow, "processing", crash)
+    with pytest.raises(ConnectionError):
+        sync(world, org.id, envelope)
+    accounts, emitted = world.uow.accounts(org.id), len(world.uow.state.outbox)
+    monkeypatch.setattr(world.uow, "processing", real_processing)
+
+    sync(world, org.id, envelope)  # the redelivery
+
+    run = world.uow.last_sync()
+    assert (world.uow.accounts(org.id), accounts) == ({MGMT.id, CORE.id, LAKE.id, SBX.id},) * 2
+    assert world.uow.outbox_events(emitted) == [
+        TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 0, 0),
+    ]
+    assert len(world.uow.state.sync_runs) == 1
+    assert world.uow.state.processed[envelope.id].outcome is MessageOutcome.DONE
 
 
 def drop_lake(world: World, org_id: uuid.UUID, walk: FakeWalk) -> None:
@@ -230,8 +298,8 @@ def test_an_account_out_of_scope_after_a_complete_walk_is_removed_with_its_reaso
     run = world.uow.last_sync()
     assert world.uow.outbox_events(emitted) == [
         AccountRemoved(org.id, gone.id, reason),
-        OrgSyncCompleted(org.id, run.id, "succeeded", 3, 0, 1),
         TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "succeeded", 3, 0, 1),
     ]
     assert world.uow.accounts(org.id) == {MGMT.id, CORE.id, LAKE.id, SBX.id} - {gone.id}
     assert gone_id not in world.uow.state.badges  # the cascade
@@ -258,8 +326,8 @@ def test_a_moved_account_gets_its_new_path_and_path_badge(world: World, walk: Fa
     assert (run.added, run.updated, run.removed, run.rows_written) == (0, 1, 0, 2)
     assert state.writes - writes == {"clouds": 1, "badges": 1}
     assert world.uow.outbox_events(emitted) == [
-        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 0, 0),
         TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 0, 0),
     ]
 
 
@@ -273,8 +341,9 @@ def test_accounts_excluded_by_prefix_are_not_stored(world: World, walk: FakeWalk
     assert world.uow.accounts(None) == set()
     assert world.uow.outbox_events() == [
         *(AccountDiscovered(org.id, ids[a], a) for a in sorted(ids)),
-        OrgSyncCompleted(org.id, run.id, "succeeded", 3, 3, 0),
+        AccountValidationDue(tuple(sorted(ids.values())), org.id),
         TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "succeeded", 3, 3, 0),
     ]
     assert (run.accounts_seen, run.accounts_in_scope) == (4, 3)
 
@@ -295,8 +364,8 @@ def test_an_incomplete_walk_removes_nothing_and_fails_the_message_as_partial(wor
     error = f"incomplete walk, nothing removed: {failure}"
     assert world.uow.accounts(org.id) == {MGMT.id, CORE.id, LAKE.id, SBX.id}
     assert world.uow.outbox_events(emitted) == [
-        OrgSyncCompleted(org.id, run.id, "partial", 3, 0, 0),
         TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "partial", 3, 0, 0),
     ]
     assert state.processed[envelope.id] == ProcessedRow(envelope.correlation_id, ACTOR, MessageOutcome.FAILED, error)
     assert (run.status, run.error, run.removed) == ("partial", error, 0)
@@ -368,8 +437,9 @@ def test_clouds_with_the_same_account_ids_are_taken_over(world: World, walk: Fak
     run = world.uow.last_sync()
     assert world.uow.outbox_events() == [
         *(AccountDiscovered(org.id, ids[a], a) for a in sorted(ids)),
-        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 4, 0),
+        AccountValidationDue(tuple(sorted(ids.values())), org.id),
         TagRefreshDue(org.id),
+        OrgSyncCompleted(org.id, run.id, "succeeded", 4, 4, 0),
     ]
     assert (world.uow.accounts(org.id), world.uow.accounts(other.id), world.uow.accounts(None)) == (
         set(ids),

@@ -23,7 +23,7 @@ CLOUD = CLOUD_U
 SAMPLES: dict[type[events.Event], events.Event] = {
     events.OrgSyncRequested: events.OrgSyncRequested(ORG),
     events.AccountDiscovered: events.AccountDiscovered(ORG, CLOUD, ACCOUNT),
-    events.AccountValidationDue: events.AccountValidationDue(CLOUD, ACCOUNT),
+    events.AccountValidationDue: events.AccountValidationDue((CLOUD,)),
     events.TagRefreshDue: events.TagRefreshDue(ORG),
     events.BadgeReconcileDue: events.BadgeReconcileDue(ORG),
 }
@@ -52,7 +52,7 @@ def calls(monkeypatch) -> list[tuple[Any, events.Envelope[Any], str]]:
 def test_queue_and_actor_names_stay_what_other_services_and_stored_rows_know():
     assert {cls.TYPE: (c.queue_name, c.actor_name) for cls, c in HANDLERS.items()} == {
         "OrgSyncRequested": ("org-sync", "org_sync_requested"),
-        "AccountDiscovered": ("account-validation", "account_discovered"),
+        "AccountDiscovered": ("account-validation", "account_discovered"),  # retired: drains earlier messages
         "AccountValidationDue": ("account-validation", "account_validation_due"),
         "TagRefreshDue": ("tags", "tag_refresh_due"),
         "BadgeReconcileDue": ("badges", "badge_reconcile_due"),
