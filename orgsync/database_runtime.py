@@ -3,11 +3,13 @@ one, started and migrated, when ORGSYNC_DATABASE_URL is unset) and the key ring.
 
 `DatabaseRuntime` is what the commands that only read or rewrite rows open (`org list`, `cloud show`,
 `keys rotate`, `db upgrade`, ...); `bootstrap.Runtime` extends it with the AWS gateway, the broker, the
-actors and the relay. Nothing here imports boto3, dramatiq or pika, so those commands start without them.
+actors and the relay. Nothing here imports boto3, dramatiq or pika, so those commands start without them;
+and the commands that only show the inventory read it with plain queries (`reading`), without SQLAlchemy.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,7 @@ from storage import db
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from storage.listings import Connection
     from storage.vault import KeyRing
 
 EMBEDDED_DB = "orgsync"
@@ -78,6 +81,10 @@ class DatabaseRuntime:
     def sessions(self) -> db.Sessions:
         """Sessions for the command-side queries of `storage.repository`."""
         return self.database.sessions
+
+    def reading(self) -> AbstractContextManager[Connection]:
+        """One read-only connection for the queries of `storage.listings` (what the commands show)."""
+        return self.database.reading()
 
     @property
     def keyring(self) -> KeyRing:

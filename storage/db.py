@@ -3,54 +3,76 @@
 Code outside storage/ holds a `Database` (a pool and the sessions over it) or a `Sessions` factory, and
 asks the questions below (is the database reachable, at which schema revision, is this error an
 outage); it never sees a driver or an SQLAlchemy exception.
+
+SQLAlchemy is imported only when a `Database` first builds its engine, or when `Session` or `Sessions` is
+named: importing its ORM took most of the run of a command that only shows the inventory (`org list`), and
+those commands read with plain psycopg instead (`Database.reading`, storage.listings). The start-up checks
+and the URL helpers need psycopg alone.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session as Session  # re-exported: the type of one session, for annotations
-from sqlalchemy.orm import sessionmaker
+from psycopg.conninfo import conninfo_to_dict
 
 # Alembic is imported only where a schema is migrated (`db upgrade`, the embedded database): it costs a
 # command about a quarter of a second, and the start-up check reads the revisions without it
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session as Session  # re-exported: the type of one session, for annotations
+    from sqlalchemy.orm import sessionmaker
+
+    # A factory of sessions: `with sessions() as s` reads, `with sessions.begin() as s` writes and commits.
+    Sessions: TypeAlias = sessionmaker[Session]
+else:
+
+    def __getattr__(name: str) -> Any:
+        """`Session` and `Sessions` import SQLAlchemy's ORM when first named (by modules that use it anyway)."""
+        if name in ("Session", "Sessions"):
+            from sqlalchemy.orm import Session, sessionmaker
+
+            return Session if name == "Session" else sessionmaker[Session]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_PORT = 5432
+_SCHEME = re.compile(r"(?P<scheme>[\w+]+)://(?P<rest>.*)", re.DOTALL)
 
-# A factory of sessions: `with sessions() as s` reads, `with sessions.begin() as s` writes and commits.
-Sessions: TypeAlias = sessionmaker[Session]
+
+def _split_scheme(url: str) -> tuple[str, str]:
+    """The scheme of a database URL (`postgresql+psycopg`) and the rest; ValueError if `url` has none."""
+    match = _SCHEME.fullmatch(url)
+    if match is None:
+        raise ValueError("not a database URL (scheme://...)")
+    return match["scheme"], match["rest"]
 
 
 def sqlalchemy_url(url: str) -> str:
     """Accept a standard postgresql:// URL and pick the psycopg 3 driver."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    else:
-        raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} (use postgresql://)")
-    return parsed.render_as_string(hide_password=False)
+    scheme, rest = _split_scheme(url)
+    if scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
+        raise ValueError(f"unsupported database URL scheme {scheme!r} (use postgresql://)")
+    return f"postgresql+psycopg://{rest}"
 
 
 def libpq_url(url: str) -> str:
     """A plain postgresql:// URL for psycopg, whichever SQLAlchemy driver name the settings used.
 
     Raises ValueError when `url` is not a database URL at all."""
-    try:
-        return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    except (ArgumentError, ValueError) as exc:
-        raise ValueError(str(exc)) from None
+    return f"postgresql://{_split_scheme(url)[1]}"
 
 
 @dataclass(frozen=True)
@@ -67,30 +89,37 @@ class Address:
 
 
 def address(url: str) -> Address:
-    """host, port and database of a postgresql:// URL (multi-host URLs: the first host); ValueError if
-    `url` is not a database URL."""
+    """host, port and database of a postgresql:// URL as libpq reads it (multi-host URLs: the first host);
+    ValueError if `url` is not a database URL."""
     try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise ValueError(str(exc)) from None
-    host = parsed.host or "localhost"
-    if isinstance(host, list | tuple):
-        host = host[0]
-    return Address(str(host), int(parsed.port or DEFAULT_PORT), parsed.database or parsed.username or "")
+        params = conninfo_to_dict(libpq_url(url))
+    except psycopg.Error as exc:
+        raise ValueError(str(exc).strip()) from None
+    host = str(params.get("host") or "localhost").split(",")[0]
+    port = str(params.get("port") or DEFAULT_PORT).split(",")[0]
+    return Address(host, int(port), str(params.get("dbname") or params.get("user") or ""))
+
+
+# how orgsync's own connections (the pool's and `Database.reading`'s) connect
+_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 10, "application_name": "orgsync"}
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    from sqlalchemy import create_engine
+
     return create_engine(
         sqlalchemy_url(url),
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 10, "application_name": "orgsync"},
+        connect_args=dict(_CONNECT_ARGS),
     )
 
 
 def make_session_factory(engine: Engine) -> Sessions:
+    from sqlalchemy.orm import sessionmaker
+
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -111,11 +140,27 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 class Database:
-    """One orgsync database as a process uses it: a connection pool and the sessions over it."""
+    """One orgsync database as a process uses it: a connection pool and the sessions over it, built on first
+    use, or one connection of its own for a read-only command's plain queries (`reading`)."""
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
-        self.engine = make_engine(url, pool_size=pool_size)
-        self.sessions: Sessions = make_session_factory(self.engine)
+        self._url = sqlalchemy_url(url)  # an unsupported URL is refused here, not at the first query
+        self._pool_size = pool_size
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self._url, pool_size=self._pool_size)
+
+    @cached_property
+    def sessions(self) -> Sessions:
+        return make_session_factory(self.engine)
+
+    @contextmanager
+    def reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """One read-only connection outside the pool, for the queries of `storage.listings`; closed after."""
+        with psycopg.connect(libpq_url(self._url), **_CONNECT_ARGS) as conn:
+            conn.read_only = True
+            yield conn
 
     def upgrade(self, revision: str = "head") -> None:
         upgrade(self.engine, revision)
@@ -130,7 +175,8 @@ class Database:
         return None
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        if "engine" in self.__dict__:  # built: the pool has connections to close
+            self.engine.dispose()
 
 
 def create_database(admin_url: str, name: str) -> None:
@@ -213,12 +259,14 @@ def known_revisions() -> frozenset[str]:
 def outage_reason(exc: BaseException) -> str | None:
     """A short reason when `exc` says the database is unreachable (a lost or refused connection), else
     None (a bug, a constraint, anything that retrying later would not fix by itself)."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return database_problem(exc)
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
     if isinstance(exc, OperationalError | InterfaceError | DisconnectionError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
         return database_problem(getattr(exc, "orig", None) or exc)
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return database_problem(exc)
     return None
 
 

@@ -6,6 +6,9 @@ command that writes and emits in one transaction opens `uow.transaction()` and r
 on `work.inventory.session`; one that only reads uses a session of `Runtime.sessions`. Ids are
 `uuid.UUID` everywhere except where a person or another system typed them (`find_org`, the dead-letter
 ids of `failure_reasons` and `forget_failures`), which are parsed here, once.
+
+The reads that the read-only commands make too (organizations, clouds, tags, sync runs) are written once,
+in plain SQL, in `storage.listings`; the functions here run them on the session's connection.
 """
 
 from __future__ import annotations
@@ -15,19 +18,20 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.errors import NotFound
-from domain.scp import scps_applying
 from domain.status import CloudStatus, MessageOutcome, SyncStatus
 
+from . import listings
 from .errors import Duplicate
-from .inventory import stored_scps, utcnow
-from .models import BadgeRow, Cloud, Organization, OutboxMessage, ProcessedMessage, ResourceTag, SyncRun
+from .inventory import utcnow
+from .listings import OrgView, SyncRunView
+from .models import Cloud, Organization, OutboxMessage, ProcessedMessage, SyncRun
 
 __all__ = [
     "CredentialBlock",
@@ -54,12 +58,18 @@ __all__ = [
     "org_by_nickname",
     "org_with_count",
     "replace_credentials",
-    "scps_for_cloud",
     "set_cloud_role",
     "tags_of",
     "update_org",
     "utcnow",
 ]
+
+
+def _connection(session: Session) -> listings.Connection:
+    """The psycopg connection of `session`'s transaction, what `storage.listings` reads on, after writing
+    what the session has pending (as an ORM query would first)."""
+    session.flush()
+    return cast(listings.Connection, session.connection().connection.driver_connection)
 
 
 def _flush(session: Session, duplicate: str) -> None:
@@ -75,13 +85,7 @@ def _flush(session: Session, duplicate: str) -> None:
 
 def find_org(session: Session, ref: str) -> Organization:
     """An organization by id, cloud org id or nickname."""
-    conditions = [Organization.cloud_org_id == ref, Organization.nickname == ref]
-    with contextlib.suppress(ValueError):
-        conditions.append(Organization.id == uuid.UUID(ref))
-    org = session.scalars(select(Organization).where(or_(*conditions))).first()
-    if org is None:
-        raise NotFound(f"no organization {ref!r} (give its id, cloud org id or nickname)")
-    return org
+    return get_org(session, listings.find_org_id(_connection(session), ref))
 
 
 def get_org(session: Session, org_id: uuid.UUID, *, for_update: bool = False) -> Organization:
@@ -94,26 +98,15 @@ def get_org(session: Session, org_id: uuid.UUID, *, for_update: bool = False) ->
     return org
 
 
-def list_orgs(session: Session) -> list[tuple[Organization, int]]:
-    counts = (
-        select(Cloud.organization_id, func.count().label("n"))
-        .where(Cloud.organization_id.is_not(None))
-        .group_by(Cloud.organization_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(Organization, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.organization_id == Organization.id)
-        .order_by(Organization.nickname)
-    ).all()
-    return [(org, int(n)) for org, n in rows]
+def list_orgs(session: Session) -> list[tuple[OrgView, int]]:
+    """Every organization, by nickname, and how many clouds it manages."""
+    return [(org, org.account_count) for org in listings.list_orgs(_connection(session))]
 
 
-def org_with_count(session: Session, org_id: uuid.UUID) -> tuple[Organization, int]:
+def org_with_count(session: Session, org_id: uuid.UUID) -> tuple[OrgView, int]:
     """One organization and how many clouds it manages."""
-    org = get_org(session, org_id)
-    count = session.scalar(select(func.count()).select_from(Cloud).where(Cloud.organization_id == org.id))
-    return org, int(count or 0)
+    org = listings.org_view(_connection(session), org_id)
+    return org, org.account_count
 
 
 def org_by_cloud_org_id(session: Session, cloud_org_id: str, provider: str = "aws") -> Organization | None:
@@ -219,10 +212,8 @@ def correlation_progress(session: Session, correlation_id: uuid.UUID) -> Progres
     return Progress(int(pending or 0), int(done or 0), [(a, e) for a, e in failures])
 
 
-def latest_sync_run(session: Session, org_id: uuid.UUID) -> SyncRun | None:
-    return session.scalars(
-        select(SyncRun).where(SyncRun.organization_id == org_id).order_by(SyncRun.started_at.desc()).limit(1)
-    ).first()
+def latest_sync_run(session: Session, org_id: uuid.UUID) -> SyncRunView | None:
+    return listings.latest_sync_run(_connection(session), org_id)
 
 
 @dataclass(frozen=True)
@@ -262,50 +253,9 @@ def list_clouds(
     account_ids: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Clouds with their badges (key -> {value, autogenerated}), ordered by account id."""
-    badges = (
-        select(
-            BadgeRow.cloud_id,
-            func.jsonb_object_agg(
-                BadgeRow.key, func.jsonb_build_object("value", BadgeRow.value, "autogenerated", BadgeRow.autogenerated)
-            ).label("badges"),
-        )
-        .group_by(BadgeRow.cloud_id)
-        .subquery()
+    return listings.list_clouds(
+        _connection(session), org_id=org_id, badge=badge, status=status, account_ids=account_ids
     )
-    stmt = select(Cloud, badges.c.badges).outerjoin(badges, badges.c.cloud_id == Cloud.id).order_by(Cloud.account_id)
-    if org_id is not None:
-        stmt = stmt.where(Cloud.organization_id == org_id)
-    if status is not None:
-        stmt = stmt.where(Cloud.status == status)
-    if account_ids is not None:
-        stmt = stmt.where(Cloud.account_id.in_(list(account_ids)))
-    if badge is not None:
-        key, value = badge
-        stmt = stmt.where(
-            select(BadgeRow.cloud_id)
-            .where(BadgeRow.cloud_id == Cloud.id, BadgeRow.key == key, BadgeRow.value == value)
-            .exists()
-        )
-    result = []
-    for cloud, cloud_badges in session.execute(stmt).all():
-        result.append(
-            {
-                "id": str(cloud.id),
-                "account_id": cloud.account_id,
-                "name": cloud.name,
-                "email": cloud.email,
-                "aws_state": cloud.aws_state,
-                "status": cloud.status,
-                "status_message": cloud.status_message,
-                "org_path": cloud.org_path,
-                "managed": cloud.organization_id is not None,
-                "organization_id": None if cloud.organization_id is None else str(cloud.organization_id),
-                "badges": dict(sorted(((k, v["value"]) for k, v in (cloud_badges or {}).items()))),
-                "badge_details": dict(sorted((cloud_badges or {}).items())),
-                "updated_at": cloud.updated_at.isoformat(),
-            }
-        )
-    return result
 
 
 def accounts_per_status(session: Session) -> dict[str, int]:
@@ -409,29 +359,7 @@ def replace_credentials(session: Session, block: CredentialBlock, sealed: bytes)
 
 
 def tags_of(session: Session, cloud_id: uuid.UUID) -> dict[str, str]:
-    rows = session.execute(select(ResourceTag.key, ResourceTag.value).where(ResourceTag.cloud_id == cloud_id)).all()
-    return dict(sorted((k, v) for k, v in rows))
-
-
-def scps_for_cloud(session: Session, cloud_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The SCPs that apply to a managed cloud, root first, each with where it is attached."""
-    cloud = session.get(Cloud, cloud_id)
-    if cloud is None or cloud.organization_id is None:
-        return []
-    policies, targets = stored_scps(session, cloud.organization_id)
-    return [
-        {
-            "id": a.policy.id,
-            "name": a.policy.name,
-            "description": a.policy.description,
-            "aws_managed": a.policy.aws_managed,
-            "attached_to": f"{a.target.target_type.lower()} {a.target.target_id}"
-            + (f" ({a.target.target_name})" if a.target.target_name else ""),
-            "inherited": a.inherited,
-            "content": a.policy.content,
-        }
-        for a in scps_applying(cloud.account_id, cloud.org_path_ids or [], policies, targets)
-    ]
+    return listings.tags_of(_connection(session), cloud_id)
 
 
 def failure_reasons(session: Session, message_ids: Sequence[str]) -> dict[str, str]:

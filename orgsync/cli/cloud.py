@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import typer
@@ -65,7 +66,7 @@ def cloud_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Accounts with their state, status, OU path and badges."""
-    from storage import repository as repo
+    from storage import listings
 
     badge_filter = None
     if badge is not None:
@@ -79,9 +80,9 @@ def cloud_list(
             wanted = CloudStatus(status)
         except ValueError:
             raise InvalidInput("status", f"unknown status {status!r}; one of {', '.join(CloudStatus)}") from None
-    with database() as rt, rt.sessions() as s:
-        org_id = repo.find_org(s, org).id if org else None
-        rows = repo.list_clouds(s, org_id=org_id, badge=badge_filter, status=wanted)
+    with database() as rt, rt.reading() as conn:
+        org_id = listings.find_org_id(conn, org) if org else None
+        rows = listings.list_clouds(conn, org_id=org_id, badge=badge_filter, status=wanted)
     if as_json:
         print_json(rows)
         return
@@ -128,16 +129,17 @@ def cloud_validate(
 @cloud_app.command("show")
 def cloud_show(account: Annotated[str, typer.Argument(help="Account id.")], as_json: JsonOpt = False) -> None:
     """One account: state, status, OU path, badges, tags and the SCPs that apply to it."""
-    from storage import repository as repo
+    from storage import listings
 
     check_account_id(account, "account")
-    with database() as rt, rt.sessions() as s:
-        cloud = repo.cloud_by_account(s, account)
-        if cloud is None:
+    with database() as rt, rt.reading() as conn:
+        found = listings.list_clouds(conn, account_ids=[account])
+        if not found:
             raise OrgSyncError(f"no cloud with account id {account}")
-        data = repo.list_clouds(s, account_ids=[account])[0]
-        data["tags"] = repo.tags_of(s, cloud.id)
-        data["service_control_policies"] = repo.scps_for_cloud(s, cloud.id)
+        data = found[0]
+        cloud_id = uuid.UUID(data["id"])
+        data["tags"] = listings.tags_of(conn, cloud_id)
+        data["service_control_policies"] = listings.scps_for_cloud(conn, cloud_id)
     if as_json:
         print_json(data)
         return

@@ -13,12 +13,12 @@ from ..terminal import add_row, literal, shorten, table
 from .common import JsonOpt, WaitOpt, database, fail, follow, out, print_json, read_secret, runtime
 
 if TYPE_CHECKING:
-    from storage.models import Organization
+    from storage.listings import OrgView
 
 org_app = typer.Typer(no_args_is_help=True, help="Register and inspect AWS Organizations.")
 
 
-def _org_json(org: Organization, account_count: int) -> dict[str, Any]:
+def _org_json(org: OrgView) -> dict[str, Any]:
     report = org.permission_report or {}
     return {
         "id": str(org.id),
@@ -26,7 +26,7 @@ def _org_json(org: Organization, account_count: int) -> dict[str, Any]:
         "cloud_org_id": org.cloud_org_id,
         "nickname": org.nickname,
         "management_account_id": org.management_account_id,
-        "account_count": account_count,
+        "account_count": org.account_count,
         "filters": org.filters,
         "warnings": report.get("warnings", []),
         "notes": report.get("notes", []),
@@ -66,7 +66,7 @@ def org_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register an AWS Organization: checks formats, the management role and its permissions, then syncs."""
-    from storage import repository as repo
+    from storage import listings
 
     from .. import services
 
@@ -89,14 +89,15 @@ def org_add(
     with runtime(workers=True) as rt:
         registered = services.register_org(rt, registration)
 
-        def stored() -> tuple[Organization, int]:
+        def stored() -> OrgView:
             """The organization as the sync (if awaited) left it."""
-            with rt.sessions() as s:
-                return repo.org_with_count(s, registered.org_id)
+            with rt.reading() as conn:
+                return listings.org_view(conn, registered.org_id)
 
         def synced(result: services.WaitResult | None) -> str | None:
-            _, count = stored()
-            return f"synced: {count} accounts in {result.seconds:.1f}s" if result is not None and result.ok else None
+            if result is None or not result.ok:
+                return None
+            return f"synced: {stored().account_count} accounts in {result.seconds:.1f}s"
 
         follow(
             rt,
@@ -104,7 +105,7 @@ def org_add(
             label="sync",
             wait=wait,
             as_json=as_json,
-            data=lambda: {**_org_json(*stored()), "request_id": registered.request_id},
+            data=lambda: {**_org_json(stored()), "request_id": registered.request_id},
             text=synced,
             announce=[
                 f"added organization {literal(registered.nickname)} ({registered.cloud_org_id}) as {registered.org_id}",
@@ -117,10 +118,10 @@ def org_add(
 @org_app.command("list")
 def org_list(as_json: JsonOpt = False) -> None:
     """Registered organizations with their account counts and last sync."""
-    from storage import repository as repo
+    from storage import listings
 
-    with database() as rt, rt.sessions() as s:
-        rows = [_org_json(o, n) for o, n in repo.list_orgs(s)]
+    with database() as rt, rt.reading() as conn:
+        rows = [_org_json(org) for org in listings.list_orgs(conn)]
     if as_json:
         print_json(rows)
         return
@@ -145,15 +146,15 @@ def org_show(
     org: Annotated[str, typer.Argument(help="Id, cloud org id or nickname.")], as_json: JsonOpt = False
 ) -> None:
     """One organization: settings (never secrets), filters, warnings, last sync."""
-    from storage import repository as repo
+    from storage import listings
     from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
 
-    with database() as rt, rt.sessions() as s:
-        found, count = repo.org_with_count(s, repo.find_org(s, org).id)
-        data = _org_json(found, count)
+    with database() as rt, rt.reading() as conn:
+        found = listings.org_view(conn, listings.find_org_id(conn, org))
+        data = _org_json(found)
         unreadable = False
         try:
-            creds = rt.keyring.open(found.credentials, "organizations", found.id)
+            creds = rt.keyring.open(listings.org_credentials(conn, found.id), "organizations", found.id)
         except CredentialsUnreadable:  # show the rest (the last sync says the same), then exit 1
             unreadable = True
             data.update(management_role=None, member_role=None, credentials_source="unreadable")
@@ -173,7 +174,7 @@ def org_show(
             data["credentials_source"] = "iam-user" if creds.access_key else "ambient"
             if creds.access_key:
                 data["access_key_id"] = creds.access_key.access_key_id
-        run = repo.latest_sync_run(s, found.id)
+        run = listings.latest_sync_run(conn, found.id)
         if run is not None:
             data["last_sync"].update(
                 {

@@ -1,0 +1,260 @@
+"""What the commands that only show the inventory read (`org list`, `org show`, `cloud list`, `cloud show`):
+plain SQL on one psycopg connection, answered as small frozen dataclasses and the JSON-ready rows of the
+listings.
+
+Without SQLAlchemy, whose ORM alone would be most of such a command's run: those commands read on a
+connection of their own (`Database.reading`). `storage.repository` answers the same questions for code that
+holds an ORM session by running these functions on the session's connection, so each query is written once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row, dict_row
+
+from domain.errors import NotFound
+from domain.scp import Policy, Target, scps_applying
+from domain.status import CloudStatus
+
+__all__ = [
+    "OrgView",
+    "SyncRunView",
+    "find_org_id",
+    "latest_sync_run",
+    "list_clouds",
+    "list_orgs",
+    "org_credentials",
+    "org_view",
+    "scps_for_cloud",
+    "tags_of",
+]
+
+# what the queries run on: a read-only command's own connection (`Database.reading`) or an ORM session's
+Connection: TypeAlias = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class OrgView:
+    """An organization as the commands show it (never its credentials), with the accounts it manages."""
+
+    id: uuid.UUID
+    provider: str
+    cloud_org_id: str
+    nickname: str
+    management_account_id: str
+    filters: dict[str, Any]
+    permission_report: dict[str, Any] | None
+    created_at: datetime
+    last_sync_status: str | None
+    last_sync_started_at: datetime | None
+    last_sync_finished_at: datetime | None
+    last_sync_error: str | None
+    account_count: int  # the clouds it manages
+
+
+@dataclass(frozen=True)
+class SyncRunView:
+    """One sync run as stored: a pass of a handler over an organization, its counts and AWS calls."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    kind: str
+    message_id: uuid.UUID | None
+    correlation_id: uuid.UUID | None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+    accounts_seen: int
+    accounts_in_scope: int
+    added: int
+    updated: int
+    removed: int
+    rows_written: int
+    aws_calls: dict[str, Any]
+    throttles: int
+    error: str | None
+
+
+# -- organizations -------------------------------------------------------------------------------
+
+_ORGS = """
+    SELECT o.id, o.provider, o.cloud_org_id, o.nickname, o.management_account_id, o.filters, o.permission_report,
+           o.created_at, o.last_sync_status, o.last_sync_started_at, o.last_sync_finished_at, o.last_sync_error,
+           coalesce(n.clouds, 0) AS account_count
+    FROM organizations o
+    LEFT JOIN (
+        SELECT organization_id, count(*) AS clouds FROM clouds
+        WHERE organization_id IS NOT NULL GROUP BY organization_id
+    ) n ON n.organization_id = o.id
+"""
+
+
+def find_org_id(conn: Connection, ref: str) -> uuid.UUID:
+    """The id of an organization given by id, cloud org id or nickname; raises NotFound."""
+    org_id = None
+    with contextlib.suppress(ValueError):
+        org_id = uuid.UUID(ref)
+    with conn.cursor() as cur:
+        row = cur.execute(
+            "SELECT id FROM organizations WHERE cloud_org_id = %(ref)s OR nickname = %(ref)s OR id = %(id)s LIMIT 1",
+            {"ref": ref, "id": org_id},
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no organization {ref!r} (give its id, cloud org id or nickname)")
+    found: uuid.UUID = row[0]
+    return found
+
+
+def list_orgs(conn: Connection) -> list[OrgView]:
+    """Every organization, by nickname."""
+    with conn.cursor(row_factory=class_row(OrgView)) as cur:
+        return cur.execute(_ORGS + " ORDER BY o.nickname").fetchall()
+
+
+def org_view(conn: Connection, org_id: uuid.UUID) -> OrgView:
+    """One organization; raises NotFound."""
+    with conn.cursor(row_factory=class_row(OrgView)) as cur:
+        org = cur.execute(_ORGS + " WHERE o.id = %s", (org_id,)).fetchone()
+    if org is None:
+        raise NotFound(f"organization {org_id} does not exist")
+    return org
+
+
+def org_credentials(conn: Connection, org_id: uuid.UUID) -> bytes:
+    """An organization's sealed credential block (storage.vault opens it); raises NotFound."""
+    with conn.cursor() as cur:
+        row = cur.execute("SELECT credentials FROM organizations WHERE id = %s", (org_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"organization {org_id} does not exist")
+    return bytes(row[0])
+
+
+def latest_sync_run(conn: Connection, org_id: uuid.UUID) -> SyncRunView | None:
+    """An organization's most recently started sync run, if it had one."""
+    with conn.cursor(row_factory=class_row(SyncRunView)) as cur:
+        return cur.execute(
+            """
+            SELECT id, organization_id, kind, message_id, correlation_id, status, started_at, finished_at,
+                   duration_ms, accounts_seen, accounts_in_scope, added, updated, removed, rows_written, aws_calls,
+                   throttles, error
+            FROM sync_runs WHERE organization_id = %s ORDER BY started_at DESC LIMIT 1
+            """,
+            (org_id,),
+        ).fetchone()
+
+
+# -- clouds --------------------------------------------------------------------------------------
+
+
+def list_clouds(
+    conn: Connection,
+    *,
+    org_id: uuid.UUID | None = None,
+    badge: tuple[str, str] | None = None,
+    status: CloudStatus | None = None,
+    account_ids: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Clouds with their badges (key -> {value, autogenerated}), ordered by account id."""
+    conditions: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if org_id is not None:
+        conditions.append(sql.SQL("c.organization_id = %(org_id)s"))
+        params["org_id"] = org_id
+    if status is not None:
+        conditions.append(sql.SQL("c.status = %(status)s"))
+        params["status"] = str(status)
+    if account_ids is not None:
+        conditions.append(sql.SQL("c.account_id = ANY(%(account_ids)s)"))
+        params["account_ids"] = list(account_ids)
+    if badge is not None:
+        conditions.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM badges f WHERE f.cloud_id = c.id AND f.key = %(key)s AND f.value = %(value)s)"
+            )
+        )
+        params["key"], params["value"] = badge
+    query = sql.SQL(
+        """
+        SELECT c.id, c.account_id, c.name, c.email, c.aws_state, c.status, c.status_message, c.org_path,
+               c.organization_id, c.updated_at, b.badges
+        FROM clouds c
+        LEFT JOIN (
+            SELECT cloud_id,
+                   jsonb_object_agg(key, jsonb_build_object('value', value, 'autogenerated', autogenerated)) AS badges
+            FROM badges GROUP BY cloud_id
+        ) b ON b.cloud_id = c.id
+        WHERE {conditions}
+        ORDER BY c.account_id
+        """
+    ).format(conditions=sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"))
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    return [
+        {
+            "id": str(row["id"]),
+            "account_id": row["account_id"],
+            "name": row["name"],
+            "email": row["email"],
+            "aws_state": row["aws_state"],
+            "status": row["status"],
+            "status_message": row["status_message"],
+            "org_path": row["org_path"],
+            "managed": row["organization_id"] is not None,
+            "organization_id": None if row["organization_id"] is None else str(row["organization_id"]),
+            "badges": dict(sorted((k, v["value"]) for k, v in (row["badges"] or {}).items())),
+            "badge_details": dict(sorted((row["badges"] or {}).items())),
+            "updated_at": row["updated_at"].isoformat(),
+        }
+        for row in rows
+    ]
+
+
+def tags_of(conn: Connection, cloud_id: uuid.UUID) -> dict[str, str]:
+    """A cloud's AWS tags, by key."""
+    with conn.cursor() as cur:
+        rows = cur.execute("SELECT key, value FROM resource_tags WHERE cloud_id = %s", (cloud_id,)).fetchall()
+    return dict(sorted((k, v) for k, v in rows))
+
+
+def scps_for_cloud(conn: Connection, cloud_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The SCPs that apply to a managed cloud, root first, each with where it is attached."""
+    with conn.cursor() as cur:
+        cloud = cur.execute(
+            "SELECT account_id, organization_id, org_path_ids FROM clouds WHERE id = %s", (cloud_id,)
+        ).fetchone()
+    if cloud is None or cloud[1] is None:
+        return []
+    account_id, org_id, path_ids = cloud
+    with conn.cursor(row_factory=class_row(Policy)) as cur:
+        policies = cur.execute(
+            "SELECT id, name, description, aws_managed, content FROM service_control_policies"
+            " WHERE organization_id = %s",
+            (org_id,),
+        ).fetchall()
+    with conn.cursor(row_factory=class_row(Target)) as cur:
+        targets = cur.execute(
+            "SELECT policy_id, target_id, target_type, target_name FROM scp_targets WHERE organization_id = %s",
+            (org_id,),
+        ).fetchall()
+    return [
+        {
+            "id": a.policy.id,
+            "name": a.policy.name,
+            "description": a.policy.description,
+            "aws_managed": a.policy.aws_managed,
+            "attached_to": f"{a.target.target_type.lower()} {a.target.target_id}"
+            + (f" ({a.target.target_name})" if a.target.target_name else ""),
+            "inherited": a.inherited,
+            "content": a.policy.content,
+        }
+        for a in scps_applying(account_id, path_ids or [], policies, targets)
+    ]
