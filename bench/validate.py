@@ -2,8 +2,8 @@
 
 For each worker process count: a database and a RabbitMQ vhost of its own, `orgsync worker
 --processes P --threads T`, `orgsync org add --wait` to get the org in (timed, not the subject),
-then `orgsync cloud validate --org ORG --wait` alone: one AccountValidationDue per account, each one
-`sts:AssumeRole` of the member role on the `account-validation` queue. Reports the wall time,
+then `orgsync cloud validate --org ORG --wait` alone: AccountValidationDue batches of 100 accounts on
+the `account-validation` queue, one `sts:AssumeRole` of the member role per account. Reports the wall time,
 accounts/s, where the time goes (CLI start -> messages written -> first processed -> last processed
 -> CLI exit), AWS requests as the local AWS server counted them, throttled answers, the clouds'
 statuses, failed messages, peak RSS of the worker tree, and the CPU seconds of every process

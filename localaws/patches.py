@@ -22,28 +22,32 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import inspect
 import json
 import re
 import threading
 import uuid
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from operator import attrgetter
 from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
+from moto.core import responses as core_responses
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult, BaseResponse
-from moto.core.utils import utcnow
+from moto.core.utils import method_names_from_class, utcnow
 from moto.iam import models as iam_models
 from moto.iam.exceptions import InvalidInput, NoSuchEntity
 from moto.iam.models import IAMBackend, ManagedPolicy, Role, iam_backends
 from moto.iam.responses import IamResponse
 from moto.iam.utils import generate_access_key_id_from_account_id, random_alphanumeric
+from moto.organizations import utils as org_utils
 from moto.organizations.exceptions import (
     AccountNotFoundException,
     InvalidInputException,
+    PolicyNotFoundException,
     TargetNotFoundException,
 )
 from moto.organizations.models import FakeAccount, OrganizationsBackend
@@ -77,6 +81,7 @@ _LOCK = threading.Lock()
 _SAVED: dict[tuple[Any, str], Any] = {}
 
 _ORIG_CALL_ACTION = BaseResponse.call_action
+_ORIG_METHOD_NAMES: Callable[[Any], list[str]] = method_names_from_class
 _ORIG_ASSUME_ROLE = TokenResponse.assume_role
 _ORIG_GET_CALLER_IDENTITY = TokenResponse.get_caller_identity
 _ORIG_MARK_VISITED = iam_models.mark_account_as_visited
@@ -562,18 +567,28 @@ def _list_policies_for_target(self: OrganizationsResponse) -> str:
     )
 
 
+def _policy_for_targets(backend: OrganizationsBackend, policy_id: Any) -> Any:
+    """The policy `ListTargetsForPolicy` lists, validated as moto's `list_targets_for_policy` does."""
+    if not re.match(org_utils.POLICY_ID_REGEX, policy_id):
+        raise InvalidInputException("You specified an invalid value.")
+    found = next((p for p in backend.policies if p.id == policy_id), None)
+    if found is None:
+        raise PolicyNotFoundException("You specified a policy that doesn't exist.")
+    return found
+
+
+def _target(holder: Any) -> dict[str, Any]:
+    """One target of a policy, as moto's `list_targets_for_policy` renders it."""
+    return {"TargetId": holder.id, "Arn": holder.arn, "Name": holder.name, "Type": holder.type}
+
+
 def _list_targets_for_policy(self: OrganizationsResponse) -> str:
+    # moto renders every target (an ARN each) and we then page the result: O(targets) of
+    # rendering per page, O(n^2) over the pages of FullAWSAccess (attached to every account).
+    # Here only the targets of the page are rendered; the answer is the same.
     policy_id = self._get_param("PolicyId")
-    targets = self.organizations_backend.list_targets_for_policy(PolicyId=policy_id)["Targets"]
-    return _page(
-        self,
-        "ListTargetsForPolicy",
-        str(policy_id),
-        targets,
-        lambda t: str(t["TargetId"]),
-        lambda t: t,
-        "Targets",
-    )
+    holders = _policy_for_targets(self.organizations_backend, policy_id).attachments
+    return _page(self, "ListTargetsForPolicy", str(policy_id), holders, lambda h: str(h.id), _target, "Targets")
 
 
 # -- the request path ---------------------------------------------------------------------------
@@ -625,6 +640,42 @@ def _call_action(self: BaseResponse) -> Any:
         return reply.status, headers, reply.body
 
 
+class _FunctionNames(Sequence[str]):
+    """moto's `method_names_from_class(cls)` (the names of the plain functions of `cls`), lazily.
+
+    moto's `call_action` asks `action in method_names_from_class(type(self))` per request, which
+    runs `inspect.getmembers` over the whole response class (hundreds of attributes). `name in`
+    here is the same test for one name: `inspect.getmembers` keeps the names of `dir(cls)` whose
+    `getattr(cls, name)` is a function, and a name outside `dir(cls)` that `getattr` still finds
+    belongs to the metaclass (`type`), whose attributes are not functions. Anything else (iterating,
+    indexing) computes moto's list.
+    """
+
+    __slots__ = ("_clazz",)
+
+    def __init__(self, clazz: Any) -> None:
+        self._clazz = clazz
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and inspect.isfunction(getattr(self._clazz, name, None))
+
+    def _names(self) -> list[str]:
+        return _ORIG_METHOD_NAMES(self._clazz)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names()[index]
+
+
+def _method_names_from_class(clazz: Any) -> _FunctionNames:
+    return _FunctionNames(clazz)
+
+
 # -- install ------------------------------------------------------------------------------------
 
 
@@ -641,6 +692,7 @@ def install() -> None:
         _set(iam_models, "get_account_id_from", _get_account_id_from)
         _set(iam_models, "mark_account_as_visited", _mark_account_as_visited)
         _set(BaseResponse, "call_action", _call_action)
+        _set(core_responses, "method_names_from_class", _method_names_from_class)
         _set(TokenResponse, "assume_role", _assume_role)
         _set(TokenResponse, "get_caller_identity", _get_caller_identity)
         _set(IamResponse, "simulate_principal_policy", _simulate_principal_policy)

@@ -1,7 +1,9 @@
 """The local AWS as an HTTP server, for the demo, e2e tests and benchmarks.
 
 `serve()` installs the patches, builds the org, and serves moto's WSGI app on a threaded werkzeug
-server (several orgsync worker processes call it at once). Control endpoints live on the same port
+server (several orgsync worker processes call it at once), with HTTP/1.1 keep-alive connections and
+a cached application lookup for IAM, Organizations and STS (see `KeepAliveRequestHandler`,
+`cached_dispatcher`). Control endpoints live on the same port
 under `/_localaws/`, a prefix no AWS API that orgsync uses can produce (S3 bucket names cannot
 start with "_"), so they never reach moto's routing:
 
@@ -20,16 +22,19 @@ The manifest JSON is written atomically once the server accepts connections.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
-from werkzeug.serving import make_server
+from werkzeug.exceptions import InternalServerError
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import LimitedStream
 
 from . import faults, patches
 from .builder import BuiltOrg, build_org, set_member_role
@@ -37,6 +42,60 @@ from .generator import OrgSpec
 from .orgmodel import set_account_state
 
 CONTROL_PREFIX = "/_localaws/"
+# services whose moto application depends only on the credential scope of the request's SigV4
+# Authorization header (moto builds the host `<service>.<region>.amazonaws.com` from it and reads
+# nothing else); the dispatcher caches their lookup (see `cached_dispatcher`)
+CACHED_SERVICES = frozenset({"iam", "organizations", "sts"})
+# paths moto routes by their prefix before it looks at the Authorization header
+UNCACHED_PATH_PREFIXES = ("/moto-api", "/favicon.ico", "/latest/meta-data/", "/latest/api/")
+
+
+def _scope_key(environ: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(Host, region, service) of a SigV4-signed request to one of `CACHED_SERVICES`, else None.
+
+    Parses the Authorization header as moto's `infer_service_region_host` does
+    (`Credential=<key>/<date>/<region>/<service>/aws4_request`). The Host header is part of the
+    key because older moto versions try it before the Authorization header."""
+    path_info = environ.get("PATH_INFO", "")
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if not auth or not isinstance(path_info, str) or path_info.startswith(UNCACHED_PATH_PREFIXES):
+        return None
+    words = auth.split(",")[0].split()
+    if len(words) < 2:
+        return None
+    parts = words[1].split("/")
+    if len(parts) != 5 or parts[3].lower() not in CACHED_SERVICES:
+        return None
+    return str(environ.get("HTTP_HOST", "")), parts[2], parts[3]
+
+
+def cached_dispatcher(create_app: Any) -> Any:
+    """moto's `DomainDispatcherApplication`, with its application lookup cached for `CACHED_SERVICES`.
+
+    moto finds the Flask application of every request under a global lock: it lists moto's package
+    directory (an `os.path.isdir` per service module), matches the host against every backend's URL
+    pattern and parses the Authorization header, per request. For a signed IAM / Organizations / STS
+    request the answer depends only on the credential scope's region and service, so the first
+    lookup of each (Host, region, service) is remembered; other requests go through moto unchanged.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    class CachedDispatcher(DomainDispatcherApplication):
+        def __init__(self, create_app: Any) -> None:
+            super().__init__(create_app)
+            self.scope_apps: dict[tuple[str, str, str], Any] = {}
+
+        def get_application(self, environ: dict[str, Any]) -> Any:
+            key = _scope_key(environ)
+            if key is None:
+                return super().get_application(environ)
+            app = self.scope_apps.get(key)
+            if app is None:
+                app = super().get_application(environ)
+                self.scope_apps[key] = app
+            return app
+
+    return CachedDispatcher(create_app)
 
 
 class ControlApp:
@@ -123,6 +182,145 @@ class ControlApp:
                     account.legacy_status = bool(legacy_status)
 
 
+class _ServerWithApp:
+    """A view of a werkzeug server with another WSGI application (for one request handler)."""
+
+    def __init__(self, server: Any, app: Any) -> None:
+        self._server = server
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+Answer = tuple[str, list[tuple[str, str]], bytes]
+IDLE_TIMEOUT = 60.0
+
+
+class KeepAliveRequestHandler(WSGIRequestHandler):
+    """werkzeug's request handler, serving HTTP/1.1 keep-alive connections (see `keep_alive_handler`).
+
+    werkzeug's development server answers every request with `Connection: close` (it cannot tell
+    where an unread request body ends), so every AWS call cost both sides a TCP connection, a thread
+    and a selector drain. This handler bounds the request body by its Content-Length, discards what
+    the application left unread, and keeps the connection open when the application's response has
+    a correct Content-Length (moto's always do); the response is werkzeug's minus the
+    `Connection: close` header. Everything else is left to werkzeug and closes, as before: a
+    request with a body of unknown length or `Expect: 100-continue`, a client that asks to close,
+    a response without a (correct) Content-Length, an application error.
+    """
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    wbufsize = io.DEFAULT_BUFFER_SIZE  # a small answer leaves in one write, at the flush
+    # a connection idle this long is closed (its thread ends); clients reconnect, as with AWS
+    timeout = IDLE_TIMEOUT
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+    def log_error(self, format: str, *args: Any) -> None:
+        if not format.startswith("Request timed out"):  # an idle connection, not an error
+            super().log_error(format, *args)
+
+    def run_wsgi(self) -> None:
+        lengths = self.headers.get_all("Content-Length") or ["0"]
+        length = str(lengths[0]).strip() if len(lengths) == 1 else ""
+        keepable = not (self.close_connection or "Transfer-Encoding" in self.headers or "Expect" in self.headers)
+        if not (keepable and length.isdigit()):
+            super().run_wsgi()
+            self.close_connection = True
+            return
+        answer = self._answer(int(length))
+        if answer is None:  # already answered the werkzeug way, and the connection closes
+            return
+        status, headers, payload = answer
+        code, message = [*status.split(None, 1), ""][:2]  # as werkzeug splits it
+        self.send_response(int(code), message)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+    def _answer(self, length: int) -> Answer | None:
+        """Run the application: its answer if it can go out on the kept connection, else None
+        once it went out the werkzeug way."""
+        self.environ = environ = self.make_environ()
+        body = LimitedStream(cast(IO[bytes], self.rfile), length)
+        environ["wsgi.input"] = body
+        started: list[Any] = []
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if exc_info is None and started:
+                raise AssertionError("Headers already set")
+            started[:] = [status, headers]
+            return chunks.append
+
+        try:
+            application_iter = self.server.app(environ, start_response)
+            try:
+                chunks.extend(application_iter)
+            finally:
+                if hasattr(application_iter, "close"):
+                    application_iter.close()
+            status, headers = started
+            payload = b"".join(chunks)
+            framed = int(status.split(None, 1)[0]) >= 200 and [
+                value.strip() for key, value in headers if key.lower() == "content-length"
+            ] == [str(len(payload))]
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went away
+            return None
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        if not framed:
+            self._replay(_Canned(status, headers, payload))
+            return None
+        try:
+            body.exhaust()  # the unread rest of the body, so that the next request can be read
+        except Exception:
+            self.close_connection = True  # the client is gone
+        return status, headers, payload
+
+    def _failed(self, exc: Exception) -> None:
+        """werkzeug's answer to an application error: a 500, logged, and the connection closed."""
+        if self.server.passthrough_errors:
+            raise exc
+        self._replay(InternalServerError())
+        from werkzeug.debug.tbtools import DebugTraceback
+
+        self.server.log("error", f"Error on request:\n{DebugTraceback(exc).render_traceback_text()}")
+
+    def _replay(self, app: Any) -> None:
+        """werkzeug's `run_wsgi` (Connection: close) with `app` in place of the server's application."""
+        server = self.server
+        self.server = cast(Any, _ServerWithApp(server, app))
+        try:
+            WSGIRequestHandler.run_wsgi(self)
+        finally:
+            self.server = server
+            self.close_connection = True
+
+
+def keep_alive_handler(base: type[WSGIRequestHandler]) -> type[WSGIRequestHandler]:
+    """`base` (moto's request handler, which prepares the WSGI environ its way) with keep-alive."""
+    return type("KeepAliveMotoRequestHandler", (KeepAliveRequestHandler, base), {})
+
+
+class _Canned:
+    """A WSGI application that answers what another application already answered."""
+
+    def __init__(self, status: str, headers: list[tuple[str, str]], payload: bytes) -> None:
+        self.status, self.headers, self.payload = status, headers, payload
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response(self.status, self.headers)
+        return [self.payload]
+
+
 def write_manifest(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as JSON to `path` atomically (readers never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +351,7 @@ def serve(
     **build_kwargs: Any,
 ) -> None:
     """Build `spec`, write the manifest and serve until SIGTERM / SIGINT."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     patches.install()
@@ -165,14 +363,8 @@ def serve(
     )
     org = build_org(spec, **build_kwargs)
 
-    class Handler(MotoRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            return
-
-    app = ControlApp(DomainDispatcherApplication(create_backend_app), org)
-    server = make_server(host, port, app, threaded=True, request_handler=Handler)
+    app = ControlApp(cached_dispatcher(create_backend_app), org)
+    server = make_server(host, port, app, threaded=True, request_handler=keep_alive_handler(MotoRequestHandler))
     app.endpoint_url = f"http://{host}:{server.server_port}"
     os.environ.setdefault("MOTO_PORT", str(server.server_port))
     signal.signal(signal.SIGTERM, _stop)

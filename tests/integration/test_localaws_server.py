@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -208,3 +209,59 @@ def test_a_server_that_cannot_start_reports_its_output() -> None:
     with pytest.raises(LocalAwsError, match="exited with") as exc:
         LocalAwsServer(accounts=5, extra_args=["--bogus"]).start()
     assert "unrecognized arguments: --bogus" in str(exc.value)
+
+
+def test_services_and_regions_in_any_order_reach_their_own_backends(aws: LocalAwsServer) -> None:
+    assert aws.org is not None
+    org = aws.org
+    member = org.accounts_with(member_role="ok")[0]
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    clients = {
+        (service, region): boto3.client(service, endpoint_url=aws.endpoint_url, region_name=region, **keys)  # type: ignore[call-overload]
+        for service in ("sts", "organizations", "iam")
+        for region in ("us-east-1", "eu-west-1")
+    }
+    assert clients[("sts", "eu-west-1")].meta.region_name == "eu-west-1"
+    calls = {
+        "sts": lambda c: c.get_caller_identity()["Account"],
+        "organizations": lambda c: c.list_tags_for_resource(ResourceId=member.account_id)["Tags"],
+        "iam": lambda c: c.list_roles()["Roles"][0]["RoleName"],
+    }
+    expected = {
+        "sts": "123456789012",
+        "organizations": [{"Key": k, "Value": v} for k, v in sorted(member.tags.items())],
+        "iam": "OrgSyncOrgReader",
+    }
+    for order in (["sts", "organizations", "iam"], ["iam", "organizations", "sts"], ["organizations", "sts", "iam"]):
+        for region in ("eu-west-1", "us-east-1"):
+            for service in order:
+                assert calls[service](clients[(service, region)]) == expected[service]
+    assert aws.stats()["calls"] == {
+        "sts:GetCallerIdentity": 6,
+        "organizations:ListTagsForResource": 6,
+        "iam:ListRoles": 6,
+    }
+
+
+def test_a_connection_is_kept_for_request_after_request(aws: LocalAwsServer) -> None:
+    assert aws.org is not None
+    host, port = aws.endpoint_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": "AWSOrganizationsV20161128.ListRoots",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/organizations/aws4_request, "
+        "SignedHeaders=host, Signature=0",
+    }
+    sockets = set()
+    for _ in range(3):
+        connection.request("POST", "/", body=b"{}", headers=headers)
+        response = connection.getresponse()
+        assert response.getheader("Connection") is None
+        assert json.loads(response.read())["Roots"][0]["Id"] == aws.org.root_id
+        connection.request("GET", "/_localaws/health")
+        assert json.loads(connection.getresponse().read()) == {"ok": True}
+        sockets.add(id(connection.sock))
+    connection.close()
+    assert len(sockets) == 1
+    assert aws.stats()["calls"] == {"organizations:ListRoots": 3}

@@ -235,3 +235,27 @@ def test_spec_validation() -> None:
         )
         with pytest.raises(ValueError, match="unique"):
             build_org(duplicate)
+
+
+def test_targets_of_a_policy_are_the_ones_moto_lists_page_by_page(org: BuiltOrg, organizations: Any) -> None:
+    from moto.organizations.models import OrganizationsBackend, organizations_backends
+
+    from localaws.patches import _policy_for_targets
+
+    backend = organizations_backends["123456789012"]["aws"]
+    moto_list = OrganizationsBackend.list_targets_for_policy
+    for policy_id in ["p-FullAWSAccess", "p-RCPFullAWSAccess", *org.policies.values()]:
+        for size in (20, 3):
+            pages = _pages(organizations.list_targets_for_policy, "Targets", PolicyId=policy_id, MaxResults=size)
+            expected = sorted(moto_list(backend, PolicyId=policy_id)["Targets"], key=lambda t: t["TargetId"])
+            assert [t for page in pages for t in page] == expected
+            assert all(len(page) == size for page in pages[:-1])
+    for policy_id, code in [("p-zzzzzzzz", "PolicyNotFoundException"), ("bogus", "InvalidInputException")]:
+        with pytest.raises(ClientError) as exc:
+            organizations.list_targets_for_policy(PolicyId=policy_id)
+        assert exc.value.response["Error"]["Code"] == code
+        with pytest.raises(Exception) as ours:
+            _policy_for_targets(backend, policy_id)
+        with pytest.raises(Exception) as moto:
+            moto_list(backend, PolicyId=policy_id)
+        assert (type(ours.value), str(ours.value)) == (type(moto.value), str(moto.value))
