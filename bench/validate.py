@@ -11,16 +11,19 @@ involved (each worker process, the local AWS, Postgres, RabbitMQ, the CLI, this 
 sampling, the whole machine) with the time some task waited for a CPU (Linux PSI): what bounds the
 figures on a small machine. The speed-up of each process count over the first is printed.
 
-Unless `--rerun-throttle-rate 0`, the validation is run once more with that share of STS requests
-throttled by the local AWS: the throttles are absorbed (retried) and no account may end in an error
-status (aws_error, pending) or in another status than after `org add`.
+With `--rerun-throttle-rate R`, the validation is run once more with that share of STS requests
+throttled at random by the local AWS: the throttles are absorbed (retried) and no account may end in
+an error status (aws_error, pending) or in another status than after `org add`. Throttles that come
+whatever the pace hold the adaptive pace near 1/(3R) calls per second and process (a decrease of 30 %
+every 1/R calls against an increase of a tenth of the pace per second), so keep R small or the
+accounts few; bench/throttle.py shows the pace against a limit that depends on the rate, as AWS's do.
 
 One local AWS server (latency `--latency-ms` on every request) serves all runs; its counts are reset
 before each measured command. Everything the benchmark creates is removed at the end, also on error
 or Ctrl-C.
 
     .venv/bin/python bench/validate.py [--accounts 1000] [--processes 1 2] [--threads 8] [--latency-ms 50]
-                                       [--throttle-rate 0] [--rerun-throttle-rate 0.05]
+                                       [--throttle-rate 0] [--rerun-throttle-rate 0]
                                        [--rate-limits organizations=2000,sts=2000,iam=200,*=2000]
                                        [--profile DIR] [--profile-mode gil|wall] [--seed 7] [--timeout 900]
                                        [--json]
@@ -203,10 +206,11 @@ def measure_validation(
             "last_processed_to_cli_exit_s": since(last_done, cli.finished_at),
             "written_to_last_published_s": since(outbox["first_written_at"], outbox["last_sent_at"]),
         },
-        "accounts_per_s_processing": per_second(processed - 1, span),
-        # how long one message kept a worker thread busy on average (every thread busy the whole span)
-        "thread_ms_per_message": round(1000 * span * dep.processes * opts.threads / processed, 1)
-        if span and processed
+        # accounts validated between the end of the first batch and the end of the last one
+        "accounts_per_s_processing": per_second(accounts - accounts / processed, span) if processed else None,
+        # how long one message (a batch) kept a worker thread busy on average (every thread busy the whole span)
+        "thread_ms_per_message": round(1000 * span * dep.processes * opts.threads / (processed - 1), 1)
+        if span and processed > 1
         else None,
         "events": outbox["events"],
         "aws": {
@@ -223,12 +227,12 @@ def measure_validation(
         "statuses_as_after_org_add": statuses == baseline,
         "usage": usage,
         "cpu_ms_per_account": {
-            label: round(1000 * u["cpu_s"] / processed, 2)
+            label: round(1000 * u["cpu_s"] / accounts, 2)
             for label, u in usage.items()
-            if processed and label != CPU_WAIT
+            if accounts and label != CPU_WAIT
         },
         # if every account costs the machine this much CPU, two CPUs cannot validate faster than this
-        "machine_cpu_ceiling_per_s": round(cpus * processed / machine, 1) if machine and processed else None,
+        "machine_cpu_ceiling_per_s": round(cpus * accounts / machine, 1) if machine and accounts else None,
     }
 
 
@@ -339,7 +343,7 @@ def format_report(r: dict[str, Any]) -> str:
             lambda v: seconds(v["timeline"]["written_to_last_published_s"]),
         )
         each("  accounts / s (first -> last processed)", key, lambda v: f"{v['accounts_per_s_processing']}")
-        each("  ms a worker thread spends per message", key, lambda v: v["thread_ms_per_message"])
+        each("  ms a worker thread spends per message (batch)", key, lambda v: v["thread_ms_per_message"])
         each(
             "  machine CPU ceiling, accounts / s",
             key,
@@ -405,7 +409,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         throttle_rate=True,
     )
     parser.add_argument(
-        "--rerun-throttle-rate", type=float, default=0.05, help="validate once more with this throttle rate (0.05)"
+        "--rerun-throttle-rate", type=float, default=0.0, help="validate once more with this throttle rate (0: not)"
     )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the workers and local AWS into DIR")
     parser.add_argument(

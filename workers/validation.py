@@ -76,14 +76,19 @@ def _outcomes(
     outcomes: dict[uuid.UUID, Outcome] = {}
     roles: dict[uuid.UUID, tuple[RoleConfig, AccessKey | None]] = {}
     unreadable: list[uuid.UUID] = []
-    org_credentials: dict[uuid.UUID, Credentials] = {}
+    opened: dict[uuid.UUID, Credentials] = {}  # each org's credentials, decrypted once per batch
     for cloud_id, target in sorted(targets.items()):
         suspended = status.suspended_outcome(target.aws_state)
         if suspended is not None:
             outcomes[cloud_id] = suspended
             continue
         try:
-            roles[cloud_id] = _role_of(deps, cloud_id, target, org_credentials)
+            if target.org_id is not None and target.org_credentials is not None:
+                roles[cloud_id] = _org_role(deps, target.org_id, target.org_credentials, target, opened)
+            elif target.cloud_credentials is not None:
+                roles[cloud_id] = _own_role(deps, cloud_id, target.cloud_credentials), None
+            else:
+                log.warning("cloud %s has no credentials and no organization: nothing to check", target.account_id)
         except CredentialsUnreadable:
             if target.org_id is not None:  # the org's credentials: its sync shows the user
                 raise PermanentError(CREDENTIALS_UNREADABLE) from None
@@ -96,28 +101,26 @@ def _outcomes(
     return outcomes, unreadable
 
 
-def _role_of(
-    deps: Deps, cloud_id: uuid.UUID, target: ValidationTarget, org_credentials: dict[uuid.UUID, Credentials]
+def _org_role(
+    deps: Deps, org_id: uuid.UUID, sealed: bytes, target: ValidationTarget, opened: dict[uuid.UUID, Credentials]
 ) -> tuple[RoleConfig, AccessKey | None]:
-    """The role to assume in the target's account and the caller's keys (an org's credentials are
-    decrypted once per batch, in `org_credentials`)."""
-    ring = deps.keyring()
-    if target.org_id is not None and target.org_credentials is not None:
-        creds = org_credentials.get(target.org_id)
-        if creds is None:
-            creds = org_credentials[target.org_id] = ring.open(target.org_credentials, "organizations", target.org_id)
-        return creds.member.for_account(target.partition or "aws", target.account_id), creds.access_key
-    if target.cloud_credentials is None:
-        raise PermanentError(f"cloud {target.account_id} has no credentials and no organization")
-    data = json.loads(ring.decrypt(target.cloud_credentials, row_context("clouds", cloud_id)))["role"]
+    """The org's member role in the target's account, and the caller's keys."""
+    creds = opened.get(org_id)
+    if creds is None:
+        creds = opened[org_id] = deps.keyring().open(sealed, "organizations", org_id)
+    return creds.member.for_account(target.partition or "aws", target.account_id), creds.access_key
+
+
+def _own_role(deps: Deps, cloud_id: uuid.UUID, sealed: bytes) -> RoleConfig:
+    """The role a standalone cloud was registered with."""
+    data = json.loads(deps.keyring().decrypt(sealed, row_context("clouds", cloud_id)))["role"]
     external = data.get("external_id")
-    role = RoleConfig(
+    return RoleConfig(
         role_arn=data["role_arn"],
         session_name=data["session_name"],
         duration_seconds=int(data["duration_seconds"]),
         external_id=Secret(external) if external else None,
     )
-    return role, None
 
 
 def _assume(deps: Deps, role: RoleConfig, access_key: AccessKey | None) -> Outcome:

@@ -291,3 +291,18 @@ def test_unreadable_org_credentials_are_a_permanent_error_that_records_nothing(w
 
     assert str(raised.value) == CREDENTIALS_UNREADABLE
     assert (world.uow.state, world.uow.commits, world.aws.assumed) == (before, 0, [])
+
+
+def test_a_cloud_without_credentials_in_a_batch_is_skipped_and_the_others_are_validated(world: World) -> None:
+    role = RoleConfig(f"arn:aws:iam::{ACCOUNT}:role/Reader", "reader-session", 900, None)
+    own = world.add_cloud(ACCOUNT, role=role)
+    bare = world.add_cloud("333333333333")  # neither an organization nor credentials of its own
+
+    envelope = validate(world, AccountValidationDue((own.id, bare.id)))
+
+    assert (stored(world, own.id), stored(world, bare.id)) == (
+        (CloudStatus.OK, f"assumed {role.role_arn}"),
+        (CloudStatus.PENDING, None),
+    )
+    assert world.aws.assumed == [Assumed(role, None, "assume the member role")]
+    assert world.uow.state.processed[envelope.id].outcome is MessageOutcome.DONE
