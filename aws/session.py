@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -217,7 +218,11 @@ class AwsGateway:
         session per assumed role would read and parse the model files again for every client."""
         with self._lock:  # a boto3 session is not thread-safe; its clients are
             if self._session is None:
-                self._session = boto3.Session(region_name=self.region)
+                core = botocore.session.get_session()
+                # timestamps stay the strings AWS sent: orgsync reads none, and parsing each one (every
+                # account of a page has one, every AssumeRole answer too) is a good part of a call's CPU
+                core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+                self._session = boto3.Session(botocore_session=core, region_name=self.region)
                 self._instrument(self._session)
             return self._session.client(  # type: ignore[call-overload]  # the stubs want a literal service
                 service,
