@@ -27,6 +27,7 @@ from domain.status import CloudStatus, MessageOutcome, Outcome, SyncStatus
 from domain.sync import BadgeWrite, CloudChange, CloudFields, NewCloud, StoredCloud, Takeover, UnitRow
 from domain.tags import TagKey, TagWrite
 
+from . import listings
 from .models import (
     BadgeRow,
     Cloud,
@@ -472,7 +473,7 @@ class SqlInventory:
     # -- SCPs ------------------------------------------------------------------------------------
 
     def stored_scps(self, org_id: UUID) -> tuple[list[Policy], list[Target]]:
-        return stored_scps(self.session, org_id)
+        return listings.org_scps(listings.of_session(self.session), org_id)
 
     def write_scps(self, org_id: UUID, plan: ScpPlan) -> None:
         session = self.session
@@ -596,16 +597,3 @@ class SqlInventory:
             previous = Outcome(CloudStatus(row.status), row.status_message or "")
             recorded[row.id] = Recorded(previous, row.organization_id, row.account_id)
         return recorded
-
-
-def stored_scps(session: Session, org_id: UUID) -> tuple[list[Policy], list[Target]]:
-    """An organization's stored SCPs and where each is attached."""
-    policies = [
-        Policy(p.id, p.name, p.description, p.aws_managed, p.content)
-        for p in session.scalars(select(ServiceControlPolicy).where(ServiceControlPolicy.organization_id == org_id))
-    ]
-    targets = [
-        Target(t.policy_id, t.target_id, t.target_type, t.target_name)
-        for t in session.scalars(select(ScpTarget).where(ScpTarget.organization_id == org_id))
-    ]
-    return policies, targets

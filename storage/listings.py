@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import psycopg
 from psycopg import sql
@@ -24,6 +24,9 @@ from domain.errors import NotFound
 from domain.scp import Policy, Target, scps_applying
 from domain.status import CloudStatus
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 __all__ = [
     "OrgView",
     "SyncRunView",
@@ -31,7 +34,9 @@ __all__ = [
     "latest_sync_run",
     "list_clouds",
     "list_orgs",
+    "of_session",
     "org_credentials",
+    "org_scps",
     "org_view",
     "scps_for_cloud",
     "tags_of",
@@ -39,6 +44,13 @@ __all__ = [
 
 # what the queries run on: a read-only command's own connection (`Database.reading`) or an ORM session's
 Connection: TypeAlias = psycopg.Connection[Any]
+
+
+def of_session(session: Session) -> Connection:
+    """The psycopg connection of `session`'s transaction, to read on with these functions, after writing
+    what the session has pending (as an ORM query would first)."""
+    session.flush()
+    return cast(Connection, session.connection().connection.driver_connection)
 
 
 @dataclass(frozen=True)
@@ -225,15 +237,8 @@ def tags_of(conn: Connection, cloud_id: uuid.UUID) -> dict[str, str]:
     return dict(sorted((k, v) for k, v in rows))
 
 
-def scps_for_cloud(conn: Connection, cloud_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The SCPs that apply to a managed cloud, root first, each with where it is attached."""
-    with conn.cursor() as cur:
-        cloud = cur.execute(
-            "SELECT account_id, organization_id, org_path_ids FROM clouds WHERE id = %s", (cloud_id,)
-        ).fetchone()
-    if cloud is None or cloud[1] is None:
-        return []
-    account_id, org_id, path_ids = cloud
+def org_scps(conn: Connection, org_id: uuid.UUID) -> tuple[list[Policy], list[Target]]:
+    """An organization's stored SCPs and where each is attached."""
     with conn.cursor(row_factory=class_row(Policy)) as cur:
         policies = cur.execute(
             "SELECT id, name, description, aws_managed, content FROM service_control_policies"
@@ -245,6 +250,19 @@ def scps_for_cloud(conn: Connection, cloud_id: uuid.UUID) -> list[dict[str, Any]
             "SELECT policy_id, target_id, target_type, target_name FROM scp_targets WHERE organization_id = %s",
             (org_id,),
         ).fetchall()
+    return policies, targets
+
+
+def scps_for_cloud(conn: Connection, cloud_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The SCPs that apply to a managed cloud, root first, each with where it is attached."""
+    with conn.cursor() as cur:
+        cloud = cur.execute(
+            "SELECT account_id, organization_id, org_path_ids FROM clouds WHERE id = %s", (cloud_id,)
+        ).fetchone()
+    if cloud is None or cloud[1] is None:
+        return []
+    account_id, org_id, path_ids = cloud
+    policies, targets = org_scps(conn, org_id)
     return [
         {
             "id": a.policy.id,
