@@ -1,10 +1,10 @@
-"""boto3 sessions: the caller's credentials, AssumeRole, and per-process call pacing and accounting.
+"""boto3 clients: the caller's identity, AssumeRole, and per-process call pacing and accounting.
 
-Every session made here shares, per service, one adaptive rate (`aws.rate.AdaptiveRate`) for the
-whole process: calls start at a generous ceiling and slow down when AWS throttles, so orgsync runs
-as fast as AWS allows without a guessed limit. Throttled calls are retried by botocore's standard
-retry mode (exponential backoff with jitter) and counted per operation. `AWS_ENDPOINT_URL` is
-honoured by botocore itself.
+Every client comes from one boto3 session per process, and shares, per service, one adaptive rate
+(`aws.rate.AdaptiveRate`) for the whole process: calls start at a generous ceiling and slow down when
+AWS throttles, so orgsync runs as fast as AWS allows without a guessed limit. Throttled calls are
+retried by botocore's standard retry mode (exponential backoff with jitter) and counted per
+operation. `AWS_ENDPOINT_URL` is honoured by botocore itself.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class AwsGateway:
         )
 
     # -- identities and clients ------------------------------------------------------------------
-    def caller_session(self, access_key: AccessKey | None = None) -> Identity:
+    def caller(self, access_key: AccessKey | None = None) -> Identity:
         """The identity that assumes roles: the given IAM-user keys, or the ambient credential chain."""
         if access_key is None:
             return AMBIENT
@@ -180,7 +180,7 @@ class AwsGateway:
         with self._lock:
             client = self._sts_clients.get(key)
         if client is None:
-            client = self.client(self.caller_session(access_key), "sts")
+            client = self.client(self.caller(access_key), "sts")
             with self._lock:
                 client = self._sts_clients.setdefault(key, client)
         return client

@@ -42,14 +42,14 @@ def check_management_access(
 
     Raises with the failing step named; nothing is stored here.
     """
-    session = rt.aws.assume_role(
+    management = rt.aws.assume_role(
         rt.aws.caller_sts(creds.access_key), creds.management, step="assume the management role"
     )
-    org_client = rt.aws.client(session, "organizations")
+    org_client = rt.aws.client(management, "organizations")
     reader = OrganizationsReader(org_client, concurrency=rt.settings.walk_concurrency)
     info = reader.describe()
     report = check_management_role(
-        org_client, rt.aws.client(session, "iam"), creds.management.role_arn, info.management_account_id
+        org_client, rt.aws.client(management, "iam"), creds.management.role_arn, info.management_account_id
     )
     if not report.ok:
         raise AwsStepFailed("permission check", "; ".join(report.errors))
@@ -118,7 +118,7 @@ def add_cloud(rt: Runtime, account_id: str, name: str, role: RoleConfig) -> uuid
             if existing.organization_id is not None:
                 owner = f" (managed by organization {repo.get_org(s, existing.organization_id).nickname!r})"
             raise Conflict(f"account {account_id} is already registered{owner}")
-    rt.aws.assume_role(rt.aws.caller_session(), role, step="assume the account role")
+    rt.aws.assume_role(rt.aws.caller(), role, step="assume the account role")
     cloud_id = uuid.uuid4()
     blob = rt.keyring.encrypt(json.dumps({"role": role_to_json(role)}).encode(), row_context("clouds", cloud_id))
     with rt.sessions.begin() as s:

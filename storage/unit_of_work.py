@@ -106,16 +106,12 @@ class UnitOfWork(ABC, Generic[I]):
         self, envelope: Envelope[Any], actor_name: str, *, lock: UUID | None = None
     ) -> Iterator[Work[I] | None]:
         """The transaction handling `envelope`: None when the message was handled before (do nothing)."""
-        with self._transaction() as inventory:
-            if lock is not None:
-                inventory.lock_org(lock)
-            if not inventory.claim(envelope.id, envelope.correlation_id, actor_name):
-                yield None
-                return
-            work = Work(inventory, self.router, cause=envelope, actor_name=actor_name)
+
+        def claimed(inventory: Inventory) -> bool:
+            return inventory.claim(envelope.id, envelope.correlation_id, actor_name)
+
+        with self._handling(envelope, lock, claimed, actor_name) as work:
             yield work
-        if work.emitted:
-            self.wake()
 
     @contextmanager
     def staging(self, envelope: Envelope[Any], *, lock: UUID) -> Iterator[Work[I] | None]:
@@ -124,12 +120,25 @@ class UnitOfWork(ABC, Generic[I]):
         stage that finishes it does in `processing`; None when the message was handled already. Only
         for work that, run again after a crash or by a duplicate, changes nothing (a diff against
         stored rows) and emits only what is harmless twice."""
+
+        def unhandled(inventory: Inventory) -> bool:
+            return not inventory.processed(envelope.id)
+
+        with self._handling(envelope, lock, unhandled, None) as work:
+            yield work
+
+    @contextmanager
+    def _handling(
+        self, envelope: Envelope[Any], lock: UUID | None, admit: Callable[[Inventory], bool], actor_name: str | None
+    ) -> Iterator[Work[I] | None]:
+        """Lock, then `admit` the message (or yield None), then a Work caused by it; wake on emits."""
         with self._transaction() as inventory:
-            inventory.lock_org(lock)
-            if inventory.processed(envelope.id):
+            if lock is not None:
+                inventory.lock_org(lock)
+            if not admit(inventory):
                 yield None
                 return
-            work = Work(inventory, self.router, cause=envelope, actor_name=None)
+            work = Work(inventory, self.router, cause=envelope, actor_name=actor_name)
             yield work
         if work.emitted:
             self.wake()

@@ -81,8 +81,8 @@ def read_organization(deps: Deps, org: _OrgSnapshot) -> Iterator[OrgReading]:
     SCPs. Yields once the walk is done; the permissions and SCPs (which take longer in a large org: the
     targets of a policy attached everywhere are pages of 20, one after another) are still being read."""
     caller = deps.aws.caller_sts(org.credentials.access_key)
-    session = deps.aws.assume_role(caller, org.credentials.management, step="assume the management role")
-    client = deps.aws.client(session, "organizations")
+    management = deps.aws.assume_role(caller, org.credentials.management, step="assume the management role")
+    client = deps.aws.client(management, "organizations")
     reader = OrganizationsReader(client, concurrency=deps.walk_concurrency)
     info = reader.describe()
     if info.id != org.cloud_org_id:
@@ -94,7 +94,7 @@ def read_organization(deps: Deps, org: _OrgSnapshot) -> Iterator[OrgReading]:
         checked = pool.submit(
             CallScope.bound(check_management_role),
             client,
-            deps.aws.client(session, "iam"),
+            deps.aws.client(management, "iam"),
             org.credentials.management.role_arn,
             info.management_account_id,
         )

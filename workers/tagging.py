@@ -76,13 +76,13 @@ def _refresh_chunk(
     aws_tags: dict[uuid.UUID, dict[str, str]] = {}
     if clouds:
         try:
-            session = deps.aws.assume_role(
+            management = deps.aws.assume_role(
                 deps.aws.caller_sts(creds.access_key), creds.management, step="assume the management role"
             )
         except AwsStepFailed as exc:
             _fail(deps, envelope, actor_name, str(exc))
             return
-        reader = OrganizationsReader(deps.aws.client(session, "organizations"))
+        reader = OrganizationsReader(deps.aws.client(management, "organizations"))
 
         def read(account_id: str) -> tuple[str, dict[str, str] | None]:
             try:

@@ -22,14 +22,14 @@ def gateway() -> Iterator[AwsGateway]:
 
 
 def test_services_start_at_their_ceiling(gateway: AwsGateway) -> None:
-    session = gateway.caller_session()
-    gateway.client(session, "organizations").list_roots()
-    gateway.client(session, "iam").list_roles()
+    caller = gateway.caller()
+    gateway.client(caller, "organizations").list_roots()
+    gateway.client(caller, "iam").list_roles()
     assert gateway.rates() == {"iam": 40.0, "organizations": DEFAULT_CEILING}
 
 
 def test_each_throttled_call_sent_after_the_last_decrease_lowers_the_rate(gateway: AwsGateway) -> None:
-    client = gateway.client(gateway.caller_session(), "organizations")
+    client = gateway.client(gateway.caller(), "organizations")
     faults.configure(rate_limits={"organizations": RateLimit(rate=0.001, burst=2)})
     outcomes = []
     for _ in range(5):  # one after another: each throttled call was sent after the previous decrease
@@ -47,7 +47,7 @@ def test_each_throttled_call_sent_after_the_last_decrease_lowers_the_rate(gatewa
 
 
 def test_the_rate_never_falls_below_the_minimum(gateway: AwsGateway) -> None:
-    client = gateway.client(gateway.caller_session(), "organizations")
+    client = gateway.client(gateway.caller(), "organizations")
     faults.configure(rate_limits={"organizations": RateLimit(rate=0.001, burst=1)})
     client.list_roots()
     for _ in range(8):  # 16 refused attempts: 500 * 0.7**16 would be 1.7
