@@ -1,6 +1,6 @@
-"""boto3 clients: the caller's identity, AssumeRole, and per-process call pacing and accounting.
+"""AWS clients: the caller's identity, AssumeRole, and per-process call pacing and accounting.
 
-Every client comes from one boto3 session per process, and shares, per service, one adaptive rate
+Every client comes from one botocore session per process, and shares, per service, one adaptive rate
 (`aws.rate.AdaptiveRate`) for the whole process: calls start at a generous ceiling and slow down when
 AWS throttles, so orgsync runs as fast as AWS allows without a guessed limit. Throttled calls are
 retried by botocore's standard retry mode (exponential backoff with jitter) and counted per
@@ -9,15 +9,14 @@ operation. `AWS_ENDPOINT_URL` is honoured by botocore itself.
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -49,6 +48,12 @@ T = TypeVar("T")
 # calls per second per service and process to start from, and never exceed: far above what AWS
 # allows any API, so that AWS's throttling, not a guess, sets the pace
 DEFAULT_CEILING = 500.0
+
+# assumed-role credentials are reused for at most this long (a changed trust policy shows within it); AWS's
+# shortest session is 15 minutes, so reused credentials are always valid for 10 more
+REUSE_SECONDS = 300.0
+# clients and assumed-role credentials kept per process, the least recently used dropped first
+CACHED = 64
 
 
 @dataclass
@@ -152,8 +157,9 @@ class AwsGateway:
         # callbacks (kind, "service:Operation") with kind in call / throttle / error, e.g. for metrics
         self.observers: list[Callable[[str, str], None]] = []
         self._lock = threading.Lock()
-        self._sts_clients: dict[Any, Any] = {}
-        self._session: boto3.Session | None = None
+        self._clients: OrderedDict[tuple[Identity, str], Any] = OrderedDict()
+        self._assumed: OrderedDict[tuple[Any, ...], tuple[Identity, float]] = OrderedDict()
+        self._session: botocore.session.Session | None = None
         self.totals = CallStats()
         self.region = region
         self.config = Config(
@@ -171,27 +177,32 @@ class AwsGateway:
         return Identity(access_key.access_key_id, access_key.secret_access_key.reveal())
 
     def caller_sts(self, access_key: AccessKey | None = None) -> Any:
-        """An STS client of the caller identity, made once per identity and process (clients are thread-safe)."""
-        key = (
-            None
-            if access_key is None
-            else (access_key.access_key_id, hashlib.sha256(access_key.secret_access_key.reveal().encode()).digest())
-        )
-        with self._lock:
-            client = self._sts_clients.get(key)
-        if client is None:
-            client = self.client(self.caller(access_key), "sts")
-            with self._lock:
-                client = self._sts_clients.setdefault(key, client)
-        return client
+        """An STS client of the caller identity (clients are thread-safe and made once per identity)."""
+        return self.client(self.caller(access_key), "sts")
 
     def assume_role(self, caller: Identity | Any, role: RoleConfig, *, step: str) -> Identity:
         """The temporary credentials of `role`; AwsStepFailed names `step` on refusal.
 
-        `caller` is an Identity or an STS client of the caller (see `caller_sts`).
+        `caller` is an Identity or an STS client of the caller (see `caller_sts`). Credentials got here are
+        reused for up to REUSE_SECONDS, so that the many messages of
+        one organization's sync or tag refresh share one AssumeRole and one client per service; a role's
+        assumability as such is checked by `assume_role_credentials`, which always asks AWS.
         """
+        external_id = None if role.external_id is None else role.external_id.reveal()
+        key = (caller, role.role_arn, role.session_name, role.duration_seconds, external_id)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._assumed.get(key)
+            if cached is not None and cached[1] > now:
+                self._assumed.move_to_end(key)
+                return cached[0]
         creds = self.assume_role_credentials(caller, role, step=step)
-        return Identity(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+        identity = Identity(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+        with self._lock:
+            self._assumed[key] = (identity, now + REUSE_SECONDS)
+            while len(self._assumed) > CACHED:
+                self._assumed.popitem(last=False)
+        return identity
 
     def assume_role_credentials(self, caller: Identity | Any, role: RoleConfig, *, step: str) -> dict[str, Any]:
         """The temporary credentials of `role` (AssumeRole); AwsStepFailed with the AWS error code on refusal."""
@@ -213,31 +224,52 @@ class AwsGateway:
             raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
 
     def client(self, identity: Identity, service: str) -> Any:
-        """A client of `service` calling as `identity`. Every client of the process comes from one boto3
-        session, paced and counted by its event hooks, which loads each service's model once: a new
-        session per assumed role would read and parse the model files again for every client."""
-        with self._lock:  # a boto3 session is not thread-safe; its clients are
+        """A client of `service` calling as `identity`, made once per identity while it is used. Every client
+        of the process comes from one botocore session, paced and counted by its event hooks, which loads
+        each service's model once: a new session per assumed role would parse the model files again."""
+        with self._lock:  # a botocore session is not thread-safe; its clients are, and are kept for reuse
+            client = self._clients.get((identity, service))
+            if client is not None:
+                self._clients.move_to_end((identity, service))
+                return client
             if self._session is None:
-                core = botocore.session.get_session()
+                session = botocore.session.get_session()
                 # timestamps stay the strings AWS sent: orgsync reads none, and parsing each one (every
                 # account of a page has one, every AssumeRole answer too) is a good part of a call's CPU
-                core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-                self._session = boto3.Session(botocore_session=core, region_name=self.region)
-                self._instrument(self._session)
-            return self._session.client(  # type: ignore[call-overload]  # the stubs want a literal service
+                session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+                self._instrument(session)
+                self._session = session
+            # botocore's own session, as boto3's makes its clients: boto3 itself adds only resources and
+            # S3 transfers, which orgsync does not use, and importing it costs every command 0.1 s
+            client = self._session.create_client(
                 service,
+                region_name=self.region,
                 config=self.config,
                 aws_access_key_id=identity.access_key_id,
                 aws_secret_access_key=identity.secret_access_key,
                 aws_session_token=identity.session_token,
             )
+            self._clients[(identity, service)] = client
+            while len(self._clients) > CACHED:
+                self._clients.popitem(last=False)
+            return client
+
+    def warm_up(self, services: Sequence[str]) -> None:
+        """Load what clients of `services` share (each service's model and endpoint rules), so that the
+        first real client of each is as cheap as the next: for long-lived processes, at their start.
+        The clients made for it hold no credentials, call nothing, and are not kept."""
+        placeholder = Identity("warm-up", "warm-up")
+        for service in services:
+            self.client(placeholder, service)
+        with self._lock:
+            for service in services:
+                self._clients.pop((placeholder, service), None)
 
     # -- accounting -----------------------------------------------------------------------------
-    def _instrument(self, session: boto3.Session) -> None:
-        events = session.events
-        events.register("before-call", self._on_call)
-        events.register("before-send", self._on_send)
-        events.register("needs-retry", self._on_needs_retry)
+    def _instrument(self, session: botocore.session.Session) -> None:
+        session.register("before-call", self._on_call)
+        session.register("before-send", self._on_send)
+        session.register("needs-retry", self._on_needs_retry)
 
     def _notify(self, kind: str, name: str) -> None:
         for observer in self.observers:

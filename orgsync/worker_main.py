@@ -37,6 +37,9 @@ def boot() -> None:
     settings = get_settings()
     configure_logging(settings)
     runtime = Runtime.open(settings, migrate=False)
+    # the first client of a service costs ~0.1 s of CPU (its model and endpoint rules): paid here, at
+    # start, rather than by the first message of each kind
+    runtime.aws.warm_up(("organizations", "sts", "iam"))
 
 
 def parse_queues(values: Sequence[str] | None) -> list[str]:

@@ -22,13 +22,14 @@ from psycopg.rows import class_row, dict_row
 
 from domain.errors import NotFound
 from domain.scp import Policy, Target, scps_applying
-from domain.status import CloudStatus
+from domain.status import CloudStatus, MessageOutcome
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 __all__ = [
     "OrgView",
+    "Progress",
     "SyncRunView",
     "find_org_id",
     "latest_sync_run",
@@ -38,6 +39,7 @@ __all__ = [
     "org_credentials",
     "org_scps",
     "org_view",
+    "request_progress",
     "scps_for_cloud",
     "tags_of",
 ]
@@ -48,7 +50,10 @@ Connection: TypeAlias = psycopg.Connection[Any]
 
 def of_session(session: Session) -> Connection:
     """The psycopg connection of `session`'s transaction, to read on with these functions, after writing
-    what the session has pending (as an ORM query would first)."""
+    what the session has pending (as an ORM query would first), the events it emitted included."""
+    from .inventory import write_outbox  # SQLAlchemy's side, loaded by whoever holds a session
+
+    write_outbox(session)
     session.flush()
     return cast(Connection, session.connection().connection.driver_connection)
 
@@ -276,3 +281,37 @@ def scps_for_cloud(conn: Connection, cloud_id: uuid.UUID) -> list[dict[str, Any]
         }
         for a in scps_applying(account_id, path_ids or [], policies, targets)
     ]
+
+
+# -- the work a request caused -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the work caused by one request has got."""
+
+    pending: int  # messages written and not yet handled by their consumer
+    done: int  # messages handled, successfully or not
+    failures: list[tuple[str, str | None]]  # (actor, error) of each that failed
+
+
+# one round trip, asked a few times a second by `--wait`: the messages correlated with the request that
+# their consumer here has not finished, those it has, and the errors of those that failed
+_PROGRESS = """
+    SELECT
+        (SELECT count(*) FROM outbox o
+         WHERE o.correlation_id = %(id)s AND o.actor_name IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)),
+        (SELECT count(*) FROM processed_messages WHERE correlation_id = %(id)s),
+        (SELECT coalesce(jsonb_agg(jsonb_build_array(actor_name, error) ORDER BY message_id), '[]')
+         FROM processed_messages WHERE correlation_id = %(id)s AND status = %(failed)s)
+"""
+
+
+def request_progress(conn: Connection, correlation_id: uuid.UUID) -> Progress:
+    """How far the work caused by one request (every message correlated with it) has got."""
+    with conn.cursor() as cur:
+        row = cur.execute(_PROGRESS, {"id": correlation_id, "failed": MessageOutcome.FAILED.value}).fetchone()
+    assert row is not None  # an aggregate row always comes back
+    pending, done, failures = row
+    return Progress(pending, done, [(actor, error) for actor, error in failures])

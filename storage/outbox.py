@@ -13,11 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from .db import Sessions
-from .inventory import utcnow
+from .inventory import write_outbox
+from .listings import of_session
 from .models import OutboxMessage
 
 
@@ -42,20 +43,23 @@ class Outbox:
     def claim_unsent(self, limit: int) -> Iterator[list[OutboxRow]]:
         """Up to `limit` unsent rows, oldest first, locked for this block (FOR UPDATE SKIP LOCKED: other
         relays pass them by). When the block ends they are marked sent and the transaction commits; if it
-        raises, nothing is marked and the rows are free again."""
+        raises, nothing is marked and the rows are free again.
+
+        One statement claims and marks them, in driver SQL: the relay runs it after every commit that wrote
+        events, so the ORM's per-row work would be a good part of what publishing an event costs."""
         with self.sessions.begin() as session:
-            rows = session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.sent_at.is_(None))
-                .order_by(OutboxMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            yield [OutboxRow(r.message_id, r.event_type, r.queue_name, r.actor_name, r.envelope) for r in rows]
-            if rows:
-                session.execute(
-                    update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])).values(sent_at=utcnow())
-                )
+            with of_session(session).cursor() as cur:
+                rows = cur.execute(_CLAIM, {"limit": limit}).fetchall()
+            rows.sort(key=lambda row: row[0])  # RETURNING keeps no order
+            yield [OutboxRow(*row[1:]) for row in rows]
+
+
+# the rows are marked sent in the claiming transaction, which commits only once they are published
+_CLAIM = """
+    UPDATE outbox SET sent_at = now()
+    WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING id, message_id, event_type, queue_name, actor_name, envelope
+"""
 
 
 # An event is pending while its consumer has not finished it (no processed_messages row), if it has a
@@ -76,6 +80,7 @@ _PENDING = text(
 def pending_ids(session: Session, types: Iterable[str], path: str, *, stale_after: timedelta) -> set[UUID]:
     """The ids at SQL/JSON path `path` of the data ("$.org_id", "$.cloud_ids[*]") of the pending events
     of `types`."""
+    write_outbox(session)
     rows = session.execute(_PENDING, {"types": list(types), "path": path, "stale": stale_after.total_seconds()})
     return {UUID(value) for value in rows.scalars() if value}
 
@@ -83,6 +88,7 @@ def pending_ids(session: Session, types: Iterable[str], path: str, *, stale_afte
 def newest_in_correlation_range(session: Session, low: UUID, high: UUID) -> datetime | None:
     """When the newest row whose correlation id lies in [low, high) was written, if any (one backward
     step on the outbox's correlation index)."""
+    write_outbox(session)
     return session.scalar(
         select(OutboxMessage.created_at)
         .where(OutboxMessage.correlation_id >= low, OutboxMessage.correlation_id < high)

@@ -30,8 +30,8 @@ from domain.status import CloudStatus, MessageOutcome, SyncStatus
 from . import listings
 from .errors import Duplicate
 from .inventory import utcnow
-from .listings import OrgView, SyncRunView
-from .models import Cloud, Organization, OutboxMessage, ProcessedMessage, SyncRun
+from .listings import OrgView, Progress, SyncRunView
+from .models import Cloud, Organization, ProcessedMessage, SyncRun
 
 __all__ = [
     "CredentialBlock",
@@ -172,37 +172,9 @@ def delete_org(session: Session, org_id: uuid.UUID) -> None:
 # -- messages ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Progress:
-    """How far the work caused by one request has got."""
-
-    pending: int  # messages written and not yet handled by their consumer
-    done: int  # messages handled, successfully or not
-    failures: list[tuple[str, str | None]]  # (actor, error) of each that failed
-
-
 def correlation_progress(session: Session, correlation_id: uuid.UUID) -> Progress:
     """How far the work caused by one request (every message correlated with it) has got."""
-    pending = session.scalar(
-        select(func.count())
-        .select_from(OutboxMessage)
-        .where(
-            OutboxMessage.correlation_id == correlation_id,
-            OutboxMessage.actor_name.is_not(None),
-            ~select(ProcessedMessage.message_id)
-            .where(ProcessedMessage.message_id == OutboxMessage.message_id)
-            .exists(),
-        )
-    )
-    failures = session.execute(
-        select(ProcessedMessage.actor_name, ProcessedMessage.error).where(
-            ProcessedMessage.correlation_id == correlation_id, ProcessedMessage.status == MessageOutcome.FAILED
-        )
-    ).all()
-    done = session.scalar(
-        select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.correlation_id == correlation_id)
-    )
-    return Progress(int(pending or 0), int(done or 0), [(a, e) for a, e in failures])
+    return listings.request_progress(listings.of_session(session), correlation_id)
 
 
 def latest_sync_run(session: Session, org_id: uuid.UUID) -> SyncRunView | None:

@@ -67,7 +67,7 @@ def _refresh_chunk(
         org = inventory.org(org_id)
         if org is None:
             raise unknown_org(org_id)
-        managed = inventory.managed_accounts(org_id)
+        managed = inventory.managed_accounts(org_id, account_ids)
     try:
         creds = deps.keyring().open(org.credentials, "organizations", org.id)
     except CredentialsUnreadable:
@@ -102,7 +102,7 @@ def _refresh_chunk(
     with deps.uow.processing(envelope, actor_name, lock=org_id) as work:
         if work is None:
             return
-        current = set(work.inventory.managed_accounts(org_id).values())
+        current = set(work.inventory.managed_accounts(org_id, sorted(clouds)).values())
         live = {cid: tags for cid, tags in aws_tags.items() if cid in current}
         plan = plan_tags(live, work.inventory.stored_tags(sorted(live)))
         work.inventory.write_tags(plan.upsert, plan.delete)

@@ -1,17 +1,22 @@
-"""The inventory's bulk writes on Postgres: new clouds, badges and resource tags go in as driver-level
-statements for many rows; what they store is read back exactly."""
+"""The inventory's bulk writes on Postgres: new clouds, badges, resource tags and the events of a
+transaction go in as driver-level statements for many rows; what they store is read back exactly."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
+from domain import events
 from domain.status import CloudStatus
 from domain.sync import BadgeWrite, CloudFields, NewCloud
 from domain.tags import TagWrite
+from orgsync.bootstrap import Runtime
 from storage import repository as repo
 from storage.models import BadgeRow, Cloud, ResourceTag
+from storage.scheduling import JobQueries
 
 from .conftest import RuntimeFactory
 
@@ -68,3 +73,40 @@ def test_new_clouds_badges_and_tags_are_stored_and_upserted_exactly(make_runtime
     }
     assert badges == {(one, "team", "green", False), (two, "team", "red", True)}
     assert tags == {(one, "team", "blue"), (one, "env", "dev")}
+
+
+def outbox_rows(rt: Runtime) -> list[tuple[str, str, dict[str, object]]]:
+    with rt.database.reading() as conn:
+        return [
+            (str(message_id), event_type, envelope)
+            for message_id, event_type, envelope in conn.execute(
+                "SELECT message_id, event_type, envelope FROM outbox ORDER BY id"
+            )
+        ]
+
+
+def test_events_go_to_the_outbox_in_emit_order_and_only_with_their_transaction(make_runtime: RuntimeFactory) -> None:
+    rt = make_runtime(workers=False)
+    org_a, org_b = uuid.uuid4(), uuid.uuid4()
+    with rt.uow.transaction() as work:
+        emitted = [
+            work.emit(events.OrgSyncRequested(org_a, "first")),
+            work.emit(events.TagRefreshDue(org_a, ("111111111111", "222222222222"))),
+            work.emit(events.BadgeReconcileDue(org_b)),
+        ]
+        # a read of the outbox in the same transaction sees them (the scheduler asks what is pending)
+        pending = JobQueries(work.inventory.session).pending(
+            ["OrgSyncRequested", "TagRefreshDue"], "$.org_id", stale_after=timedelta(minutes=5)
+        )
+        assert pending == {org_a}
+        emitted.append(work.emit(events.OrgSyncRequested(org_b, "after the read")))
+    stored = outbox_rows(rt)
+    assert stored == [(str(e.id), e.event.TYPE, e.to_json()) for e in emitted]
+    assert stored[3][2]["data"] == {"org_id": str(org_b), "reason": "after the read"}
+
+    with pytest.raises(RuntimeError), rt.uow.transaction() as work:
+        work.emit(events.OrgSyncRequested(org_a, "rolled back"))
+        raise RuntimeError("the handler failed")
+    with rt.uow.transaction() as work:
+        last = work.emit(events.OrgSyncRequested(org_b, "next"))
+    assert [m for m, _, _ in outbox_rows(rt)] == [m for m, _, _ in stored] + [str(last.id)]

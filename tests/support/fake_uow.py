@@ -272,8 +272,12 @@ class FakeInventory:
                 self.state.tags.pop(cloud_id, None)
                 self.state.badges.pop(cloud_id, None)
 
-    def managed_accounts(self, org_id: UUID) -> dict[str, UUID]:
-        return {c.account_id: c.id for c in self.state.clouds.values() if c.organization_id == org_id}
+    def managed_accounts(self, org_id: UUID, account_ids: Sequence[str] | None = None) -> dict[str, UUID]:
+        return {
+            c.account_id: c.id
+            for c in self.state.clouds.values()
+            if c.organization_id == org_id and (account_ids is None or c.account_id in account_ids)
+        }
 
     def org_cloud_paths(self, org_id: UUID) -> dict[UUID, str]:
         return {c.id: c.org_path or "" for c in self.state.clouds.values() if c.organization_id == org_id}
