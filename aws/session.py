@@ -184,9 +184,9 @@ class AwsGateway:
         """The temporary credentials of `role`; AwsStepFailed names `step` on refusal.
 
         `caller` is an Identity or an STS client of the caller (see `caller_sts`). Credentials got here are
-        reused for up to REUSE_SECONDS, so that the many messages of
-        one organization's sync or tag refresh share one AssumeRole and one client per service; a role's
-        assumability as such is checked by `assume_role_credentials`, which always asks AWS.
+        reused for up to REUSE_SECONDS, so that the many messages of one organization's sync or tag refresh
+        share one AssumeRole and one client per service; whether a role can be assumed at all is checked by
+        `assume_role_credentials`, which always asks AWS.
         """
         external_id = None if role.external_id is None else role.external_id.reveal()
         key = (caller, role.role_arn, role.session_name, role.duration_seconds, external_id)
