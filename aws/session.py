@@ -15,10 +15,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import botocore.session
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from domain.config import AccessKey, RoleConfig
@@ -26,6 +24,9 @@ from domain.config import parse_rate_limits as parse_rate_limits  # re-exported:
 from domain.errors import AwsStepFailed
 
 from .rate import FLOOR, AdaptiveRate
+
+if TYPE_CHECKING:
+    import botocore.session
 
 THROTTLE_CODES = frozenset(
     {
@@ -160,14 +161,15 @@ class AwsGateway:
         self._clients: OrderedDict[tuple[Identity, str], Any] = OrderedDict()
         self._assumed: OrderedDict[tuple[Any, ...], tuple[Identity, float]] = OrderedDict()
         self._session: botocore.session.Session | None = None
+        self._client_config: Any = None  # botocore Config, made with the session
         self.totals = CallStats()
         self.region = region
-        self.config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
-            connect_timeout=10,
-            read_timeout=30,
-            max_pool_connections=pool_size,
-        )
+        self._config: dict[str, Any] = {
+            "retries": {"mode": "standard", "max_attempts": max_attempts},
+            "connect_timeout": 10,
+            "read_timeout": 30,
+            "max_pool_connections": pool_size,
+        }
 
     # -- identities and clients ------------------------------------------------------------------
     def caller(self, access_key: AccessKey | None = None) -> Identity:
@@ -233,18 +235,23 @@ class AwsGateway:
                 self._clients.move_to_end((identity, service))
                 return client
             if self._session is None:
+                # imported with the first client: a command that calls no AWS (org sync, org list) does
+                # not pay botocore's 0.1 s of imports
+                import botocore.session
+                from botocore.config import Config
+
                 session = botocore.session.get_session()
                 # timestamps stay the strings AWS sent: orgsync reads none, and parsing each one (every
                 # account of a page has one, every AssumeRole answer too) is a good part of a call's CPU
                 session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
                 self._instrument(session)
-                self._session = session
+                self._session, self._client_config = session, Config(**self._config)
             # botocore's own session, as boto3's makes its clients: boto3 itself adds only resources and
             # S3 transfers, which orgsync does not use, and importing it costs every command 0.1 s
             client = self._session.create_client(
                 service,
                 region_name=self.region,
-                config=self.config,
+                config=self._client_config,
                 aws_access_key_id=identity.access_key_id,
                 aws_secret_access_key=identity.secret_access_key,
                 aws_session_token=identity.session_token,
