@@ -22,9 +22,9 @@ from domain.errors import OrgSyncError
 from storage.outbox import Outbox
 from storage.unit_of_work import SqlUnitOfWork
 from workers.actors import declare_actors
-from workers.broker import QuietRabbitmqBroker, quiet_pika
+from workers.broker import QuietRabbitmqBroker, connection_order, quiet_pika, split_broker_urls
 from workers.deps import Deps
-from workers.middleware import LogContext, PauseWhileDatabaseDown, RecordFailures, RelayInWorker
+from workers.middleware import LogContext, PauseWhileDatabaseDown, ReadinessBeacon, RecordFailures, RelayInWorker
 from workers.publisher import DramatiqPublisher
 from workers.relay import OutboxRelay
 from workers.routes import route_of
@@ -78,6 +78,9 @@ class Runtime(DatabaseRuntime):
         if isinstance(broker, RabbitmqBroker):
             # worker processes stop consuming while Postgres is away rather than fail every message
             broker.add_middleware(PauseWhileDatabaseDown(database.problem, settings.health_check_seconds))
+            if metrics_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # what the group's /readyz reads: whether each worker process consumes
+                broker.add_middleware(ReadinessBeacon(metrics_dir))
         declare_actors(broker, deps, max_retries=settings.message_max_retries)
         dramatiq.set_broker(broker)
         return cls(settings, database, url, keys, aws, broker, relay, uow, deps)
@@ -107,6 +110,7 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         broker: dramatiq.Broker = StubBroker()
         broker.emit_after("process_boot")
         return broker
-    if not url.startswith(("amqp://", "amqps://")):
-        raise OrgSyncError("ORGSYNC_BROKER_URL must be an amqp:// or amqps:// URL")
-    return QuietRabbitmqBroker(url=url, confirm_delivery=True)
+    urls = split_broker_urls(url)
+    if not all(one.startswith(("amqp://", "amqps://")) for one in urls):
+        raise OrgSyncError("ORGSYNC_BROKER_URL must be an amqp:// or amqps:// URL (or several, comma-separated)")
+    return QuietRabbitmqBroker(url=connection_order(urls), confirm_delivery=True, queue_type=settings.queue_type)

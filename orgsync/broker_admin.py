@@ -21,6 +21,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from domain.errors import OrgSyncError
+from workers.broker import split_broker_urls
 
 
 def _passive(connection: pika.BlockingConnection, name: str) -> tuple[int, int] | None:
@@ -39,18 +40,23 @@ def _passive(connection: pika.BlockingConnection, name: str) -> tuple[int, int] 
 
 
 def _connect(url: str) -> pika.BlockingConnection:
-    params = pika.URLParameters(url)
-    params.connection_attempts = 1
-    params.socket_timeout = 5
+    """A connection to the first node of ORGSYNC_BROKER_URL that answers."""
+    nodes = []
+    for one in split_broker_urls(url):
+        params = pika.URLParameters(one)
+        params.connection_attempts = 1
+        params.socket_timeout = 5
+        nodes.append(params)
     try:
-        return pika.BlockingConnection(params)
+        return pika.BlockingConnection(nodes)
     except pika.exceptions.AMQPError as exc:
         raise OrgSyncError(f"cannot connect to RabbitMQ: {type(exc).__name__}") from None
 
 
 def management_url(url: str) -> str:
-    """The management API beside an amqp:// URL: same host and credentials, port 15672."""
-    params = urllib.parse.urlsplit(url)
+    """The management API beside an amqp:// URL (a cluster's first node): same host and credentials, port
+    15672."""
+    params = urllib.parse.urlsplit(split_broker_urls(url)[0])
     user = urllib.parse.unquote(params.username or "guest")
     password = urllib.parse.unquote(params.password or "guest")
     host = params.hostname or "localhost"
@@ -60,7 +66,7 @@ def management_url(url: str) -> str:
 
 
 def _vhost(url: str) -> str:
-    path = urllib.parse.urlsplit(url).path
+    path = urllib.parse.urlsplit(split_broker_urls(url)[0]).path
     return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
 
 
@@ -258,8 +264,15 @@ def _public(letter: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in letter.items() if not k.startswith("_")}
 
 
+def _oldest_first(letter: dict[str, Any]) -> tuple[bool, float, str]:
+    """Dated letters oldest first, then the undated by id: the same order at every look, whatever order
+    the queue holds them in (a quorum queue puts messages read and given back where it likes)."""
+    sent = letter["enqueued_at_ms"]
+    return sent is None, float(sent or 0), letter["id"]
+
+
 def peek_dead_letters(url: str, queues: Iterable[str]) -> list[dict[str, Any]]:
-    """Every message in the dead-letter queues, read without removing or reordering any.
+    """Every message in the dead-letter queues, read without removing any, per queue oldest first.
 
     Each: queue, id (what requeue and purge take: the AMQP message_id, else dramatiq's, else
     `sha256:<16 hex>` of the body), message_id (= id), envelope_id, type, org_id, enqueued_at_ms and
@@ -278,7 +291,8 @@ def peek_dead_letters(url: str, queues: Iterable[str]) -> list[dict[str, Any]]:
             channel = connection.channel()
             try:
                 # what is there now: a queue that keeps filling does not keep this reading
-                found += [_public(letter) for _, letter in _dead_letters(channel, queue, counts[0])]
+                letters = [letter for _, letter in _dead_letters(channel, queue, counts[0])]
+                found += [_public(letter) for letter in sorted(letters, key=_oldest_first)]
             finally:
                 channel.close()  # every message goes back, where it was
         return found

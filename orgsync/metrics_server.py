@@ -1,4 +1,4 @@
-"""The Prometheus endpoint of a worker group (and of the scheduler).
+"""The Prometheus endpoint of a worker group (and of the scheduler), with /healthz and /readyz beside it.
 
 Counters come from every worker process through prometheus_client's multiprocess directory; the
 gauges below are read when Prometheus scrapes: queue depths (dead letters included) by passive
@@ -13,16 +13,22 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from storage import db
 from storage import repository as repo
 from workers.routes import QUEUES
 
+from . import health
+from .health import Probe
 from .logs import configure_logging
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# the number of worker processes of the group, for its /readyz (set by `orgsync worker` for its fork process)
+GROUP_PROCESSES_ENV = "_ORGSYNC_GROUP_PROCESSES"
 
 
 class StateCollector:
@@ -79,10 +85,15 @@ class StateCollector:
         yield age
 
 
-def start(settings: Settings, *, port: int, multiprocess: bool) -> Any:
-    """Serve /metrics on settings.metrics_host:port in a background thread; returns the server."""
+def start(settings: Settings, *, port: int, multiprocess: bool, ready: Probe | None = None) -> Any:
+    """Serve /metrics, /healthz and /readyz on settings.metrics_host:port in a background thread; returns
+    the server (`shutdown()` stops it). `ready` says why the process cannot work now (None: it can)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
     import prometheus_client as prom
     from prometheus_client import multiprocess as prom_mp
+    from prometheus_client.exposition import ThreadingWSGIServer
 
     registry = prom.CollectorRegistry()
     if multiprocess:
@@ -91,9 +102,36 @@ def start(settings: Settings, *, port: int, multiprocess: bool) -> Any:
         for collector in list(prom.REGISTRY._collector_to_names):
             registry.register(collector)
     registry.register(StateCollector(settings))
-    server, _thread = prom.start_http_server(port, addr=settings.metrics_host, registry=registry)
-    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    metrics = prom.make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _text(start_response, 200, "ok")
+        if path == "/readyz":
+            problem = ready() if ready is not None else None
+            return _text(start_response, 200, "ready") if problem is None else _text(start_response, 503, problem)
+        return metrics(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes every few seconds: not worth a line each
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(settings.metrics_host, port, type=socket.SOCK_STREAM)[0][0]
+
+    server = make_server(settings.metrics_host, port, app, server_class=Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics on http://%s/metrics (health: /healthz, /readyz)", address(settings.metrics_host, port))
     return server
+
+
+def _text(start_response: Any, status: int, line: str) -> list[bytes]:
+    body = (line + "\n").encode()
+    reason = {200: "OK", 503: "Service Unavailable"}[status]
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    start_response(f"{status} {reason}", headers)
+    return [body]
 
 
 def address(host: str, port: int) -> str:
@@ -134,8 +172,15 @@ def serve() -> NoReturn:
     configure_logging(settings)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         log.warning("PROMETHEUS_MULTIPROC_DIR is not set; worker counters will be missing")
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or ".")
+    processes = int(os.environ.get(GROUP_PROCESSES_ENV) or settings.worker_processes)
     try:
-        start(settings, port=settings.metrics_port, multiprocess=True)
+        start(
+            settings,
+            port=settings.metrics_port,
+            multiprocess=True,
+            ready=health.worker_group_probe(settings, directory, processes),
+        )
     except OSError as exc:
         log.warning(unavailable_message(settings.metrics_host, settings.metrics_port, exc, "this worker group"))
     while True:

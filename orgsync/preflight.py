@@ -1,5 +1,5 @@
 """Start-up checks of the services a process depends on: Postgres (reachable, schema at the Alembic head)
-and RabbitMQ (reachable, credentials and vhost accepted).
+and RabbitMQ (reachable, credentials and vhost accepted, orgsync's queues of ORGSYNC_QUEUE_TYPE).
 
 Each check raises `ServiceUnavailable` with one line for a person: where (HOST:PORT/DB or HOST:PORT/VHOST,
 never a user or a password) and a short reason. Nothing is retried: a process that cannot reach its
@@ -79,11 +79,13 @@ class BrokerTarget:
 
 
 def broker_urls(value: str) -> list[str]:
-    """The AMQP URLs in ORGSYNC_BROKER_URL (one today; a comma-separated list is split here)."""
-    urls = [u.strip() for u in value.split(",") if u.strip()]
-    if not urls:
-        raise ServiceUnavailable("ORGSYNC_BROKER_URL is empty")
-    return urls
+    """The AMQP URLs in ORGSYNC_BROKER_URL (one node's, or a cluster's separated by commas)."""
+    from workers.broker import split_broker_urls
+
+    try:
+        return split_broker_urls(value)
+    except OrgSyncError as exc:
+        raise ServiceUnavailable(str(exc)) from None
 
 
 def broker_target(url: str) -> BrokerTarget:
@@ -133,6 +135,33 @@ def check_broker(url: str, *, timeout: float = 5.0) -> None:
     raise ServiceUnavailable(failures[0])
 
 
+def check_queues(url: str, queue_type: str, *, timeout: float = 5.0) -> None:
+    """Declare orgsync's queues (each with its .DQ and .XQ) as `queue_type` says, creating those that are
+    missing; raises ServiceUnavailable with the way on when one exists with the other type."""
+    import pika.exceptions
+    from dramatiq.errors import BrokerConnectionError
+
+    from workers.broker import QueueTypeMismatch, QuietRabbitmqBroker, broker_problem
+    from workers.routes import QUEUES
+
+    urls = broker_urls(url)
+    broker = QuietRabbitmqBroker(url=urls, confirm_delivery=True, queue_type=queue_type, middleware=[])  # type: ignore[arg-type]
+    for parameters in broker.parameters:
+        parameters.connection_attempts, parameters.retry_delay = 1, 0
+        parameters.socket_timeout = parameters.stack_timeout = timeout
+    try:
+        for queue in QUEUES:
+            broker.declare_queue(queue, ensure=True)
+    except QueueTypeMismatch as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    except (BrokerConnectionError, pika.exceptions.AMQPError, OSError) as exc:
+        cause = getattr(exc, "message", exc)
+        reason = broker_problem(cause) if isinstance(cause, BaseException) else str(cause)
+        raise ServiceUnavailable(f"cannot declare orgsync's queues on RabbitMQ: {reason}") from None
+    finally:
+        broker.close()
+
+
 # -- both -----------------------------------------------------------------------------------------
 
 
@@ -142,3 +171,4 @@ def check_services(settings: Settings, *, timeout: float = 5.0) -> None:
         check_database(database_url, timeout=timeout)
     if (broker_url := settings.external_broker_url) is not None:
         check_broker(broker_url, timeout=timeout)
+        check_queues(broker_url, settings.queue_type, timeout=timeout)

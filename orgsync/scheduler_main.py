@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from functools import partial
 
 from scheduler.deps import SchedulerDeps
 from scheduler.service import run_scheduler
+from storage.retention import prune
 
 from .bootstrap import Runtime
+from .health import scheduler_probe
 from .logs import configure_logging
 from .settings import Settings
 
 
 def scheduler_deps(rt: Runtime) -> SchedulerDeps:
     """What the scheduler uses of a runtime: its unit of work (whose outbox rows carry their consumer's
-    queue and actor), the relay's flush, and the cadence from the settings."""
+    queue and actor), the relay's flush, the retention job's deletion, and the cadence from the settings."""
     s = rt.settings
     return SchedulerDeps(
         uow=rt.uow,
@@ -25,6 +29,9 @@ def scheduler_deps(rt: Runtime) -> SchedulerDeps:
         badge_reconcile_seconds=s.schedule_badge_reconcile_seconds,
         validation_seconds=s.schedule_validation_seconds,
         poll_seconds=s.scheduler_poll_seconds,
+        prune=partial(prune, rt.sessions),
+        prune_seconds=s.schedule_prune_seconds,
+        retention=timedelta(days=s.retention_days),
     )
 
 
@@ -39,7 +46,12 @@ def main(settings: Settings) -> None:
         from . import metrics_server
 
         try:
-            server = metrics_server.start(settings, port=settings.scheduler_metrics_port, multiprocess=False)
+            server = metrics_server.start(
+                settings,
+                port=settings.scheduler_metrics_port,
+                multiprocess=False,
+                ready=scheduler_probe(settings),
+            )
         except OSError as exc:  # e.g. a standby on the same host: scheduling matters more than metrics
             logging.getLogger(__name__).warning(
                 metrics_server.unavailable_message(

@@ -22,7 +22,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORGSYNC_", extra="ignore")
 
     database_url: SecretStr | None = Field(default=None, description="postgresql://user:pass@host:port/db")
-    broker_url: SecretStr | None = Field(default=None, description="amqp://user:pass@host:port/vhost")
+    # one node's URL, or a cluster's nodes separated by commas (connections fail over from one to the next)
+    broker_url: SecretStr | None = Field(default=None, description="amqp://user:pass@host:port/vhost[,amqp://...]")
+    # quorum queues are replicated over a cluster's nodes; classic keeps the queues of earlier deployments
+    queue_type: Literal["quorum", "classic"] = "quorum"
     # RabbitMQ's management API, for unacknowledged counts (default: the broker's host, port 15672)
     broker_management_url: SecretStr | None = None
     encryption_keys: SecretStr | None = Field(default=None, description="comma-separated keys; the first encrypts")
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
     schedule_tag_refresh_seconds: float = Field(default=900, gt=0)
     schedule_badge_reconcile_seconds: float = Field(default=900, gt=0)
     schedule_validation_seconds: float = Field(default=21600, gt=0)
+    # retention (`orgsync db prune`, and the scheduler every schedule_prune_seconds): sent outbox rows and
+    # processed-message ids older than this many days go; it must outlast any redelivery (a dead letter
+    # waits up to 7 days in its .XQ), hence at least 1
+    retention_days: float = Field(default=7.0, ge=1)
+    schedule_prune_seconds: float = Field(default=3600, gt=0)
     # how often a standby tries to take leadership and the leader checks its lock connection
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
 

@@ -132,6 +132,7 @@ def run(settings: Settings, *, processes: int, threads: int, queues: Sequence[st
                 log.warning("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: counters lost")
             metrics_dir = _metrics_dir()
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+            os.environ[metrics_server.GROUP_PROCESSES_ENV] = str(processes)  # what its /readyz waits for
             args += ["--fork-function", "orgsync.metrics_server:serve"]
     if queues:
         args += ["--queues", *queues]

@@ -2,13 +2,14 @@
 
 The scheduler knows neither the settings nor the broker: it gets the unit of work (whose `emit` writes
 an event to the outbox, routed to its consumer by whoever built it), a way to publish what it wrote,
-the database URL for its leadership lock, and its cadence in seconds.
+the database URL for its leadership lock, its cadence in seconds, and the retention job's deletion.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from storage.unit_of_work import SqlUnitOfWork
 
@@ -23,3 +24,7 @@ class SchedulerDeps:
     badge_reconcile_seconds: float
     validation_seconds: float
     poll_seconds: float  # how often leadership is polled
+    # retention: `prune(keep)` deletes what is older than `keep` and says what (storage.retention)
+    prune: Callable[[timedelta], object] | None = None
+    prune_seconds: float = 3600.0
+    retention: timedelta = timedelta(days=7)

@@ -14,6 +14,10 @@ has passed or the last run is unknown (an empty or pruned outbox, a fresh instal
 restart therefore keeps the cadence instead of re-publishing everything, while a new deployment starts
 working right away. A run that found everything still pending writes nothing and leaves no trace in
 the outbox; at worst the next leader then runs that job early, which coalescing makes harmless.
+
+Retention. While leading, the scheduler also prunes (`deps.prune`) every `deps.prune_seconds`, first
+one interval after taking the lead: sent outbox rows and processed-message ids older than
+`deps.retention`. It writes no event; a failed run is logged and tried again at the next interval.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from .deps import SchedulerDeps
 from .leader import Leader, instance_name
 
 log = logging.getLogger(__name__)
+
+PRUNE = "prune"
 
 
 def intervals(deps: SchedulerDeps) -> dict[str, float]:
@@ -67,7 +73,7 @@ class _Jobs:
         self._active = threading.Event()
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=len(jobs.JOBS))},
+            executors={"default": ThreadPoolExecutor(max_workers=len(jobs.JOBS) + 1)},
             job_defaults={"coalesce": True, "max_instances": 1},
         )
 
@@ -92,6 +98,15 @@ class _Jobs:
                 every,
                 "now" if wait < 0.5 else f"in {wait:.0f}s",
             )
+        if self.deps.prune is not None:
+            every = self.deps.prune_seconds
+            self.scheduler.add_job(
+                self._prune,
+                IntervalTrigger(seconds=every, timezone=UTC),
+                id=PRUNE,
+                name=PRUNE,
+                misfire_grace_time=max(1, int(every)),
+            )
         self._active.set()
         self.scheduler.start()
 
@@ -111,6 +126,16 @@ class _Jobs:
             return
         if result is not None:
             self.own_runs[name] = started
+
+    def _prune(self) -> None:
+        if not self._active.is_set() or self.deps.prune is None:
+            return
+        try:
+            pruned = self.deps.prune(self.deps.retention)
+        except Exception:
+            log.exception("scheduler %s: pruning failed; it runs again at its next interval", self.instance)
+            return
+        log.info("scheduler %s: pruned what is older than %s: %s", self.instance, self.deps.retention, pruned)
 
 
 def run_scheduler(deps: SchedulerDeps, *, stop: threading.Event | None = None, instance_id: str | None = None) -> None:

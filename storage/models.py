@@ -155,6 +155,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
         Index("ix_outbox_correlation", "correlation_id"),
+        Index("ix_outbox_sent_type", "sent_at", "event_type"),  # retention and the scheduler's pending query
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -172,6 +173,7 @@ class ProcessedMessage(Base):
     """A message some actor has finished with (done or failed); makes every consumer idempotent."""
 
     __tablename__ = "processed_messages"
+    __table_args__ = (Index("ix_processed_messages_processed_at", "processed_at"),)  # retention
 
     message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     correlation_id: Mapped[uuid.UUID | None] = mapped_column(index=True)

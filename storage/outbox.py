@@ -65,14 +65,18 @@ _CLAIM = """
 # An event is pending while its consumer has not finished it (no processed_messages row), if it has a
 # consumer here at all (a fact without one is pending only until published), and for at most `stale`
 # seconds after it was published (a message that long unprocessed was lost: a purged queue, say).
+# Both halves (unsent; sent within `stale`) are ranges of ix_outbox_sent_type: the query reads only the
+# rows it may return, however long the outbox's history.
 _PENDING = text(
     """
     SELECT DISTINCT key #>> '{}'
-    FROM outbox o, jsonb_path_query(o.envelope -> 'data', CAST(:path AS jsonpath)) AS key
-    WHERE o.event_type IN :types
-      AND (o.actor_name IS NOT NULL OR o.sent_at IS NULL)
-      AND (o.sent_at IS NULL OR o.sent_at > now() - make_interval(secs => :stale))
-      AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)
+    FROM (
+        SELECT message_id, envelope FROM outbox WHERE event_type IN :types AND sent_at IS NULL
+        UNION ALL
+        SELECT message_id, envelope FROM outbox
+        WHERE event_type IN :types AND sent_at > now() - make_interval(secs => :stale) AND actor_name IS NOT NULL
+    ) o, jsonb_path_query(o.envelope -> 'data', CAST(:path AS jsonpath)) AS key
+    WHERE NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)
     """
 ).bindparams(bindparam("types", expanding=True))
 

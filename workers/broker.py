@@ -1,4 +1,11 @@
-"""orgsync's RabbitMQ broker: dramatiq's, with idle connections kept alive and lost ones reported once.
+"""orgsync's RabbitMQ broker: dramatiq's, declaring quorum (or classic) queues, with idle connections
+kept alive and lost ones reported once.
+
+Quorum queues are replicated by Raft over a RabbitMQ cluster's nodes: a publish is confirmed once a
+majority holds it, and a queue keeps its messages and its consumers while a minority of nodes is down.
+dramatiq declares classic queues only; `QuietRabbitmqBroker` adds `x-queue-type` to its declarations
+(each queue, its `.DQ` and its `.XQ`) and nothing else. Several node URLs make one broker: a connection
+tries them in turn, so publishers and consumers that lose a node reconnect to another.
 
 Also the words for what went wrong with a connection (`broker_problem`), used by the start-up checks
 and the outbox relay alike.
@@ -7,16 +14,52 @@ and the outbox relay alike.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+import pika.exceptions
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.common import dq_name, xq_name
+
+from domain.errors import OrgSyncError
 
 log = logging.getLogger(__name__)
+
+QueueType = Literal["quorum", "classic"]
+QUEUE_TYPES: tuple[QueueType, ...] = ("quorum", "classic")
+
+
+class QueueTypeMismatch(OrgSyncError):
+    """A queue exists with the other type than ORGSYNC_QUEUE_TYPE asks for (one line: how to go on)."""
+
+
+def split_broker_urls(value: str) -> list[str]:
+    """The node URLs of ORGSYNC_BROKER_URL: one amqp:// URL, or several separated by commas."""
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    if not urls:
+        raise OrgSyncError("ORGSYNC_BROKER_URL is empty")
+    return urls
+
+
+def connection_order(urls: list[str], pid: int | None = None) -> list[str]:
+    """`urls` rotated by the process id: the processes of a deployment spread their connections over
+    the nodes, and each falls back to the others in turn when its first is down."""
+    start = (os.getpid() if pid is None else pid) % len(urls)
+    return urls[start:] + urls[:start]
+
+
+def mismatch_line(queue: str, vhost: str, wanted: QueueType) -> str:
+    other = "classic" if wanted == "quorum" else "quorum"
+    return (
+        f"queue '{queue}' in vhost '{vhost}' exists as a {other} queue but ORGSYNC_QUEUE_TYPE is {wanted}:"
+        f" set ORGSYNC_QUEUE_TYPE={other} to keep it, or migrate (stop workers and scheduler, let"
+        " `orgsync queues` drain, delete orgsync's queues, start again)"
+    )
 
 
 # pika logs every lost connection at ERROR (with a traceback), even when dramatiq or orgsync recover from
@@ -163,8 +206,11 @@ class QuietRabbitmqBroker(RabbitmqBroker):
     when they are back.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, queue_type: QueueType = "quorum", **kwargs: Any) -> None:
+        if queue_type not in QUEUE_TYPES:
+            raise OrgSyncError(f"ORGSYNC_QUEUE_TYPE must be quorum or classic, not {queue_type!r}")
         super().__init__(**kwargs)
+        self.queue_type = queue_type
         self._outage = threading.Lock()
         self._consumers_down = False
         self._consumer_logs = _ConsumerLogs(self)
@@ -172,6 +218,45 @@ class QuietRabbitmqBroker(RabbitmqBroker):
     @property
     def consumer_class(self) -> type[_RabbitmqConsumer]:
         return _QuietConsumer
+
+    # -- declarations: dramatiq's arguments, plus x-queue-type for quorum queues ------------------
+    # (classic queues are declared exactly as dramatiq does, so that existing deployments keep theirs)
+    def _typed(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return arguments
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        return self._typed(super()._build_queue_arguments(queue_name))  # type: ignore[no-untyped-call]
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        return self._declare(queue_name, self._build_queue_arguments(queue_name))
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        return self._declare(dq_name(queue_name), self._build_queue_arguments(queue_name))
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        # a static TTL, as dramatiq's: messages expire head first
+        return self._declare(xq_name(queue_name), self._typed({"x-message-ttl": DEAD_MESSAGE_TTL}))
+
+    def _declare(self, name: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return self.channel.queue_declare(queue=name, durable=True, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 406 and "x-queue-type" in str(exc.reply_text):
+                del self.channel  # closed by the broker; the next use opens another
+                raise QueueTypeMismatch(mismatch_line(name, self.vhost, self.queue_type)) from None
+            raise
+
+    @property
+    def vhost(self) -> str:
+        parameters = self.parameters[0] if isinstance(self.parameters, list) else self.parameters
+        return str(parameters.virtual_host)
+
+    @property
+    def consumers_down(self) -> bool:
+        """True from a consumer's lost connection until a consumer connects again."""
+        return self._consumers_down
 
     def consumers_lost(self) -> bool:
         """Note that a consumer lost its connection; True only for the first of an outage."""

@@ -1,9 +1,13 @@
 """dramatiq middleware of ours: record messages that end in the dead-letter queue, run the relay, stop
-consuming while the database is unreachable."""
+consuming while the database is unreachable, tell the group's health endpoint whether this process
+consumes."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -178,3 +182,63 @@ def pause_consuming(worker: Any, *, timeout: float = 30.0, stop: threading.Event
 def resume_consuming(worker: Any) -> None:
     for consumer in list(worker.consumers.values()):
         consumer.resume()
+
+
+class ReadinessBeacon(Middleware):
+    """Says, in a file of its own under `directory`, whether this worker process is consuming: every
+    `interval` seconds it writes `ready-<pid>.json` ({"pid", "at", "consuming", "why"}), and removes it
+    at shutdown. The group's health endpoint (`orgsync.health`) reads the files of all its processes.
+
+    Consuming means: every consumer thread runs, none is paused (as while the database is away), and the
+    broker's consumers have their connection (`QuietRabbitmqBroker.consumers_down`).
+    """
+
+    def __init__(self, directory: str, interval: float = 1.0) -> None:
+        self.directory = directory
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, f"ready-{os.getpid()}.json")
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, args=(broker, worker), name="readiness", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.interval + 5)
+            self._thread = None
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+
+    @staticmethod
+    def why_not(broker: dramatiq.Broker, worker: Any) -> str | None:
+        """Why this process is not consuming now, or None when it is."""
+        threads = list(getattr(worker, "consumers", {}).values())
+        if not threads:
+            return "no consumer started"
+        if any(t.paused for t in threads):
+            return "consumers paused (database unreachable)"
+        if any(not t.is_alive() for t in threads):
+            return "a consumer thread ended"
+        if getattr(broker, "consumers_down", False):
+            return "consumers reconnecting to RabbitMQ"
+        return None
+
+    def _beat(self, broker: dramatiq.Broker, worker: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                why = self.why_not(broker, worker)
+                state = {"pid": os.getpid(), "at": time.time(), "consuming": why is None, "why": why}
+                temporary = f"{self.path}.tmp"
+                with open(temporary, "w") as handle:
+                    json.dump(state, handle)
+                os.replace(temporary, self.path)
+            except Exception as exc:  # a beacon must never end the worker; a stale file says enough
+                log.debug("readiness beacon not written: %s", type(exc).__name__)
+            self._stop.wait(self.interval)

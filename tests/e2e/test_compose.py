@@ -8,8 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+ORGSYNC_SERVICES = ("migrate", "worker-sync", "worker-validation", "scheduler")
 
 
 def test_compose_file_validates_and_names_every_service():
@@ -31,10 +33,38 @@ def test_compose_file_validates_and_names_every_service():
         "migrate",
         "postgres",
         "rabbitmq",
+        "rabbitmq-2",
+        "rabbitmq-3",
         "scheduler",
         "worker-sync",
         "worker-validation",
     ]
+    # the two extra RabbitMQ nodes start only with the cluster profile; orgsync then gets every node's URL
+    nodes = ",".join(f"amqp://orgsync:orgsync@{host}:5672/orgsync" for host in ("rabbitmq", "rabbitmq-2", "rabbitmq-3"))
+    cluster = subprocess.run(
+        [tool, "-f", str(ROOT / "compose.yaml"), "--profile", "cluster", "config"],
+        env={**env, "ORGSYNC_BROKER_URL": nodes},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cluster.returncode == 0, cluster.stderr
+    services = yaml.safe_load(cluster.stdout)["services"]
+    assert {name: s.get("profiles") for name, s in services.items() if s.get("profiles")} == {
+        "rabbitmq-2": ["cluster"],
+        "rabbitmq-3": ["cluster"],
+    }
+    assert {name: s["hostname"] for name, s in services.items() if name.startswith("rabbitmq")} == {
+        "rabbitmq": "rabbitmq",
+        "rabbitmq-2": "rabbitmq-2",
+        "rabbitmq-3": "rabbitmq-3",
+    }
+    assert {services[name]["environment"]["ORGSYNC_BROKER_URL"] for name in ORGSYNC_SERVICES} == {nodes}
+    assert {services[name]["environment"]["ORGSYNC_QUEUE_TYPE"] for name in ORGSYNC_SERVICES} == {"quorum"}
+    cookies = {
+        services[name]["environment"]["RABBITMQ_ERLANG_COOKIE"] for name in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
+    }
+    assert len(cookies) == 1
     missing_key = subprocess.run(
         [tool, "-f", str(ROOT / "compose.yaml"), "config"],
         env={k: v for k, v in os.environ.items() if k != "ORGSYNC_ENCRYPTION_KEYS"},

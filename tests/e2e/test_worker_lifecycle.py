@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from psycopg import sql
@@ -101,17 +103,38 @@ def set_connections(postgres: Postgres, database: str, allowed: bool) -> None:
         )
 
 
+def probe(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of GET http://127.0.0.1:PORT/PATH; (0, reason) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
 def test_a_worker_stops_consuming_while_the_database_is_away_and_resumes(
     env, postgres: Postgres, rabbitmq: RabbitMQ, database_url, amqp_url, start_service
 ):
     env = {**env, "ORGSYNC_HEALTH_CHECK_SECONDS": "0.5"}
+    port = int(env["ORGSYNC_METRICS_PORT"])
     vhost, database = vhost_of(amqp_url), database_url.rsplit("/", 1)[1]
-    worker = start_service("worker", ["worker", "--processes", "1", "--threads", "2"], env)
+    worker = start_service("worker", ["worker", "--processes", "2", "--threads", "2"], env)
     worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, what="a consumer on every queue")
+    worker.wait_for(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=30, what="/readyz ready")
+    assert probe(port, "/healthz") == (200, "ok\n")
 
     set_connections(postgres, database, allowed=False)
     try:
         worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == set(), timeout=30, what="no consumer left")
+        # the orchestrator's view: alive, not ready, and why
+        unreachable_line = (
+            f"cannot reach the database at {postgres.address}/{database}:"
+            f' database "{database}" is not currently accepting connections\n'
+        )
+        assert probe(port, "/readyz") == (503, unreachable_line)
+        assert probe(port, "/healthz") == (200, "ok\n")
         # work that arrives meanwhile waits in RabbitMQ
         publish_event(amqp_url, "badges", "badge_reconcile_due", BadgeReconcileDue())
         time.sleep(3)
@@ -121,16 +144,17 @@ def test_a_worker_stops_consuming_while_the_database_is_away_and_resumes(
         set_connections(postgres, database, allowed=True)
 
     worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, timeout=30, what="consumers back")
+    worker.wait_for(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=30, what="/readyz ready again")
     worker.wait_for("badges reconciled (org all)", timeout=30)
     assert ready_messages(amqp_url, "badges") == 0
     assert worker.stop() == 0
 
     warnings = worker.messages("warning")
     unreachable = f'database "{database}" is not currently accepting connections'
-    assert warnings.count(f"database unreachable ({unreachable}); consumers paused until it is back") == 1
-    assert worker.messages("info").count("database reachable again; consumers resumed") == 1
+    assert warnings.count(f"database unreachable ({unreachable}); consumers paused until it is back") == 2
+    assert worker.messages("info").count("database reachable again; consumers resumed") == 2
     relay = [w for w in warnings if w.startswith("outbox relay")]
-    assert len(relay) <= 1, relay  # one line per outage at most (it may not have tried while paused)
+    assert len(relay) <= 2, relay  # one line per process and outage at most (it may not have tried while paused)
     assert worker.problems() == []
 
 
@@ -149,19 +173,24 @@ def set_vhost_access(rabbitmq: RabbitMQ, vhost: str, allowed: bool) -> None:
 def test_a_worker_rides_out_a_rabbitmq_outage_with_one_line_each_way(
     env, rabbitmq: RabbitMQ, database_url, amqp_url, start_service
 ):
-    vhost = vhost_of(amqp_url)
+    vhost, port = vhost_of(amqp_url), int(env["ORGSYNC_METRICS_PORT"])
     worker = start_service("worker", ["worker", "--processes", "1", "--threads", "2"], env)
     worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, what="a consumer on every queue")
+    worker.wait_for(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=30, what="/readyz ready")
 
     set_vhost_access(rabbitmq, vhost, allowed=False)
     try:
         worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == set(), timeout=30, what="no consumer left")
+        where = f"{rabbitmq.address}/{vhost}"
+        denied = f"cannot reach RabbitMQ at {where}: vhost '{vhost}' does not exist or is not permitted\n"
+        assert probe(port, "/readyz") == (503, denied)
         emit_events(database_url, BadgeReconcileDue())  # the relay cannot publish it meanwhile
         time.sleep(8)  # a few rounds of reconnect attempts
     finally:
         set_vhost_access(rabbitmq, vhost, allowed=True)
 
     worker.wait_for(lambda: consumed_queues(rabbitmq, vhost) == ALL_QUEUES, timeout=30, what="consumers back")
+    worker.wait_for(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=30, what="/readyz ready again")
     worker.wait_for("badges reconciled (org all)", timeout=30)
     assert worker.stop() == 0
     warnings = worker.messages("warning")
@@ -247,6 +276,19 @@ def test_a_scheduler_whose_metrics_port_is_taken_says_so_in_one_line_and_leads(e
 
 
 # -- a stop after long idle periods -----------------------------------------------------------------
+
+
+def test_a_scheduler_serves_its_health_beside_its_metrics(env, start_service):
+    port = free_port()
+    scheduler = start_service("scheduler", ["scheduler"], {**env, "ORGSYNC_SCHEDULER_METRICS_PORT": str(port)})
+    scheduler.wait_for(": became leader")
+    scheduler.wait_for(lambda: probe(port, "/readyz")[0] != 0, timeout=30, what="the endpoint up")
+    assert probe(port, "/readyz") == (200, "ready\n")
+    assert probe(port, "/healthz") == (200, "ok\n")
+    status, metrics = probe(port, "/metrics")
+    assert status == 200 and "orgsync_accounts" in metrics
+    assert scheduler.stop() == 0
+    assert scheduler.problems() == []
 
 
 def test_sigterm_after_idle_heartbeats_logs_no_error(env, amqp_url, start_service):
