@@ -14,7 +14,7 @@ import pytest
 
 from localaws import LocalAwsServer
 
-from ..support.processes import Service, service_env, start_service, start_workers
+from ..support.processes import Service, service_env, start_service, start_workers, stop_workers
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,7 @@ def env(aws_server: LocalAwsServer, database_url: str, amqp_url: str, encryption
 def workers(env: dict[str, str], tmp_path) -> Iterator[subprocess.Popen[bytes]]:
     proc = start_workers(env, tmp_path / "worker.log")
     yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_workers(proc)
 
 
 @pytest.fixture(name="start_service")

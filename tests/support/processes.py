@@ -86,6 +86,18 @@ def start_workers(env: dict[str, str], log: Path, *, processes: int = 2, threads
         )
 
 
+def stop_workers(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM to a `start_workers` group, SIGKILL after `timeout` seconds; waits for it."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def orgsync(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """`orgsync *args` as a subprocess, to completion."""
     return subprocess.run([ORGSYNC, *args], env=env, capture_output=True, text=True, timeout=180, input=stdin)
