@@ -158,7 +158,7 @@ class AwsGateway:
         # callbacks (kind, "service:Operation") with kind in call / throttle / error, e.g. for metrics
         self.observers: list[Callable[[str, str], None]] = []
         self._lock = threading.Lock()
-        self._clients: OrderedDict[tuple[Identity, str], Any] = OrderedDict()
+        self._clients: OrderedDict[tuple[Identity, str, str], Any] = OrderedDict()
         self._assumed: OrderedDict[tuple[Any, ...], tuple[Identity, float]] = OrderedDict()
         self._session: botocore.session.Session | None = None
         self._client_config: Any = None  # botocore Config, made with the session
@@ -225,14 +225,17 @@ class AwsGateway:
         except BotoCoreError as exc:
             raise AwsStepFailed(step, f"AssumeRole {role.role_arn} failed: {type(exc).__name__}") from None
 
-    def client(self, identity: Identity, service: str) -> Any:
-        """A client of `service` calling as `identity`, made once per identity while it is used. Every client
-        of the process comes from one botocore session, paced and counted by its event hooks, which loads
-        each service's model once: a new session per assumed role would parse the model files again."""
+    def client(self, identity: Identity, service: str, region: str | None = None) -> Any:
+        """A client of `service` calling as `identity` (in `region`, else the gateway's), made once per
+        identity while it is used. Every client of the process comes from one botocore session, paced and
+        counted by its event hooks, which loads each service's model once: a new session per assumed role
+        would parse the model files again."""
+        region = region or self.region
+        key = (identity, service, region)
         with self._lock:  # a botocore session is not thread-safe; its clients are, and are kept for reuse
-            client = self._clients.get((identity, service))
+            client = self._clients.get(key)
             if client is not None:
-                self._clients.move_to_end((identity, service))
+                self._clients.move_to_end(key)
                 return client
             if self._session is None:
                 # imported with the first client: a command that calls no AWS (org sync, org list) does
@@ -250,13 +253,13 @@ class AwsGateway:
             # S3 transfers, which orgsync does not use, and importing it costs every command 0.1 s
             client = self._session.create_client(
                 service,
-                region_name=self.region,
+                region_name=region,
                 config=self._client_config,
                 aws_access_key_id=identity.access_key_id,
                 aws_secret_access_key=identity.secret_access_key,
                 aws_session_token=identity.session_token,
             )
-            self._clients[(identity, service)] = client
+            self._clients[key] = client
             while len(self._clients) > CACHED:
                 self._clients.popitem(last=False)
             return client
@@ -270,7 +273,7 @@ class AwsGateway:
             self.client(placeholder, service)
         with self._lock:
             for service in services:
-                self._clients.pop((placeholder, service), None)
+                self._clients.pop((placeholder, service, self.region), None)
 
     # -- accounting -----------------------------------------------------------------------------
     def _instrument(self, session: botocore.session.Session) -> None:

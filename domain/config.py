@@ -305,6 +305,7 @@ class OrgRegistration:
     nickname: str
     credentials: Credentials
     filters: Filters = field(default_factory=Filters)
+    events_queue_url: str | None = None  # live updates (domain.live): checked with check_events_queue_url
 
 
 def build_credentials(

@@ -12,9 +12,11 @@ from typing import Any
 
 from aws.organizations import OrganizationInfo, OrganizationsReader
 from aws.permissions import check_management_role
+from aws.sqs import check_queue
 from domain import events
 from domain.config import Credentials, Filters, OrgRegistration, RoleConfig, parse_role_arn
 from domain.errors import AwsStepFailed, Conflict, InvalidInput, NotFound, OrgSyncError
+from domain.live import queue_region
 from domain.permissions import PermissionReport
 from domain.status import CloudStatus
 from domain.tree import scope_units
@@ -61,6 +63,14 @@ def check_management_access(
     return info, report
 
 
+def check_events_queue(rt: Runtime, creds: Credentials, url: str) -> None:
+    """The management role can read the events queue (it, or the caller, reads it in `orgsync events`)."""
+    management = rt.aws.assume_role(
+        rt.aws.caller_sts(creds.access_key), creds.management, step="assume the management role"
+    )
+    check_queue(rt.aws.client(management, "sqs", queue_region(url, rt.aws.region)), url)
+
+
 def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
     """Check the management role end to end, then store the org and request its first sync.
 
@@ -69,6 +79,8 @@ def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
     creds = reg.credentials
     _, role_account, _ = parse_role_arn(creds.management.role_arn, "org-role-arn")
     info, report = check_management_access(rt, creds, reg.filters.limit_to_ou_ids)
+    if reg.events_queue_url is not None:
+        check_events_queue(rt, creds, reg.events_queue_url)
     with rt.sessions() as s:
         existing = repo.org_by_cloud_org_id(s, info.id)
         if existing is not None:
@@ -88,6 +100,7 @@ def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
             credentials=sealed,
             filters=reg.filters.to_json(),
             permission_report=report.to_json(),
+            events_queue_url=reg.events_queue_url,
         )
         request = work.emit(events.OrgSyncRequested(org_id, "organization added"))
     return Registered(org_id, info.id, reg.nickname, request.id, report)
@@ -263,6 +276,8 @@ class OrgEdit:
     exclude_name_prefixes: tuple[str, ...] | None = None
     limit_to_ou_ids: tuple[str, ...] | None = None
     auto_remove_suspended: bool | None = None
+    events_queue_url: str | None = None  # a new events queue (checked like `org add`'s)
+    no_events: bool = False  # stop listening to the org's events
 
 
 def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[uuid.UUID, uuid.UUID | None, list[str]]:
@@ -273,12 +288,14 @@ def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[uuid.UUID, uuid.
     """
     with rt.sessions() as s:
         org = repo.find_org(s, org_ref)
-        org_id, cloud_org_id, old_filters, old_nickname = (
+        org_id, cloud_org_id, old_filters, old_nickname, old_queue = (
             org.id,
             org.cloud_org_id,
             Filters.from_json(org.filters),
             org.nickname,
+            org.events_queue_url,
         )
+    queue = None if edit.no_events else edit.events_queue_url or old_queue
     filters = Filters(
         exclude_name_prefixes=old_filters.exclude_name_prefixes
         if edit.exclude_name_prefixes is None
@@ -296,20 +313,27 @@ def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[uuid.UUID, uuid.
             ("exclude_name_prefixes", filters.exclude_name_prefixes != old_filters.exclude_name_prefixes),
             ("limit_to_ou_ids", filters.limit_to_ou_ids != old_filters.limit_to_ou_ids),
             ("auto_remove_suspended", filters.auto_remove_suspended != old_filters.auto_remove_suspended),
+            ("events_queue_url", queue != old_queue),
         )
         if differs
     ]
     if not changed:
         return org_id, None, []
     report = None
+    credentials = edit.credentials  # the org's credentials after the edit, once something needs them
+    new_ous = "limit_to_ou_ids" in changed and bool(filters.limit_to_ou_ids)
+    new_queue = queue is not None and "events_queue_url" in changed
     if edit.credentials is not None:
         info, report = check_management_access(rt, edit.credentials, filters.limit_to_ou_ids)
         if info.id != cloud_org_id:
             raise Conflict(f"the new management role reads organization {info.id}, not {cloud_org_id}")
-    elif "limit_to_ou_ids" in changed and filters.limit_to_ou_ids:
+    elif new_ous or new_queue:
         with rt.sessions() as s:
-            current = rt.keyring.open(repo.get_org(s, org_id).credentials, "organizations", org_id)
-        check_management_access(rt, current, filters.limit_to_ou_ids)
+            credentials = rt.keyring.open(repo.get_org(s, org_id).credentials, "organizations", org_id)
+        if new_ous:
+            check_management_access(rt, credentials, filters.limit_to_ou_ids)
+    if queue is not None and credentials is not None:  # a new queue, or new credentials that must read it
+        check_events_queue(rt, credentials, queue)
     sealed = None if edit.credentials is None else rt.keyring.seal(edit.credentials, "organizations", org_id)
     with rt.uow.transaction() as work:  # a nickname taken meanwhile raises storage's Duplicate, a Conflict
         repo.update_org(
@@ -319,7 +343,9 @@ def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[uuid.UUID, uuid.
             nickname=edit.nickname,
             credentials=sealed,
             permission_report=None if report is None else report.to_json(),
+            events_queue_url=queue if "events_queue_url" in changed else repo.KEEP,
         )
+        # turning events on starts from a sync too: what changed before the listener read the queue is in it
         request = work.emit(events.OrgSyncRequested(org_id, "organization edited: " + ", ".join(changed)))
     return org_id, request.id, changed
 

@@ -75,6 +75,7 @@ class OrgView:
     last_sync_finished_at: datetime | None
     last_sync_error: str | None
     account_count: int  # the clouds it manages
+    events_queue_url: str | None  # live updates: the SQS queue of its AWS events, if any
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class SyncRunView:
 _ORGS = """
     SELECT o.id, o.provider, o.cloud_org_id, o.nickname, o.management_account_id, o.filters, o.permission_report,
            o.created_at, o.last_sync_status, o.last_sync_started_at, o.last_sync_finished_at, o.last_sync_error,
-           coalesce(n.clouds, 0) AS account_count
+           coalesce(n.clouds, 0) AS account_count, o.events_queue_url
     FROM organizations o
     LEFT JOIN (
         SELECT organization_id, count(*) AS clouds FROM clouds

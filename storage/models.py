@@ -57,6 +57,8 @@ class Organization(Base):
     credentials: Mapped[bytes] = mapped_column(LargeBinary)
     filters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     permission_report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # the SQS queue its AWS Organizations events arrive on (live updates); None: periodic syncs only
+    events_queue_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     last_sync_status: Mapped[str | None] = mapped_column(String(16))

@@ -33,6 +33,13 @@ from .inventory import utcnow
 from .listings import OrgView, Progress, SyncRunView
 from .models import Cloud, Organization, ProcessedMessage, SyncRun
 
+
+class Keep:
+    """A field `update_org` leaves as it is (where None is a value: no events queue)."""
+
+
+KEEP = Keep()
+
 __all__ = [
     "CredentialBlock",
     "LastSync",
@@ -123,6 +130,7 @@ def add_org(
     credentials: bytes,
     filters: dict[str, Any],
     permission_report: dict[str, Any],
+    events_queue_url: str | None = None,
 ) -> None:
     """Store a new AWS organization; raises Duplicate when its cloud org id or nickname is stored already."""
     session.add(
@@ -136,6 +144,7 @@ def add_org(
             credentials=credentials,
             filters=filters,
             permission_report=permission_report,
+            events_queue_url=events_queue_url,
         )
     )
     _flush(session, f"organization {cloud_org_id} or nickname {nickname!r} is already registered")
@@ -149,9 +158,10 @@ def update_org(
     nickname: str | None = None,
     credentials: bytes | None = None,
     permission_report: dict[str, Any] | None = None,
+    events_queue_url: str | Keep | None = KEEP,
 ) -> None:
-    """Change an organization (None keeps a field), its row locked first; raises Duplicate when the new
-    nickname is taken."""
+    """Change an organization (None keeps a field, but `events_queue_url=None` turns events off; KEEP keeps
+    it), its row locked first; raises Duplicate when the new nickname is taken."""
     org = get_org(session, org_id, for_update=True)
     if credentials is not None:
         org.credentials = credentials
@@ -159,6 +169,8 @@ def update_org(
         org.permission_report = permission_report
     if nickname is not None:
         org.nickname = nickname
+    if not isinstance(events_queue_url, Keep):
+        org.events_queue_url = events_queue_url
     org.filters = filters
     org.updated_at = utcnow()
     _flush(session, f"the nickname {nickname!r} is taken")

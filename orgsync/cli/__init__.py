@@ -26,6 +26,7 @@ from .common import err, error_line
 from .db import db_app
 from .dead_letters import dead_app
 from .demo_cmd import demo
+from .events_cmd import events_app
 from .keys_cmd import keys_app
 from .org import org_app
 from .tags import badges_app, tags_app
@@ -45,6 +46,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(tags_app, name="tags")
 app.add_typer(badges_app, name="badges")
+app.add_typer(events_app, name="events")
 
 
 def _usage_error(exc: Any) -> str:

@@ -8,6 +8,7 @@ import typer
 
 from domain.config import OrgRegistration, build_credentials, build_filters, check_nickname
 from domain.errors import InvalidInput
+from domain.live import check_events_queue_url
 
 from ..terminal import add_row, literal, shorten, table
 from .common import JsonOpt, WaitOpt, database, fail, follow, out, print_json, read_secret, runtime
@@ -16,6 +17,15 @@ if TYPE_CHECKING:
     from storage.listings import OrgView
 
 org_app = typer.Typer(no_args_is_help=True, help="Register and inspect AWS Organizations.")
+
+EventsQueueOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        help="SQS queue of the org's AWS events, for live updates (see `orgsync events template`).",
+        show_default=False,
+    ),
+]
 
 
 def _org_json(org: OrgView) -> dict[str, Any]:
@@ -28,6 +38,7 @@ def _org_json(org: OrgView) -> dict[str, Any]:
         "management_account_id": org.management_account_id,
         "account_count": org.account_count,
         "filters": org.filters,
+        "events_queue_url": org.events_queue_url,
         "warnings": report.get("warnings", []),
         "notes": report.get("notes", []),
         "permission_errors": report.get("errors", []),
@@ -62,6 +73,7 @@ def org_add(
     auto_remove_suspended: Annotated[
         bool, typer.Option("--auto-remove-suspended", help="Drop suspended accounts.")
     ] = False,
+    events_queue_url: EventsQueueOpt = None,
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -85,6 +97,7 @@ def org_add(
             secret_access_key=read_secret(secret_access_key_file, "secret-access-key-file"),
         ),
         filters=build_filters(exclude_name_prefix or (), limit_to_ou or (), auto_remove_suspended),
+        events_queue_url=None if events_queue_url is None else check_events_queue_url(events_queue_url),
     )
     with runtime(workers=True) as rt:
         registered = services.register_org(rt, registration)
@@ -218,6 +231,7 @@ def _org_show_lines(data: dict[str, Any]) -> list[tuple[str, Any]]:
         ("exclude name prefixes", ", ".join(filters.get("exclude_name_prefixes") or []) or "-"),
         ("limit to OUs", ", ".join(filters.get("limit_to_ou_ids") or []) or "-"),
         ("auto-remove suspended", "yes" if filters.get("auto_remove_suspended") else "no"),
+        ("events queue", data["events_queue_url"] or "- (periodic syncs only)"),
         ("last sync", last["status"] or "never"),
     ]
     if last.get("started_at"):
@@ -283,6 +297,8 @@ def org_edit(
     auto_remove_suspended: Annotated[
         bool | None, typer.Option("--auto-remove-suspended/--no-auto-remove-suspended", show_default=False)
     ] = None,
+    events_queue_url: EventsQueueOpt = None,
+    no_events: Annotated[bool, typer.Option("--no-events", help="Stop reading the org's events queue.")] = False,
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -316,6 +332,8 @@ def org_edit(
         raise InvalidInput("exclude-name-prefix", "give prefixes or --clear-exclude-name-prefix, not both")
     if limit_to_ou and clear_limit_to_ou:
         raise InvalidInput("limit-to-ou", "give OU ids or --clear-limit-to-ou, not both")
+    if events_queue_url is not None and no_events:
+        raise InvalidInput("events-queue-url", "give a queue URL or --no-events, not both")
     new_filters = build_filters(exclude_name_prefix or (), limit_to_ou or ())
     edit = services.OrgEdit(
         credentials=credentials,
@@ -323,6 +341,8 @@ def org_edit(
         exclude_name_prefixes=() if clear_exclude_name_prefix else (new_filters.exclude_name_prefixes or None),
         limit_to_ou_ids=() if clear_limit_to_ou else (new_filters.limit_to_ou_ids or None),
         auto_remove_suspended=auto_remove_suspended,
+        events_queue_url=None if events_queue_url is None else check_events_queue_url(events_queue_url),
+        no_events=no_events,
     )
     with runtime(workers=True) as rt:
         org_id, request_id, changed = services.edit_org(rt, org, edit)

@@ -345,6 +345,7 @@ def test_org_show_says_the_last_sync_in_words_not_json(capsys, cli_env, aws: Bui
         "exclude name prefixes",
         "limit to OUs",
         "auto-remove suspended",
+        "events queue",
         "last sync",
         "  started",
         "  finished",
