@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 PAGE = 20
 # the codes of ListTagsForResource for an account not (any more) in the organization, and for a refusal
 ACCOUNT_GONE_CODES = frozenset({"AccountNotFoundException", "TargetNotFoundException"})
+# ...and of ListParents / DescribeOrganizationalUnit for a child or an OU that does not exist (any more)
+UNIT_GONE_CODES = frozenset(
+    {"OrganizationalUnitNotFoundException", "ChildNotFoundException", "ParentNotFoundException", *ACCOUNT_GONE_CODES}
+)
 TAGS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
 
 
@@ -107,6 +111,56 @@ class OrganizationsReader:
             raise RetryLater(f"reading tags failed: {code}") from None
         except BotoCoreError as exc:
             raise RetryLater(f"reading tags failed: {type(exc).__name__}") from None
+
+    # -- one resource at a time (live updates) --
+
+    def account(self, account_id: str) -> Account | None:
+        """The account as AWS describes it now (its parent from ListParents), or None when it is not in
+        the organization (any more). Errors as `account_tags`'."""
+        found = self._one("describe the account", "DescribeAccount", ACCOUNT_GONE_CODES, AccountId=account_id)
+        if found is None:
+            return None
+        a = found["Account"]
+        parent = self.parent(account_id)
+        if parent is None:
+            return None
+        return Account(
+            id=a["Id"],
+            name=a.get("Name", ""),
+            email=a.get("Email", ""),
+            state=lifecycle_state(a.get("State"), a.get("Status")),
+            parent_id=parent,
+        )
+
+    def parent(self, child_id: str) -> str | None:
+        """The root or OU directly above an account or OU (ListParents), None when AWS does not know it."""
+        found = self._one("list parents", "ListParents", UNIT_GONE_CODES, ChildId=child_id)
+        parents = [] if found is None else found.get("Parents", [])
+        return str(parents[0]["Id"]) if parents else None
+
+    def unit(self, unit_id: str) -> OrgUnit | None:
+        """An OU with its parent (DescribeOrganizationalUnit, ListParents), None when it does not exist."""
+        step = "describe the organizational unit"
+        found = self._one(step, "DescribeOrganizationalUnit", UNIT_GONE_CODES, OrganizationalUnitId=unit_id)
+        if found is None:
+            return None
+        parent = self.parent(unit_id)
+        return None if parent is None else OrgUnit(unit_id, found["OrganizationalUnit"]["Name"], parent)
+
+    def _one(self, step: str, operation: str, gone: frozenset[str], **params: Any) -> dict[str, Any] | None:
+        """One call; None when `gone` says the resource does not exist, else errors as `account_tags`."""
+        try:
+            answer: dict[str, Any] = getattr(self.client, _snake(operation))(**params)
+            return answer
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in gone:
+                return None
+            if code in TAGS_DENIED_CODES:
+                raise AwsStepFailed(step, f"{operation} refused: {code}", code=code) from None
+            raise RetryLater(f"{operation} failed: {code}") from None
+        except BotoCoreError as exc:
+            raise RetryLater(f"{operation} failed: {type(exc).__name__}") from None
 
     def _tag_pages(self, account_id: str) -> Iterator[dict[str, Any]]:
         token: str | None = None
@@ -225,3 +279,8 @@ def read_policies(client: Any, *, concurrency: int = 8) -> tuple[list[Policy], l
     except ClientError as exc:
         raise AwsStepFailed("read service control policies", _describe(exc), code=error_code(exc)) from None
     return [p for p, _ in read_all], [t for _, targets in read_all for t in targets]
+
+
+def _snake(operation: str) -> str:
+    """botocore's method name of an API operation: DescribeAccount -> describe_account."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")

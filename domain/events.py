@@ -125,6 +125,36 @@ class BadgeReconcileDue(Event):
     cloud_ids: tuple[UUID, ...] | None = None
 
 
+@dataclass(frozen=True)
+class AccountRefreshDue(Event):
+    """AWS says an account of the org was created, invited, moved, removed or closed (`cause`, the AWS event's
+    name): look at the account again and apply what is true now, as a sync would."""
+
+    TYPE: ClassVar[str] = "AccountRefreshDue"
+    org_id: UUID
+    account_id: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class UnitRefreshDue(Event):
+    """AWS says an organizational unit of the org was created, renamed or deleted: look at it again."""
+
+    TYPE: ClassVar[str] = "UnitRefreshDue"
+    org_id: UUID
+    unit_id: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class PolicyRefreshDue(Event):
+    """AWS says the org's policies or their attachments changed: read its SCPs and their targets again."""
+
+    TYPE: ClassVar[str] = "PolicyRefreshDue"
+    org_id: UUID
+    cause: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -136,12 +166,18 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AccountValidated,
         TagRefreshDue,
         BadgeReconcileDue,
+        AccountRefreshDue,
+        UnitRefreshDue,
+        PolicyRefreshDue,
     )
 }
 
 # Data fields holding AWS account ids, by name (a list field holds several); UUID fields are typed so.
 ACCOUNT_ID_FIELDS = frozenset({"account_id", "account_ids"})
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
+# and fields holding the id of an organizational unit or a root (AWS's patterns)
+UNIT_ID_FIELDS = frozenset({"unit_id"})
+UNIT_ID = re.compile(r"ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32}")
 
 # (type, from_version) -> function turning that version's data into the next version's data
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -313,4 +349,6 @@ def _scalar(type_name: str, label: str, name: str, hint: Any, value: Any) -> Any
         raise MalformedMessage(f"{type_name}: field {label!r} must be a non-empty string")
     if hint is UUID:
         return _uuid(type_name, label, value)
+    if name in UNIT_ID_FIELDS and not UNIT_ID.fullmatch(value):
+        raise MalformedMessage(f"{type_name}: {label} {_show(value)} is not an organizational unit or root id")
     return _account_id(type_name, label, value) if name in ACCOUNT_ID_FIELDS else value

@@ -9,10 +9,14 @@ then lost), so each one only says *what* to look at again; the periodic sync sta
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID, uuid5
 
+from . import events
 from .errors import InvalidInput
 
 # what an event makes orgsync look at again, by CloudTrail event name
@@ -168,3 +172,104 @@ def events_template(*, nickname: str, cloud_org_id: str, management_role_arn: st
             }
         },
     }
+
+
+# -- from an AWS event to what orgsync looks at again ------------------------------------------------
+
+
+class UnreadableEvent(ValueError):
+    """An SQS message that is not an AWS Organizations event as EventBridge delivers it (the reason)."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one AWS event asks of orgsync: the events to emit (each with its message id, the same for the
+    same AWS event however often it arrives), or why it asks for nothing."""
+
+    event_id: str  # EventBridge's id of the AWS event
+    event_name: str
+    emits: tuple[tuple[UUID, events.Event], ...] = ()
+    ignored: str | None = None
+
+
+# message ids of the events one AWS event causes: uuid5 in this namespace of (org, AWS event id, index)
+_IDS = UUID("6f1b2e2c-5b8e-4c53-9d7e-3c0a9f4b1e77")
+_ACCOUNT = re.compile(r"[0-9]{12}")
+
+
+def read_event(body: str, *, org_id: UUID, management_account_id: str) -> Reading:
+    """What the AWS event in an SQS message `body` asks of the org `org_id`; UnreadableEvent if the body is
+    not an Organizations event. AWS's state is read again by the handlers: the event's payload only says
+    where to look (an event can be late, doubled, or overtaken by a later one)."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        raise UnreadableEvent("the message is not JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("detail"), dict):
+        raise UnreadableEvent("the message is not an EventBridge event (no detail object)")
+    detail: dict[str, Any] = event["detail"]
+    event_id, name = event.get("id"), detail.get("eventName")
+    if not isinstance(event_id, str) or not event_id or not isinstance(name, str) or not name:
+        raise UnreadableEvent("the event has no id or no detail.eventName")
+    if event.get("source") != "aws.organizations":
+        raise UnreadableEvent(f"the event's source is {str(event.get('source'))[:40]!r}, not aws.organizations")
+
+    def ignored(why: str) -> Reading:
+        return Reading(event_id, name, ignored=why)
+
+    if name not in LISTENED:
+        return ignored("not an event orgsync listens to")
+    if event.get("account") not in (None, management_account_id):
+        return ignored(f"from account {str(event.get('account'))[:20]}, not the organization's management account")
+    if detail.get("errorCode"):
+        return ignored(f"the call failed ({str(detail['errorCode'])[:60]})")
+    wanted = _asks(name, detail, org_id)
+    if isinstance(wanted, str):
+        return ignored(wanted)
+    emits = tuple((uuid5(_IDS, f"{org_id}/{event_id}/{i}"), e) for i, e in enumerate(wanted))
+    return Reading(event_id, name, emits)
+
+
+def _asks(name: str, detail: dict[str, Any], org_id: UUID) -> list[events.Event] | str:
+    """The events an AWS event `name` asks for, or why none."""
+    params = detail.get("requestParameters") or {}
+    response = detail.get("responseElements") or {}
+    if not isinstance(params, dict) or not isinstance(response, dict):
+        raise UnreadableEvent(f"{name}: requestParameters or responseElements is not an object")
+    if name == "CreateAccountResult":
+        status = (detail.get("serviceEventDetails") or {}).get("createAccountStatus") or {}
+        if status.get("state") != "SUCCEEDED":
+            return f"the account creation did not succeed ({str(status.get('state'))[:20]})"
+        return [events.AccountRefreshDue(org_id, _account(name, status.get("accountId")), name)]
+    if name in ("MoveAccount", "RemoveAccountFromOrganization", "CloseAccount"):
+        return [events.AccountRefreshDue(org_id, _account(name, params.get("accountId")), name)]
+    if name == "InviteAccountToOrganization":
+        target = params.get("target") or {}
+        if not isinstance(target, dict) or target.get("type") != "ACCOUNT":
+            return "an invitation by email: the account is known once it accepts"
+        return [events.AccountRefreshDue(org_id, _account(name, target.get("id")), name)]
+    if name == "AcceptHandshake":
+        parties = ((response.get("handshake") or {}).get("parties")) or []
+        accounts = sorted({str(p.get("id")) for p in parties if isinstance(p, dict) and p.get("type") == "ACCOUNT"})
+        return [events.AccountRefreshDue(org_id, _account(name, a), name) for a in accounts] or "no account in it"
+    if name in TAG_EVENTS:
+        resource = str(params.get("resourceId") or "")
+        if not _ACCOUNT.fullmatch(resource):
+            return "tags of something that is not an account"
+        return [events.TagRefreshDue(org_id, (resource,))]
+    if name in UNIT_EVENTS:
+        unit = params.get("organizationalUnitId")
+        if name == "CreateOrganizationalUnit":
+            unit = (response.get("organizationalUnit") or {}).get("id")
+        if not isinstance(unit, str) or not events.UNIT_ID.fullmatch(unit):
+            raise UnreadableEvent(f"{name}: no organizational unit id")
+        return [events.UnitRefreshDue(org_id, unit, name)]
+    if name == "CreatePolicy" and params.get("type") not in (None, "SERVICE_CONTROL_POLICY"):
+        return "not a service control policy"
+    return [events.PolicyRefreshDue(org_id, name)]
+
+
+def _account(name: str, value: object) -> str:
+    if not isinstance(value, str) or not _ACCOUNT.fullmatch(value):
+        raise UnreadableEvent(f"{name}: no account id")
+    return value

@@ -3,7 +3,7 @@
 Import-light on purpose: names are loaded on first use, so importing this package neither imports
 boto3 nor starts anything (moto must be active before any boto3 client exists).
 
-    from localaws import generate_org, local_aws, LocalAwsServer, faults
+    from localaws import generate_org, local_aws, LocalAwsServer, faults, trail
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from . import faults as faults
+    from . import trail as trail
     from .builder import BuiltAccount, BuiltOrg, build_org, set_account_state, set_member_role
     from .client import LocalAwsError, LocalAwsServer
     from .generator import AccountSpec, OrgSpec, UnitSpec, generate_org
@@ -58,13 +59,14 @@ __all__ = [
     "local_aws",
     "set_account_state",
     "set_member_role",
+    "trail",
     "uninstall",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "faults":
-        return importlib.import_module(f"{__name__}.faults")
+    if name in ("faults", "trail"):
+        return importlib.import_module(f"{__name__}.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

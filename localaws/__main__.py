@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--management-max-session", type=int, default=3600)
     serve.add_argument("--member-max-session", type=int, default=3600)
     serve.add_argument("--no-scps", action="store_true")
+    events = serve.add_argument_group(
+        "Organizations events", "CloudTrail -> EventBridge -> SQS, as AWS delivers them (see localaws/trail.py)"
+    )
+    events.add_argument(
+        "--events-queue",
+        default=None,
+        metavar="NAME",
+        help="create the SQS queue NAME (and NAME-dlq) in the management account and emit the events to it",
+    )
+    events.add_argument("--events-delay-ms", type=float, default=0.0, help="deliver each event this late")
+    events.add_argument("--events-duplicate-rate", type=float, default=0.0, help="share of events sent twice")
+    events.add_argument("--events-reorder-window", type=int, default=0, help="shuffle events in windows of N")
+    events.add_argument("--events-seed", type=int, default=None, help="seed of the event faults (default: --seed)")
 
     generate = commands.add_parser("generate", help="print the generated org spec as JSON")
     _spec_arguments(generate)
@@ -76,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
             parse_rate_limits(args.rate_limits)
         except ValueError as exc:
             parser.error(f"--rate-limits: {exc}")
+        if args.events_delay_ms < 0 or not 0 <= args.events_duplicate_rate <= 1 or args.events_reorder_window < 0:
+            parser.error(
+                "--events-delay-ms and --events-reorder-window must be >= 0, --events-duplicate-rate in [0, 1]"
+            )
+        if args.events_queue is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,76}(\.fifo)?", args.events_queue):
+            parser.error("--events-queue: a queue name of letters, digits, - and _ (room left for -dlq)")
     spec = _spec(args)
     if args.command == "generate":
         json.dump(spec.to_json(), sys.stdout)
@@ -99,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         management_max_session=args.management_max_session,
         member_max_session=args.member_max_session,
         with_scps=not args.no_scps,
+        events_queue=args.events_queue,
+        events_delay_ms=args.events_delay_ms,
+        events_duplicate_rate=args.events_duplicate_rate,
+        events_reorder_window=args.events_reorder_window,
+        events_seed=args.seed if args.events_seed is None else args.events_seed,
     )
     return 0
 

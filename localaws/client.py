@@ -50,6 +50,7 @@ class LocalAwsServer:
         legacy_status: int | None = None,
         spec_path: str | os.PathLike[str] | None = None,
         with_scps: bool = True,
+        events_queue: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = STARTUP_TIMEOUT,
@@ -69,6 +70,7 @@ class LocalAwsServer:
             "--wrong-external-id": wrong_external_id,
             "--legacy-status": legacy_status,
             "--spec": spec_path,
+            "--events-queue": events_queue,
         }
         for flag, value in optional.items():
             if value is not None:
@@ -232,3 +234,49 @@ class LocalAwsServer:
         self._call("POST", f"accounts/{account_id}/member-role", {"kind": kind})
         if self.org is not None:
             self.org.account(account_id).member_role = kind
+
+    # -- Organizations events (CloudTrail -> EventBridge -> SQS, see trail.py) --------------------
+    @property
+    def events_queue_url(self) -> str | None:
+        """The queue `--events-queue` created at start (None without it)."""
+        url = self.manifest.get("events_queue_url")
+        return str(url) if url else None
+
+    def events(
+        self,
+        queue_url: str | None,
+        *,
+        delay_ms: float = 0,
+        duplicate_rate: float = 0.0,
+        reorder_window: int = 0,
+        seed: int = 0,
+        reorder_idle_ms: float | None = None,
+    ) -> dict[str, Any]:
+        """Emit the Organizations events to the SQS queue `queue_url` of this server (None: off), late by
+        `delay_ms`, `duplicate_rate` of them twice, shuffled in windows of `reorder_window`; the settings
+        and statistics after the change."""
+        body: dict[str, Any] = {
+            "queue_url": queue_url,
+            "delay_ms": delay_ms,
+            "duplicate_rate": duplicate_rate,
+            "reorder_window": reorder_window,
+            "seed": seed,
+        }
+        if reorder_idle_ms is not None:
+            body["reorder_idle_ms"] = reorder_idle_ms
+        settings: dict[str, Any] = self._call("POST", "events", body)
+        return settings
+
+    def events_settings(self) -> dict[str, Any]:
+        """The events' settings, with their statistics under "stats"."""
+        settings: dict[str, Any] = self._call("GET", "events")
+        return settings
+
+    def flush_events(self) -> dict[str, Any]:
+        """Deliver every pending event now."""
+        settings: dict[str, Any] = self._call("POST", "events/flush", {})
+        return settings
+
+    def reset_events(self) -> None:
+        """Events off, pending ones dropped, statistics cleared."""
+        self._call("POST", "events/reset", {})

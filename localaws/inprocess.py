@@ -2,7 +2,8 @@
 
 It makes sure boto3 clients created inside the block talk to moto (dummy credentials, no
 AWS_ENDPOINT_URL), installs the patches for the duration of the block, builds the org, and on exit
-stops the mock and forgets the faults, statistics, registry and org membership it created.
+stops the mock and forgets the faults, statistics, registry and org membership it created, and the
+Organizations events' queue (`localaws.trail.configure(queue_url)` turns them on inside the block).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def local_aws(spec: OrgSpec | None = None, **build_kwargs: Any) -> Iterator[Any]
     from moto import mock_aws
     from moto.organizations.models import organizations_backends
 
-    from . import faults, patches
+    from . import faults, patches, trail
     from .builder import build_org
     from .registry import REGISTRY
 
@@ -59,6 +60,7 @@ def local_aws(spec: OrgSpec | None = None, **build_kwargs: Any) -> Iterator[Any]
             built = build_org(spec, **build_kwargs) if spec is not None else None
             yield built
         finally:
+            trail.reset()
             mock.stop()
             if built is not None:
                 for account in built.accounts:

@@ -15,6 +15,8 @@
 * Accounts report `State` unless flagged legacy (then only `Status`).
 * The Organizations list operations paginate like AWS (MaxResults 1-20, default 20, NextToken).
 * Every request passes through the fault injector (latency, throttling, failing parents, counts).
+* Every successful mutating Organizations request is recorded as AWS does it (CloudTrail ->
+  EventBridge -> SQS) when the trail is configured (see trail.py).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from moto.sts.exceptions import STSValidationError
 from moto.sts.responses import TokenResponse
 from moto.sts.utils import random_session_token
 
-from . import policy
+from . import policy, trail
 from .faults import INJECTOR, PARENT_ACTIONS, Fault
 from .orgmodel import AccountList, find_account, scp_levels
 from .registry import REGISTRY, RoleSession, split_role_arn
@@ -633,7 +635,10 @@ def _call_action(self: BaseResponse) -> Any:
             raise _fault_reply(service, fault)
         if service == "organizations" and not _organizations_allowed(getattr(self, "access_key", ""), action):
             raise _json_error("AccessDeniedException", ORGANIZATIONS_DENIED)
-        return _ORIG_CALL_ACTION(self)
+        result = _ORIG_CALL_ACTION(self)
+        if service == "organizations" and trail.TRAIL.enabled:
+            trail.on_response(self, action, result)
+        return result
     except _Reply as reply:
         headers = dict(self.response_headers)
         headers.update(reply.headers)

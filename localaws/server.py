@@ -16,6 +16,15 @@ start with "_"), so they never reach moto's routing:
     POST /_localaws/stats/reset
     POST /_localaws/accounts/<id>/state        {"state": "SUSPENDED", "legacy_status": false}
     POST /_localaws/accounts/<id>/member-role  {"kind": "ok" | "missing" | "wrong_external_id"}
+    GET  /_localaws/events                     the Organizations events' settings (trail.py) + "stats"
+    POST /_localaws/events                     {"queue_url" (null: off), "delay_ms", "duplicate_rate",
+                                                "reorder_window", "seed", "reorder_idle_ms"}
+    POST /_localaws/events/flush               deliver every pending event now
+    POST /_localaws/events/reset               events off, pending dropped, statistics cleared
+
+`serve(events_queue=NAME)` creates the SQS queue NAME (with a dead-letter queue NAME-dlq, after 5
+receives) in the management account in us-east-1 and emits the Organizations events to it from the
+start; the manifest then has `events_queue_url` and `events_dlq_url`.
 
 The manifest JSON is written atomically once the server accepts connections.
 """
@@ -36,9 +45,9 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import LimitedStream
 
-from . import faults, patches
-from .builder import BuiltOrg, build_org, set_member_role
-from .generator import OrgSpec
+from . import faults, patches, trail
+from .builder import REGION, BuiltOrg, build_org, set_member_role
+from .generator import MANAGEMENT_ACCOUNT_ID, OrgSpec
 from .orgmodel import set_account_state
 
 CONTROL_PREFIX = "/_localaws/"
@@ -48,6 +57,7 @@ CONTROL_PREFIX = "/_localaws/"
 CACHED_SERVICES = frozenset({"iam", "organizations", "sts"})
 # paths moto routes by their prefix before it looks at the Authorization header
 UNCACHED_PATH_PREFIXES = ("/moto-api", "/favicon.ico", "/latest/meta-data/", "/latest/api/")
+EVENTS_MAX_RECEIVE_COUNT = 5
 
 
 def _scope_key(environ: dict[str, Any]) -> tuple[str, str, str] | None:
@@ -105,9 +115,10 @@ class ControlApp:
         self.moto_app = moto_app
         self.org = org
         self.endpoint_url = ""
+        self.extra: dict[str, Any] = {}
 
     def manifest(self) -> dict[str, Any]:
-        return {**self.org.to_json(), "endpoint_url": self.endpoint_url}
+        return {**self.org.to_json(), **self.extra, "endpoint_url": self.endpoint_url}
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if not str(environ.get("PATH_INFO", "")).startswith(CONTROL_PREFIX):
@@ -160,6 +171,8 @@ class ControlApp:
         if path == "stats/reset" and method == "POST":
             faults.reset_stats()
             return 200, {"ok": True}
+        if parts[0] == "events":
+            return self._events(request, "/".join(parts[1:]))
         if len(parts) == 3 and parts[0] == "accounts" and method == "POST":
             account_id, what = parts[1], parts[2]
             body = self._body(request)
@@ -173,6 +186,27 @@ class ControlApp:
                 set_member_role(self.org, account_id, str(body["kind"]))
                 return 200, {"ok": True}
         return 404, {"error": f"no control endpoint {method} {request.path}"}
+
+    def _events(self, request: Request, what: str) -> tuple[int, Any]:
+        method = request.method
+        if what == "" and method == "POST":
+            body = self._body(request)
+            queue_url = body.get("queue_url")
+            trail.configure(
+                None if queue_url is None else str(queue_url),
+                delay_ms=float(body.get("delay_ms", 0)),
+                duplicate_rate=float(body.get("duplicate_rate", 0)),
+                reorder_window=int(body.get("reorder_window", 0)),
+                seed=int(body.get("seed", 0)),
+                reorder_idle_ms=float(body.get("reorder_idle_ms", trail.DEFAULT_REORDER_IDLE_MS)),
+            )
+        elif what == "flush" and method == "POST":
+            trail.flush()
+        elif what == "reset" and method == "POST":
+            trail.reset()
+        elif not (what == "" and method == "GET"):
+            return 404, {"error": f"no control endpoint {method} {request.path}"}
+        return 200, {**trail.settings(), "stats": trail.stats()}
 
     def _update_manifest_account(self, account_id: str, *, state: str, legacy_status: Any) -> None:
         for account in self.org.accounts:
@@ -338,6 +372,22 @@ def _stop(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def create_events_queue(name: str) -> tuple[str, str]:
+    """Create the SQS queue `name` and its dead-letter queue (`name`-dlq, after
+    EVENTS_MAX_RECEIVE_COUNT receives) in the management account, us-east-1; (queue path, DLQ path)
+    as `/<account id>/<name>` (prefix the endpoint URL for the queue URLs)."""
+    from moto.sqs.models import sqs_backends
+
+    backend = sqs_backends[MANAGEMENT_ACCOUNT_ID][REGION]
+    fifo = name.endswith(".fifo")
+    dlq_name = f"{name.removesuffix('.fifo')}-dlq" + (".fifo" if fifo else "")
+    attributes: dict[str, Any] = {"FifoQueue": "true"} if fifo else {}
+    dlq = backend.create_queue(dlq_name, **attributes)
+    redrive = {"deadLetterTargetArn": dlq.queue_arn, "maxReceiveCount": EVENTS_MAX_RECEIVE_COUNT}
+    backend.create_queue(name, RedrivePolicy=json.dumps(redrive), **attributes)
+    return f"/{MANAGEMENT_ACCOUNT_ID}/{name}", f"/{MANAGEMENT_ACCOUNT_ID}/{dlq_name}"
+
+
 def serve(
     spec: OrgSpec,
     *,
@@ -348,9 +398,15 @@ def serve(
     throttle_rate: float = 0.0,
     fault_seed: int = 0,
     rate_limits: str = "",
+    events_queue: str | None = None,
+    events_delay_ms: float = 0,
+    events_duplicate_rate: float = 0,
+    events_reorder_window: int = 0,
+    events_seed: int = 0,
     **build_kwargs: Any,
 ) -> None:
-    """Build `spec`, write the manifest and serve until SIGTERM / SIGINT."""
+    """Build `spec`, write the manifest and serve until SIGTERM / SIGINT (with `events_queue`, the
+    Organizations events go to that SQS queue, created with its DLQ; see `create_events_queue`)."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -366,6 +422,17 @@ def serve(
     app = ControlApp(cached_dispatcher(create_backend_app), org)
     server = make_server(host, port, app, threaded=True, request_handler=keep_alive_handler(MotoRequestHandler))
     app.endpoint_url = f"http://{host}:{server.server_port}"
+    if events_queue:
+        queue_path, dlq_path = create_events_queue(events_queue)
+        app.extra["events_queue_url"] = app.endpoint_url + queue_path
+        app.extra["events_dlq_url"] = app.endpoint_url + dlq_path
+        trail.configure(
+            app.extra["events_queue_url"],
+            delay_ms=events_delay_ms,
+            duplicate_rate=events_duplicate_rate,
+            reorder_window=events_reorder_window,
+            seed=events_seed,
+        )
     os.environ.setdefault("MOTO_PORT", str(server.server_port))
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

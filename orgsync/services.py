@@ -4,6 +4,7 @@ syncs, wait for the work a request caused."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from storage.models import Cloud
 from storage.vault import row_context
 
 from .bootstrap import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,23 @@ def wait_for(
         if time.monotonic() - start > timeout:
             return WaitResult(False, progress.failures, time.monotonic() - start)
         if not rt.in_process:
-            rt.relay.flush()
+            _flush_while_waiting(rt)
         time.sleep(poll)
+
+
+def _flush_while_waiting(rt: Runtime) -> None:
+    """Publish what is unsent (the request, or anyone's events) while a command waits. A broker connection
+    lost meanwhile (a node of a cluster gone) is not the command's failure: the rows stay unsent, the next
+    poll reconnects (to another node) and publishes them, and so do the workers' relays."""
+    from workers.relay import failure_summary
+
+    try:
+        rt.relay.flush()
+    except Exception as exc:
+        summary, outage = failure_summary(exc)
+        if not outage:
+            raise
+        log.debug("publishing while waiting failed (%s); the next poll tries again", summary)
 
 
 def request_validation(rt: Runtime, *, org_ref: str | None, account_ids: list[str]) -> tuple[uuid.UUID, int]:

@@ -156,6 +156,27 @@ def org_credentials(conn: Connection, org_id: uuid.UUID) -> bytes:
     return bytes(row[0])
 
 
+@dataclass(frozen=True)
+class EventsSource:
+    """An organization that reads its AWS events from an SQS queue (live updates)."""
+
+    org_id: uuid.UUID
+    nickname: str
+    management_account_id: str
+    queue_url: str
+    credentials: bytes  # sealed (storage.vault)
+
+
+def events_sources(conn: Connection) -> list[EventsSource]:
+    """Every organization with an events queue, by nickname."""
+    with conn.cursor() as cur:
+        rows = cur.execute(
+            "SELECT id, nickname, management_account_id, events_queue_url, credentials FROM organizations"
+            " WHERE events_queue_url IS NOT NULL ORDER BY nickname"
+        ).fetchall()
+    return [EventsSource(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+
 def latest_sync_run(conn: Connection, org_id: uuid.UUID) -> SyncRunView | None:
     """An organization's most recently started sync run, if it had one."""
     with conn.cursor(row_factory=class_row(SyncRunView)) as cur:

@@ -59,11 +59,16 @@ class Work(Generic[I]):
     def inventory(self) -> I:
         return self._inventory
 
-    def emit(self, event: Event, *, correlation_id: UUID | None = None) -> Envelope[Any]:
+    def emit(
+        self, event: Event, *, correlation_id: UUID | None = None, message_id: UUID | None = None
+    ) -> Envelope[Any]:
         """Write `event` to the outbox in this transaction, correlated with the message being handled
-        (or with `correlation_id`, for work not caused by a message), routed to its consumer here."""
+        (or with `correlation_id`, for work not caused by a message), routed to its consumer here.
+        `message_id` names it (default: a new id), e.g. after something outside that may say it twice."""
         cause = self._cause
-        envelope = wrap(event, correlation_id=cause.correlation_id if cause is not None else correlation_id)
+        envelope = wrap(
+            event, correlation_id=cause.correlation_id if cause is not None else correlation_id, message_id=message_id
+        )
         route = self._router(event.TYPE)
         self.inventory.add_outbox(
             envelope,

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _OrgSnapshot:
+class OrgSnapshot:
     id: uuid.UUID
     cloud_org_id: str
     nickname: str
@@ -47,14 +47,14 @@ class _OrgSnapshot:
     filters: Filters
 
 
-def _load_org(deps: Deps, org_id: uuid.UUID) -> _OrgSnapshot:
+def load_org(deps: Deps, org_id: uuid.UUID) -> OrgSnapshot:
     """The org and its credentials; PermanentError when it does not exist, CredentialsUnreadable."""
     with deps.uow.reading() as inventory:
         org = inventory.org(org_id)
     if org is None:
         raise unknown_org(org_id)
     credentials = deps.keyring().open(org.credentials, "organizations", org.id)
-    return _OrgSnapshot(org.id, org.cloud_org_id, org.nickname, credentials, Filters.from_json(org.filters))
+    return OrgSnapshot(org.id, org.cloud_org_id, org.nickname, credentials, Filters.from_json(org.filters))
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class OrgReading:
 
 
 @contextmanager
-def read_organization(deps: Deps, org: _OrgSnapshot) -> Iterator[OrgReading]:
+def read_organization(deps: Deps, org: OrgSnapshot) -> Iterator[OrgReading]:
     """Assume the management role, then at once: walk the tree, re-check the role's permissions, read
     SCPs. Yields once the walk is done; the permissions and SCPs (which take longer in a large org: the
     targets of a policy attached everywhere are pages of 20, one after another) are still being read."""
@@ -165,7 +165,7 @@ def sync_org(deps: Deps, envelope: events.Envelope[events.OrgSyncRequested], act
         return
     clock = _Clock()
     try:
-        org = _load_org(deps, event.org_id)
+        org = load_org(deps, event.org_id)
     except CredentialsUnreadable:
         # the user sees it as the org's last sync; the message is dead-lettered (no retry can help), so
         # it can be requeued once the key ring is fixed or the credentials are entered again
@@ -190,7 +190,7 @@ def sync_org(deps: Deps, envelope: events.Envelope[events.OrgSyncRequested], act
             _finish(work, envelope, org, reading.tree, scope, changes, policies, clock)
 
 
-def _apply_accounts(work: Work[Inventory], org: _OrgSnapshot, tree: OrgTree, scope: Scope) -> AccountChanges:
+def _apply_accounts(work: Work[Inventory], org: OrgSnapshot, tree: OrgTree, scope: Scope) -> AccountChanges:
     """Bring the stored accounts, OUs and system badges up to date with the walk; emit what changed."""
     inventory = work.inventory
     plan = plan_sync(org.id, scope, inventory.stored_clouds(org.id, sorted(scope.account_ids)), complete=tree.complete)
@@ -227,7 +227,7 @@ def _apply_accounts(work: Work[Inventory], org: _OrgSnapshot, tree: OrgTree, sco
 def _finish(
     work: Work[Inventory],
     envelope: events.Envelope[events.OrgSyncRequested],
-    org: _OrgSnapshot,
+    org: OrgSnapshot,
     tree: OrgTree,
     scope: Scope,
     changes: AccountChanges,

@@ -15,7 +15,7 @@ from typing import Any
 
 from domain import events
 
-from . import handlers, tagging, validation
+from . import handlers, live, tagging, validation
 from .deps import Deps
 from .routes import RETIRED, ROUTES
 
@@ -40,6 +40,9 @@ _HANDLER_OF: dict[type[events.Event], Handler] = {
     events.AccountValidationDue: validation.validate_accounts,
     events.TagRefreshDue: tagging.refresh_tags,
     events.BadgeReconcileDue: tagging.reconcile,
+    events.AccountRefreshDue: live.refresh_account,
+    events.UnitRefreshDue: live.refresh_unit,
+    events.PolicyRefreshDue: live.refresh_policies,
 }
 
 # a route without a handler fails here, at import; tests/unit/test_routes.py checks the converse

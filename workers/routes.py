@@ -32,6 +32,10 @@ ROUTES: dict[type[events.Event], Route] = {
     events.AccountValidationDue: Route("account-validation", "account_validation_due"),
     events.TagRefreshDue: Route("tags", "tag_refresh_due"),
     events.BadgeReconcileDue: Route("badges", "badge_reconcile_due"),
+    # live updates from the org's AWS events: beside the syncs, whose pool paces Organizations calls
+    events.AccountRefreshDue: Route("org-sync", "account_refresh_due"),
+    events.UnitRefreshDue: Route("org-sync", "unit_refresh_due"),
+    events.PolicyRefreshDue: Route("org-sync", "policy_refresh_due"),
 }
 
 # consumed here for the messages an earlier version queued, never sent to a queue any more: the sync

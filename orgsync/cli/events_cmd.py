@@ -8,7 +8,40 @@ import typer
 
 from .common import database, print_json
 
-events_app = typer.Typer(no_args_is_help=True, help="Live updates from AWS Organizations events (SQS).")
+events_app = typer.Typer(
+    help="Live updates from AWS Organizations events: alone, read every registered events queue and apply the"
+    " changes; `template` prints the stack that feeds an organization's queue."
+)
+
+
+@events_app.callback(invoke_without_command=True)
+def events_listen(ctx: typer.Context) -> None:
+    """Read every registered organization's events queue and apply each change AWS reports (run any number;
+    SIGTERM or Ctrl-C stops it). Without ORGSYNC_BROKER_URL the updates run in this process."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import signal
+    import threading
+
+    from .. import preflight
+    from ..bootstrap import Runtime
+    from ..listener import Listener
+    from ..logs import configure_logging
+    from ..settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings)
+    preflight.check_services(settings)  # one clear line and exit 1 when the database or RabbitMQ is unusable
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    rt = Runtime.open(settings, migrate=False)
+    try:
+        if rt.in_process:
+            rt.start_in_process_workers()
+        Listener(rt).run(stop)
+    finally:
+        rt.close()
 
 
 @events_app.command("template")

@@ -29,7 +29,9 @@ from ..support.services import unavailable
 from .test_resilience import actual_state, expected_state
 
 ACCOUNTS = 2000
-LATENCY_MS = 20  # each stage lasts a few seconds, long enough for a fault to land inside it
+# validation (20 batches of 100 accounts) and tags (10 chunks of 200) each last 10 s or more on two worker
+# threads at this latency: long enough for a node to stop, or come back, inside them on a busy machine
+LATENCY_MS = 100
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_a_sync_survives_its_quorum_leader_stopped_and_another_node_killed(
     vhost = f"orgsync-cluster-{uuid.uuid4().hex[:8]}"
     cluster.add_vhost(vhost)
     env = service_env(big_aws, database_url, ",".join(cluster.urls(vhost)), encryption_key, tmp_path)
-    workers = start_workers(env, tmp_path / "worker.log", processes=2, threads=8)
+    workers = start_workers(env, tmp_path / "worker.log", processes=1, threads=2)
     cli = None
     try:
         leader = cluster.wait_for_quorum(vhost, "account-validation", timeout=60)

@@ -14,7 +14,10 @@ from pathlib import Path
 import dramatiq
 import pika
 import pytest
+from sqlalchemy import text
 
+from domain.events import BadgeReconcileDue
+from orgsync import services
 from orgsync.preflight import ServiceUnavailable, check_broker, check_queues
 from workers.broker import QuietRabbitmqBroker, connection_order, split_broker_urls
 from workers.routes import QUEUES
@@ -118,3 +121,27 @@ def test_broker_urls_split_on_commas_and_each_process_starts_from_its_own_node()
     assert connection_order(urls, 4) == ["amqp://b/v", "amqp://c/v", "amqp://a/v"]
     with pytest.raises(Exception, match="ORGSYNC_BROKER_URL is empty"):
         split_broker_urls(" , ")
+
+
+def test_a_command_waiting_rides_out_its_broker_connection_lost(rabbitmq, vhost, make_runtime):
+    """`--wait` publishes what is unsent while it polls; a connection cut meanwhile (its node gone) is retried
+    on the next poll, on a new connection, instead of failing the command."""
+    name, url = vhost
+    rt = make_runtime(broker_url=url, workers=False)
+    with rt.uow.transaction() as work:
+        work.emit(BadgeReconcileDue())
+    services._flush_while_waiting(rt)  # opens this thread's connection, publishes
+    rabbitmq.rabbitmqctl("close_all_connections", "-p", name, "node gone")
+    with rt.uow.transaction() as work:
+        work.emit(BadgeReconcileDue())
+
+    services._flush_while_waiting(rt)  # the dead connection: nothing raised, the row stays unsent
+    services._flush_while_waiting(rt)  # a new connection: published
+
+    with rt.sessions() as s:
+        assert s.execute(text("SELECT count(*), count(sent_at) FROM outbox")).one() == (2, 2)
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        assert connection.channel().queue_declare("badges", passive=True).method.message_count == 2
+    finally:
+        connection.close()

@@ -30,7 +30,7 @@ from uuid import UUID
 from botocore.exceptions import ClientError
 
 from aws.session import AwsGateway
-from domain.badges import is_system
+from domain.badges import ORG_PATH_BADGE, is_system
 from domain.config import AccessKey, Credentials, Filters, RoleConfig, build_credentials
 from domain.errors import AwsStepFailed
 from domain.events import Envelope, Event
@@ -200,6 +200,9 @@ class FakeInventory:
     def processed(self, message_id: UUID) -> bool:
         return message_id in self.state.processed
 
+    def in_outbox(self, message_ids: Sequence[UUID]) -> set[UUID]:
+        return {row.envelope.id for row in self.state.outbox} & set(message_ids)
+
     def add_outbox(self, envelope: Envelope[Any], *, queue_name: str | None, actor_name: str | None) -> None:
         if any(row.envelope.id == envelope.id for row in self.state.outbox):
             raise ConstraintViolation(f"outbox message {envelope.id} exists")
@@ -225,6 +228,9 @@ class FakeInventory:
         org.last_sync_error = run.error
         if permission_report is not None:
             org.permission_report = permission_report
+
+    def set_permission_report(self, org_id: UUID, permission_report: dict[str, Any]) -> None:
+        self._org(org_id).permission_report = permission_report
 
     # -- clouds ----------------------------------------------------------------------------------
 
@@ -279,12 +285,16 @@ class FakeInventory:
             if c.organization_id == org_id and (account_ids is None or c.account_id in account_ids)
         }
 
-    def org_cloud_paths(self, org_id: UUID) -> dict[UUID, str]:
-        return {c.id: c.org_path or "" for c in self.state.clouds.values() if c.organization_id == org_id}
+    def org_cloud_paths(self, org_id: UUID, cloud_ids: Sequence[UUID] | None = None) -> dict[UUID, str]:
+        return {
+            c.id: c.org_path or ""
+            for c in self.state.clouds.values()
+            if c.organization_id == org_id and (cloud_ids is None or c.id in cloud_ids)
+        }
 
-    def system_badges_of(self, org_id: UUID) -> dict[UUID, dict[str, str]]:
+    def system_badges_of(self, org_id: UUID, cloud_ids: Sequence[UUID] | None = None) -> dict[UUID, dict[str, str]]:
         result: dict[UUID, dict[str, str]] = {}
-        for cloud_id in self.org_cloud_paths(org_id):
+        for cloud_id in self.org_cloud_paths(org_id, cloud_ids):
             for key, (value, _) in self.state.badges.get(cloud_id, {}).items():
                 if is_system(key):
                     result.setdefault(cloud_id, {})[key] = value
@@ -300,6 +310,19 @@ class FakeInventory:
 
     def stored_units(self, org_id: UUID) -> dict[str, UnitRow]:
         return dict(self.state.units.get(org_id, {}))
+
+    def rename_paths(self, org_id: UUID, unit_id: str, old_path: str, new_path: str) -> int:
+        renamed = 0
+        for cloud in self.state.clouds.values():
+            path = cloud.org_path or ""
+            if cloud.organization_id == org_id and unit_id in (cloud.org_path_ids or ()) and path.startswith(old_path):
+                cloud.org_path = new_path + path[len(old_path) :]
+                badges = self.state.badges.get(cloud.id, {})
+                if ORG_PATH_BADGE in badges:
+                    badges[ORG_PATH_BADGE] = (cloud.org_path, badges[ORG_PATH_BADGE][1])
+                renamed += 1
+        self.state.writes["clouds"] += renamed
+        return renamed
 
     def write_units(self, org_id: UUID, upsert: Sequence[UnitRow], remove: Sequence[str]) -> None:
         for unit in upsert:

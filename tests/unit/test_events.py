@@ -17,6 +17,7 @@ from domain.events import (
     EVENT_TYPES,
     UPCASTERS,
     AccountDiscovered,
+    AccountRefreshDue,
     AccountRemoved,
     AccountValidated,
     AccountValidationDue,
@@ -25,7 +26,9 @@ from domain.events import (
     Event,
     OrgSyncCompleted,
     OrgSyncRequested,
+    PolicyRefreshDue,
     TagRefreshDue,
+    UnitRefreshDue,
     decode,
     now_iso,
     wrap,
@@ -62,6 +65,9 @@ def test_event_types_are_registered_by_name() -> None:
         "AccountValidated": AccountValidated,
         "TagRefreshDue": TagRefreshDue,
         "BadgeReconcileDue": BadgeReconcileDue,
+        "AccountRefreshDue": AccountRefreshDue,
+        "UnitRefreshDue": UnitRefreshDue,
+        "PolicyRefreshDue": PolicyRefreshDue,
     } == EVENT_TYPES
     assert {t: cls.VERSION for t, cls in EVENT_TYPES.items() if cls.VERSION != 1} == {"AccountValidationDue": 2}
 
@@ -327,6 +333,7 @@ _account = st.from_regex(r"\A[0-9]{12}\Z")
 _account_ids = st.none() | st.lists(_account, max_size=4).map(tuple)
 _cloud_ids = st.none() | st.lists(_uuid, max_size=4).map(tuple)
 _ints = st.integers(min_value=-(2**53), max_value=2**53)
+_unit = st.from_regex(r"\A(ou-[0-9a-z]{4}-[0-9a-z]{8}|r-[0-9a-z]{4})\Z")
 
 EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
     OrgSyncRequested: st.builds(OrgSyncRequested, org_id=_uuid, reason=_text),
@@ -341,6 +348,9 @@ EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
     AccountValidated: st.builds(AccountValidated, org_id=_opt_uuid, cloud_id=_uuid, account_id=_account, status=_text),
     TagRefreshDue: st.builds(TagRefreshDue, org_id=_opt_uuid, account_ids=_account_ids),
     BadgeReconcileDue: st.builds(BadgeReconcileDue, org_id=_opt_uuid, cloud_ids=_cloud_ids),
+    AccountRefreshDue: st.builds(AccountRefreshDue, org_id=_uuid, account_id=_account, cause=_text),
+    UnitRefreshDue: st.builds(UnitRefreshDue, org_id=_uuid, unit_id=_unit, cause=_text),
+    PolicyRefreshDue: st.builds(PolicyRefreshDue, org_id=_uuid, cause=_text),
 }
 
 

@@ -26,6 +26,9 @@ SAMPLES: dict[type[events.Event], events.Event] = {
     events.AccountValidationDue: events.AccountValidationDue((CLOUD,)),
     events.TagRefreshDue: events.TagRefreshDue(ORG),
     events.BadgeReconcileDue: events.BadgeReconcileDue(ORG),
+    events.AccountRefreshDue: events.AccountRefreshDue(ORG, ACCOUNT, "MoveAccount"),
+    events.UnitRefreshDue: events.UnitRefreshDue(ORG, "ou-ab12-cd34ef56", "UpdateOrganizationalUnit"),
+    events.PolicyRefreshDue: events.PolicyRefreshDue(ORG, "AttachPolicy"),
 }
 
 
@@ -56,6 +59,9 @@ def test_queue_and_actor_names_stay_what_other_services_and_stored_rows_know():
         "AccountValidationDue": ("account-validation", "account_validation_due"),
         "TagRefreshDue": ("tags", "tag_refresh_due"),
         "BadgeReconcileDue": ("badges", "badge_reconcile_due"),
+        "AccountRefreshDue": ("org-sync", "account_refresh_due"),
+        "UnitRefreshDue": ("org-sync", "unit_refresh_due"),
+        "PolicyRefreshDue": ("org-sync", "policy_refresh_due"),
     }
 
 
@@ -80,6 +86,9 @@ def test_every_trigger_has_a_consumer():
         "AccountValidationDue",
         "TagRefreshDue",
         "BadgeReconcileDue",
+        "AccountRefreshDue",
+        "UnitRefreshDue",
+        "PolicyRefreshDue",
     }
     assert triggers - set(HANDLERS) == set()
 

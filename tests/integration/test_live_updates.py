@@ -1,0 +1,174 @@
+"""Live updates end to end: changes made in the local AWS (moto, with its CloudTrail-to-SQS trail), read from
+the org's SQS queue by the events listener, applied by the handlers through the outbox and the in-process
+broker into Postgres. After each kind of change the inventory is what AWS says, and a full sync then finds
+nothing to correct; with duplicated, late and reordered events too."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from sqlalchemy import text
+
+from domain.config import OrgRegistration
+from localaws import trail
+from localaws.builder import BuiltOrg
+from localaws.generator import generate_org
+from localaws.inprocess import local_aws
+from orgsync import services
+from orgsync.bootstrap import Runtime
+from orgsync.listener import Counts, Listener
+from storage import listings
+
+from ..support.runtime import clouds_by_account, registration, sync
+from .conftest import RuntimeFactory
+
+
+@pytest.fixture
+def aws() -> Iterator[BuiltOrg]:
+    with local_aws(generate_org(24, seed=17, suspended=1)) as org:
+        yield org
+
+
+@pytest.fixture
+def queue_url(aws: BuiltOrg) -> Iterator[str]:
+    url = str(boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="org-events")["QueueUrl"])
+    yield url
+    trail.reset()
+
+
+@pytest.fixture
+def live(make_runtime: RuntimeFactory, aws: BuiltOrg, queue_url: str) -> tuple[Runtime, Listener, uuid.UUID]:
+    """An org registered with its events queue and synced once; the trail on from then."""
+    rt = make_runtime()
+    base = registration(aws)
+    registered = services.register_org(
+        rt, OrgRegistration(base.nickname, base.credentials, base.filters, events_queue_url=queue_url)
+    )
+    assert services.wait_for(rt, registered.request_id, timeout=60).ok
+    trail.configure(queue_url)
+    return rt, Listener(rt, wait_seconds=0), registered.org_id
+
+
+def drain(rt: Runtime, listener: Listener) -> Counts:
+    """Read the queue until it is empty, then wait until every message it caused was handled."""
+    trail.flush()
+    total = Counts()
+    (source,) = listener.sources()
+    while (counts := listener.poll(source, wait_seconds=0)).received:
+        total.add(counts)
+        trail.flush()
+    deadline = time.monotonic() + 60
+    while _pending(rt):
+        assert time.monotonic() < deadline, "the updates were not all handled within 60 s"
+        time.sleep(0.05)
+    return total
+
+
+def _pending(rt: Runtime) -> int:
+    with rt.sessions() as s:
+        return int(
+            s.execute(
+                text(
+                    "SELECT count(*) FROM outbox o WHERE o.actor_name IS NOT NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM processed_messages p WHERE p.message_id = o.message_id)"
+                )
+            ).scalar_one()
+        )
+
+
+def inventory(rt: Runtime) -> dict[str, tuple[Any, ...]]:
+    """Every stored account: (name, state, path, status, managed, badges)."""
+    return {
+        account: (c["name"], c["aws_state"], c["org_path"], c["managed"], c["badges"])
+        for account, c in clouds_by_account(rt).items()
+    }
+
+
+def assert_a_full_sync_corrects_nothing(rt: Runtime, org_id: uuid.UUID) -> None:
+    before = inventory(rt)
+    result = sync(rt, org_id)
+    assert result.ok, result
+    with rt.reading() as conn:
+        run = listings.latest_sync_run(conn, org_id)
+    assert run is not None
+    assert (run.added, run.updated, run.removed) == (0, 0, 0)
+    assert inventory(rt) == before
+
+
+def organizations() -> Any:
+    return boto3.client("organizations", region_name="us-east-1")
+
+
+def test_accounts_moved_tagged_created_closed_and_removed_show_at_once(live, aws: BuiltOrg):
+    rt, listener, org_id = live
+    org = organizations()
+    root = aws.root_id
+    members = [a for a in aws.accounts if a.account_id != aws.management_account_id and a.state == "ACTIVE"]
+    moved, tagged, closed, removed = members[:4]
+
+    unit = org.create_organizational_unit(ParentId=root, Name="Live")["OrganizationalUnit"]["Id"]
+    org.move_account(AccountId=moved.account_id, SourceParentId=moved.parent_id, DestinationParentId=unit)
+    org.tag_resource(ResourceId=tagged.account_id, Tags=[{"Key": "team", "Value": "live-updates"}])
+    created = org.create_account(AccountName="fresh", Email="fresh@example.com")["CreateAccountStatus"]["AccountId"]
+    org.close_account(AccountId=closed.account_id)
+    org.remove_account_from_organization(AccountId=removed.account_id)
+
+    counts = drain(rt, listener)
+
+    stored = clouds_by_account(rt)
+    assert stored[moved.account_id]["org_path"] == "Root/Live"
+    assert stored[moved.account_id]["badges"]["system.cloud_org_path"] == "Root/Live"
+    assert stored[tagged.account_id]["badges"]["team"] == "live-updates"
+    assert (stored[created]["name"], stored[created]["org_path"], stored[created]["managed"]) == ("fresh", "Root", True)
+    assert stored[created]["status"] != "pending"  # validated
+    assert stored[closed.account_id]["aws_state"] in ("SUSPENDED", "PENDING_CLOSURE", "CLOSED")
+    assert removed.account_id not in stored
+    assert counts.unreadable == 0 and counts.deleted == counts.received
+    assert_a_full_sync_corrects_nothing(rt, org_id)
+
+
+def test_an_ou_renamed_rewrites_the_paths_below_it_without_asking_aws_per_account(live, aws: BuiltOrg):
+    rt, listener, org_id = live
+    deep = max(aws.accounts, key=lambda a: len(a.ou_path_ids))
+    renamed_ou = deep.ou_path_ids[2]
+    below = [a for a in aws.accounts if renamed_ou in a.ou_path_ids]
+    organizations().update_organizational_unit(OrganizationalUnitId=renamed_ou, Name="Renamed")
+
+    drain(rt, listener)
+
+    stored = clouds_by_account(rt)
+    for account in below:
+        names = list(account.ou_path_names)
+        names[2] = "Renamed"
+        assert stored[account.account_id]["org_path"] == "/".join(names)
+        assert stored[account.account_id]["badges"]["system.cloud_org_path"] == "/".join(names)
+    assert_a_full_sync_corrects_nothing(rt, org_id)
+
+
+def test_duplicated_late_and_reordered_events_end_as_a_full_sync_does(live, aws: BuiltOrg, queue_url):
+    rt, listener, org_id = live
+    trail.configure(queue_url, duplicate_rate=0.5, reorder_window=4, delay_ms=20, seed=5)
+    org = organizations()
+    members = [a for a in aws.accounts if a.account_id != aws.management_account_id and a.state == "ACTIVE"]
+    unit = org.create_organizational_unit(ParentId=aws.root_id, Name="Shuffled")["OrganizationalUnit"]["Id"]
+    for i, account in enumerate(members[:6]):
+        org.move_account(AccountId=account.account_id, SourceParentId=account.parent_id, DestinationParentId=unit)
+        org.tag_resource(ResourceId=account.account_id, Tags=[{"Key": "wave", "Value": str(i)}])
+    org.move_account(AccountId=members[0].account_id, SourceParentId=unit, DestinationParentId=aws.root_id)
+    org.update_organizational_unit(OrganizationalUnitId=unit, Name="Shuffled2")
+
+    counts = drain(rt, listener)
+
+    assert counts.duplicates > 0  # some AWS events arrived twice and were written once
+    stored = clouds_by_account(rt)
+    assert stored[members[0].account_id]["org_path"] == "Root"
+    assert {stored[a.account_id]["org_path"] for a in members[1:6]} == {"Root/Shuffled2"}
+    assert {a.account_id: stored[a.account_id]["badges"]["wave"] for a in members[:6]} == {
+        a.account_id: str(i) for i, a in enumerate(members[:6])
+    }
+    assert_a_full_sync_corrects_nothing(rt, org_id)

@@ -1,0 +1,227 @@
+"""Live updates: apply what one AWS event of an organization says changed, reading AWS's state now.
+
+`orgsync events` turns each AWS event into one of these messages (domain.live.read_event); the event
+only says where to look. Each handler reads that one thing again from AWS and applies the rules of a
+full sync to it (scope filters, name prefixes, suspended accounts, system badges, takeover) through
+the unit of work, with the sync's follow-up events: an event that arrives late, twice or out of order
+leaves what AWS says now.
+
+- AccountRefreshDue: DescribeAccount + ListParents (and, for an OU not stored yet, its name and parent up
+  to the first stored one); the account appears, moves, changes state, or leaves the inventory. New
+  accounts get their validation and their tags read (TagRefreshDue of one account).
+- UnitRefreshDue: DescribeOrganizationalUnit + ListParents; the stored tree follows, and a rename rewrites
+  the org path (and its system badge) of every account below it in one statement.
+- PolicyRefreshDue: the SCPs and their targets are read again, and the management role's permissions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from aws.organizations import OrganizationsReader, read_policies
+from aws.permissions import check_management_role
+from domain import events
+from domain.errors import AwsStepFailed, NotFound, PermanentError, RetryLater
+from domain.scp import plan_scps
+from domain.sync import UnitRow, plan_sync, plan_system_badges, plan_units
+from domain.tree import PATH_SEPARATOR, Account, OrgTree, OrgUnit, Scope, accounts_in_scope
+from storage.inventory import Inventory
+from storage.unit_of_work import Work
+from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
+
+from .deps import Deps
+from .handlers import OrgSnapshot, load_org
+
+log = logging.getLogger(__name__)
+# OUs read upwards from a changed account or OU until a stored one: a tree is at most 5 OUs deep below
+# its root, so more means something is wrong (a cycle), never a real tree
+MAX_DEPTH = 8
+
+
+def _org_and_reader(deps: Deps, org_id: UUID) -> tuple[OrgSnapshot, OrganizationsReader]:
+    """The org and a reader of its organization as the management role (AssumeRole reused for a while)."""
+    try:
+        org = load_org(deps, org_id)
+    except CredentialsUnreadable:
+        raise PermanentError(CREDENTIALS_UNREADABLE) from None
+    caller = deps.aws.caller_sts(org.credentials.access_key)
+    management = deps.aws.assume_role(caller, org.credentials.management, step="assume the management role")
+    return org, OrganizationsReader(deps.aws.client(management, "organizations"), concurrency=deps.walk_concurrency)
+
+
+def _failed(deps: Deps, envelope: events.Envelope[Any], actor_name: str, error: str) -> None:
+    """A refusal no retry can help (the role may not read it): recorded on the message, nothing applied."""
+    log.warning("live update %s failed: %s", envelope.event.TYPE, error)
+    with deps.uow.processing(envelope, actor_name) as work:
+        if work is not None:
+            work.fail(error)
+
+
+def _units_up_to_stored(
+    reader: OrganizationsReader, stored: Mapping[str, UnitRow], start: str | None
+) -> dict[str, OrgUnit]:
+    """The stored units, plus those read from AWS from `start` upwards until a stored one (or a root)."""
+    units = {unit_id: OrgUnit(row.id, row.name, row.parent_id) for unit_id, row in stored.items()}
+    current: str | None = start
+    for _ in range(MAX_DEPTH):
+        if current is None or current in units:
+            return units
+        if current.startswith("r-"):
+            roots = {r["Id"]: r.get("Name", "Root") for r in reader.pages("list_roots", "Roots")}
+            units[current] = OrgUnit(current, roots.get(current, "Root"), None)
+            return units
+        unit = reader.unit(current)
+        if unit is None:  # deleted while we looked: whatever moved the account out of it comes as its own event
+            raise RetryLater(f"organizational unit {current} vanished while reading the tree")
+        units[current] = unit
+        current = unit.parent_id
+    raise RetryLater(f"no stored organizational unit within {MAX_DEPTH} levels above {start}")
+
+
+# -- accounts --------------------------------------------------------------------------------------
+
+
+def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshDue], actor_name: str) -> None:
+    """AccountRefreshDue -> the account stored as AWS describes it now (or removed), with AccountDiscovered,
+    AccountValidationDue, TagRefreshDue or AccountRemoved as a sync would emit them."""
+    event = envelope.event
+    if deps.uow.processed(envelope.id):
+        return
+    try:
+        org, reader = _org_and_reader(deps, event.org_id)
+        account = reader.account(event.account_id)
+        units: dict[str, OrgUnit] = {}
+        if account is not None:
+            with deps.uow.reading() as inventory:
+                units = _units_up_to_stored(reader, inventory.stored_units(org.id), account.parent_id)
+    except AwsStepFailed as exc:
+        _failed(deps, envelope, actor_name, str(exc))
+        return
+    with deps.uow.processing(envelope, actor_name, lock=org.id) as work:
+        if work is not None:
+            _apply_account(work, org, event.account_id, account, units)
+
+
+def _apply_account(
+    work: Work[Inventory], org: OrgSnapshot, account_id: str, account: Account | None, units: dict[str, OrgUnit]
+) -> None:
+    inventory = work.inventory
+    stored = inventory.stored_clouds(org.id, [account_id])
+    mine = [c for c in stored if c.organization_id == org.id and c.account_id == account_id]
+    reason = "no longer in the organization"
+    tree = OrgTree(units, () if account is None else (account,), complete=False)
+    if account is not None:
+        try:
+            scope = accounts_in_scope(tree, org.filters)
+        except NotFound as exc:  # a limited OU is gone: the periodic sync reports it on the org
+            raise PermanentError(f"cannot apply the org's scope: {exc}") from None
+        if account_id not in scope.excluded:
+            _store_account(work, org, tree, scope)
+            return
+        reason = scope.excluded[account_id]
+    if mine:  # out of scope, or out of the organization
+        inventory.delete_clouds([c.cloud_id for c in mine])
+        work.emit(events.AccountRemoved(org.id, account_id, reason))
+        log.info("org %s: account %s removed (%s)", org.id, account_id, reason)
+
+
+def _store_account(work: Work[Inventory], org: OrgSnapshot, tree: OrgTree, scope: Scope) -> None:
+    inventory = work.inventory
+    plan = plan_sync(org.id, scope, inventory.stored_clouds(org.id, sorted(scope.account_ids)), complete=False)
+    new_ids = inventory.insert_clouds(org.id, plan.new)
+    inventory.update_clouds(plan.changed)
+    inventory.take_over_clouds(org.id, plan.taken_over)
+    units = plan_units(tree, inventory.stored_units(org.id))
+    inventory.write_units(org.id, units.upsert, ())
+    touched = [*new_ids.values(), *(c.cloud_id for c in plan.changed), *(t.stored.cloud_id for t in plan.taken_over)]
+    if touched:
+        inventory.upsert_badges(
+            plan_system_badges(
+                org.cloud_org_id,
+                org.nickname,
+                inventory.org_cloud_paths(org.id, touched),
+                inventory.system_badges_of(org.id, touched),
+            ),
+            autogenerated=True,
+        )
+    discovered = sorted([*new_ids.items(), *((t.stored.account_id, t.stored.cloud_id) for t in plan.taken_over)])
+    for account_id, cloud_id in discovered:
+        work.emit(events.AccountDiscovered(org.id, cloud_id, account_id))
+    for batch in events.AccountValidationDue.batches(org.id, (cloud_id for _, cloud_id in discovered)):
+        work.emit(batch)
+    if discovered:
+        work.emit(events.TagRefreshDue(org.id, tuple(account_id for account_id, _ in discovered)))
+    log.info("org %s: account changes applied: +%d ~%d", org.id, len(discovered), len(plan.changed))
+
+
+# -- organizational units --------------------------------------------------------------------------
+
+
+def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], actor_name: str) -> None:
+    """UnitRefreshDue -> the stored OU tree as AWS has it now; a rename carried into the org paths below it."""
+    event = envelope.event
+    if deps.uow.processed(envelope.id):
+        return
+    try:
+        org, reader = _org_and_reader(deps, event.org_id)
+        unit = reader.unit(event.unit_id)
+        units: dict[str, OrgUnit] = {}
+        if unit is not None:
+            with deps.uow.reading() as inventory:
+                stored = dict(inventory.stored_units(org.id))
+            stored.pop(unit.id, None)
+            units = _units_up_to_stored(reader, stored, unit.parent_id)
+            units[unit.id] = unit
+    except AwsStepFailed as exc:
+        _failed(deps, envelope, actor_name, str(exc))
+        return
+    with deps.uow.processing(envelope, actor_name, lock=org.id) as work:
+        if work is None:
+            return
+        inventory = work.inventory
+        stored = inventory.stored_units(org.id)
+        if unit is None:
+            if event.unit_id in stored:  # AWS deletes only empty OUs: no account is below it
+                inventory.write_units(org.id, (), (event.unit_id,))
+            return
+        # the OUs below it keep their stored rows; their paths follow from the tree
+        tree = OrgTree({**{i: OrgUnit(r.id, r.name, r.parent_id) for i, r in stored.items()}, **units}, ())
+        plan = plan_units(tree, stored)
+        inventory.write_units(org.id, plan.upsert, ())
+        old = stored.get(unit.id)
+        if old is not None:
+            new_path = PATH_SEPARATOR.join(u.name for u in tree.path(unit.id))
+            if new_path != old.path:
+                renamed = inventory.rename_paths(org.id, unit.id, old.path, new_path)
+                log.info("org %s: OU %s renamed; %d accounts below it", org.id, unit.id, renamed)
+
+
+# -- policies --------------------------------------------------------------------------------------
+
+
+def refresh_policies(deps: Deps, envelope: events.Envelope[events.PolicyRefreshDue], actor_name: str) -> None:
+    """PolicyRefreshDue -> the org's SCPs and targets as AWS has them now, and its permission report."""
+    event = envelope.event
+    if deps.uow.processed(envelope.id):
+        return
+    try:
+        org, reader = _org_and_reader(deps, event.org_id)
+        info = reader.describe()
+        policies, targets = read_policies(reader.client, concurrency=deps.walk_concurrency)
+        management = org.credentials.management
+        caller = deps.aws.caller_sts(org.credentials.access_key)
+        iam = deps.aws.client(deps.aws.assume_role(caller, management, step="assume the management role"), "iam")
+        report = check_management_role(reader.client, iam, management.role_arn, info.management_account_id)
+    except AwsStepFailed as exc:
+        _failed(deps, envelope, actor_name, str(exc))
+        return
+    with deps.uow.processing(envelope, actor_name, lock=org.id) as work:
+        if work is None:
+            return
+        plan = plan_scps(policies, targets, *work.inventory.stored_scps(org.id))
+        work.inventory.write_scps(org.id, plan)
+        work.inventory.set_permission_report(org.id, report.to_json())
+        log.info("org %s: policies read again, %d rows written", org.id, plan.rows)
