@@ -29,6 +29,7 @@ def scheduler_deps(rt: Runtime) -> SchedulerDeps:
         badge_reconcile_seconds=s.schedule_badge_reconcile_seconds,
         validation_seconds=s.schedule_validation_seconds,
         poll_seconds=s.scheduler_poll_seconds,
+        events_safety_net_seconds=s.schedule_events_safety_net_seconds,
         prune=partial(prune, rt.sessions),
         prune_seconds=s.schedule_prune_seconds,
         retention=timedelta(days=s.retention_days),

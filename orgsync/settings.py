@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     schedule_tag_refresh_seconds: float = Field(default=900, gt=0)
     schedule_badge_reconcile_seconds: float = Field(default=900, gt=0)
     schedule_validation_seconds: float = Field(default=21600, gt=0)
+    # an organization with an events queue (live updates) is synced and its tags refreshed this often only
+    schedule_events_safety_net_seconds: float = Field(default=86400, gt=0)
     # retention (`orgsync db prune`, and the scheduler every schedule_prune_seconds): sent outbox rows and
     # processed-message ids older than this many days go; it must outlast any redelivery (a dead letter
     # waits up to 7 days in its .XQ), hence at least 1

@@ -24,6 +24,8 @@ class SchedulerDeps:
     badge_reconcile_seconds: float
     validation_seconds: float
     poll_seconds: float  # how often leadership is polled
+    # organizations with live updates: their org sync and tag refresh, the safety net, at most this often
+    events_safety_net_seconds: float = 86400.0
     # retention: `prune(keep)` deletes what is older than `keep` and says what (storage.retention)
     prune: Callable[[timedelta], object] | None = None
     prune_seconds: float = 3600.0

@@ -84,6 +84,8 @@ class Job:
     pending_types: tuple[str, ...]  # event types that count as pending for a key
     key_path: str  # SQL/JSON path to the key(s) in an event's data: "$.org_id", "$.cloud_ids[*]"
     targets: Targets
+    # organizations with live updates (an events queue) get it only once per deps.events_safety_net_seconds
+    safety_net: bool = False
 
 
 def _org_targets(make: Callable[[uuid.UUID], events.Event]) -> Targets:
@@ -115,6 +117,7 @@ ORG_SYNC = Job(
     (events.OrgSyncRequested.TYPE,),
     "$.org_id",
     _org_targets(lambda org_id: events.OrgSyncRequested(org_id, reason="scheduled")),
+    safety_net=True,
 )
 TAG_REFRESH = Job(
     "tag_refresh",
@@ -122,6 +125,7 @@ TAG_REFRESH = Job(
     (events.TagRefreshDue.TYPE,),
     "$.org_id",
     _org_targets(lambda org_id: events.TagRefreshDue(org_id)),
+    safety_net=True,
 )
 BADGE_RECONCILE = Job(
     "badge_reconcile",
@@ -190,6 +194,8 @@ def run(
         if fence_pid is not None and not queries.leader_holds(fence_pid):
             raise NotLeader(f"backend {fence_pid} no longer holds the scheduler lock; {job.name} skipped")
         pending = queries.pending(job.pending_types, job.key_path, stale_after=stale_after)
+        if job.safety_net:  # kept up to date by their events: resting like a pending one
+            pending |= queries.live_orgs_asked_within(job.pending_types, deps.events_safety_net_seconds)
         to_write, skipped = job.targets(queries, pending)
         for event in to_write:
             work.emit(event, correlation_id=correlation_id)

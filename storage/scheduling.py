@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from sqlalchemy import or_, select, text
+from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from .db import libpq_url
@@ -52,6 +52,18 @@ class ValidationTarget:
     org_id: UUID | None
 
 
+# the sent rows of the window are a range of ix_outbox_sent_type; org-wide: no account ids in the data
+_LIVE_ASKED = text(
+    """
+    SELECT DISTINCT o.envelope -> 'data' ->> 'org_id'
+    FROM outbox o JOIN organizations g ON g.id::text = o.envelope -> 'data' ->> 'org_id'
+    WHERE o.sent_at > now() - make_interval(secs => :seconds) AND o.event_type IN :types
+      AND coalesce(o.envelope -> 'data' -> 'account_ids', 'null'::jsonb) = 'null'::jsonb
+      AND g.events_queue_url IS NOT NULL
+    """
+).bindparams(bindparam("types", expanding=True))
+
+
 class JobQueries:
     """What one run of a scheduler job locks and reads, inside the transaction of a unit of work
     (`JobQueries(work.inventory.session)`), or outside one (`uow.reading()`)."""
@@ -80,6 +92,12 @@ class JobQueries:
 
     def org_ids(self) -> list[UUID]:
         return SqlInventory(self.session).org_ids()
+
+    def live_orgs_asked_within(self, types: Iterable[str], seconds: float) -> set[UUID]:
+        """Organizations with an events queue that were sent an org-wide event of `types` (not one for
+        some of their accounts) within the last `seconds`: their periodic work can rest that long."""
+        rows = self.session.execute(_LIVE_ASKED, {"types": list(types), "seconds": seconds})
+        return {UUID(value) for value in rows.scalars()}
 
     def validation_targets(self) -> list[ValidationTarget]:
         """Every cloud with a role to check: managed by an organization, or with credentials of its own."""

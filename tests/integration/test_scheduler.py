@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -417,3 +418,46 @@ def test_run_scheduler_publishes_while_leading_coalesces_and_releases_the_lock_o
     assert holders == (0,)
     with rt.sessions() as s:
         assert s.scalars(select(ProcessedMessage)).all() != []
+
+
+def settle(rt: Runtime, hours_ago: float) -> None:
+    """Every event written so far handled, and sent `hours_ago`."""
+    with rt.sessions() as s:
+        rows = list(s.scalars(select(OutboxMessage)))
+        done = set(s.scalars(select(ProcessedMessage.message_id)))
+    for row in rows:
+        if row.message_id not in done:
+            mark_processed(rt, row)
+    with rt.sessions.begin() as s:
+        s.execute(update(OutboxMessage).values(sent_at=datetime.now(UTC) - timedelta(hours=hours_ago)))
+
+
+def test_orgs_with_live_updates_get_their_sync_and_tag_refresh_once_per_safety_net_interval(srt, sched):
+    live, polled = add_org(srt, 1), add_org(srt, 2)
+    with srt.sessions.begin() as s:
+        s.execute(
+            update(Organization)
+            .where(Organization.id == live)
+            .values(events_queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/live")
+        )
+    sched = replace(sched, events_safety_net_seconds=3600)
+    jobs_and_types = (("org_sync", "OrgSyncRequested"), ("tag_refresh", "TagRefreshDue"))
+
+    for job, _ in jobs_and_types:  # never asked: both orgs
+        assert jobs.run(sched, job).written == 2
+    with srt.uow.transaction() as work:  # an event changed an account's tags: no org-wide refresh
+        work.emit(events.TagRefreshDue(live, ("300000000009",)))
+    settle(srt, hours_ago=0.5)
+
+    for job, kind in jobs_and_types:  # half an hour later the live org rests, the polled one does not
+        before = len(outbox(srt, kind))
+        result = jobs.run(sched, job)
+        assert (result.written, result.skipped) == (1, 1)
+        assert [e.org_id for e in written(outbox(srt, kind)[before:])] == [polled]
+
+    settle(srt, hours_ago=1.5)
+    for job, kind in jobs_and_types:  # beyond the safety net's hour: both again
+        before = len(outbox(srt, kind))
+        result = jobs.run(sched, job)
+        assert (result.written, result.skipped) == (2, 0)
+        assert sorted(e.org_id for e in written(outbox(srt, kind)[before:])) == sorted([live, polled])
