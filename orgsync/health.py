@@ -66,5 +66,6 @@ def worker_group_probe(settings: Settings, directory: Path, processes: int) -> P
     return lambda: services_problem(settings) or consuming_problem(directory, processes)
 
 
-def scheduler_probe(settings: Settings) -> Probe:
+def services_probe(settings: Settings) -> Probe:
+    """The scheduler's and the events listener's readiness: their database and broker reachable."""
     return lambda: services_problem(settings)

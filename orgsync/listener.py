@@ -19,6 +19,7 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from aws import sqs
@@ -112,6 +113,7 @@ class Listener:
             counts.deleted = len(done) - len(failed)
         with self._lock:
             self.counts.add(counts)
+        _observe(counts, readings)
         if counts.emitted:
             log.info(
                 "org %s: %d AWS events, %d updates requested (%s)",
@@ -142,6 +144,7 @@ class Listener:
     def run(self, stop: threading.Event) -> None:
         """Poll every registered queue, one thread each, until `stop` is set."""
         threads: dict[tuple[str, str], threading.Thread] = {}
+        log.info("events listener: started; organizations read again every %gs", self.refresh_seconds)
         while not stop.is_set():
             try:
                 sources = self.sources()
@@ -159,6 +162,7 @@ class Listener:
             stop.wait(self.refresh_seconds)
         for thread in threads.values():
             thread.join(self.wait_seconds + 10)
+        log.info("events listener: stopped")
 
     def _follow(self, source: EventsSource, stop: threading.Event) -> None:
         """Poll one org's queue until `stop`, or until the org reads another queue (or none)."""
@@ -182,3 +186,32 @@ class Listener:
         except Exception:  # the database away: go on reading the queue, whose messages wait meanwhile
             return True
         return any(s.org_id == source.org_id and s.queue_url == source.queue_url for s in current)
+
+
+def _observe(counts: Counts, readings: list[Reading]) -> None:
+    """The poll's figures as Prometheus counters (served by `orgsync events` on its metrics port)."""
+    counters = metrics()
+    counters.received.inc(counts.received)
+    counters.unreadable.inc(counts.unreadable)
+    for name, n in counts.ignored.items():
+        counters.ignored.labels(name).inc(n)
+    for reading in readings:
+        if reading.emits:
+            counters.applied.labels(reading.event_name).inc()
+
+
+@cache
+def metrics() -> Any:
+    import prometheus_client as prom
+
+    class Metrics:
+        received = prom.Counter("orgsync_events_received", "SQS messages read from organizations' events queues.")
+        applied = prom.Counter(
+            "orgsync_events_applied", "AWS events turned into updates, by AWS event name.", ["event"]
+        )
+        ignored = prom.Counter("orgsync_events_ignored", "AWS events orgsync does not act on, by name.", ["event"])
+        unreadable = prom.Counter(
+            "orgsync_events_unreadable", "Messages that are no Organizations event (left to the queue's redrive)."
+        )
+
+    return Metrics()

@@ -11,7 +11,7 @@ from scheduler.service import run_scheduler
 from storage.retention import prune
 
 from .bootstrap import Runtime
-from .health import scheduler_probe
+from .health import services_probe
 from .logs import configure_logging
 from .settings import Settings
 
@@ -51,7 +51,7 @@ def main(settings: Settings) -> None:
                 settings,
                 port=settings.scheduler_metrics_port,
                 multiprocess=False,
-                ready=scheduler_probe(settings),
+                ready=services_probe(settings),
             )
         except OSError as exc:  # e.g. a standby on the same host: scheduling matters more than metrics
             logging.getLogger(__name__).warning(

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     scheduler_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    events_metrics_port: int = Field(default=9466, ge=0, le=65535)  # `orgsync events`
 
     log_format: Literal["auto", "json", "human"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"

@@ -20,6 +20,7 @@ def events_listen(ctx: typer.Context) -> None:
     SIGTERM or Ctrl-C stops it). Without ORGSYNC_BROKER_URL the updates run in this process."""
     if ctx.invoked_subcommand is not None:
         return
+    import logging
     import signal
     import threading
 
@@ -36,11 +37,31 @@ def events_listen(ctx: typer.Context) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     rt = Runtime.open(settings, migrate=False)
+    server = None
     try:
+        if settings.events_metrics_port:
+            from .. import metrics_server
+            from ..health import services_probe
+            from ..listener import metrics
+
+            metrics()  # registered before the endpoint copies the registry
+
+            try:
+                server = metrics_server.start(
+                    settings, port=settings.events_metrics_port, multiprocess=False, ready=services_probe(settings)
+                )
+            except OSError as exc:  # another listener on this host: listening matters more than metrics
+                logging.getLogger(__name__).warning(
+                    metrics_server.unavailable_message(
+                        settings.metrics_host, settings.events_metrics_port, exc, "this events listener"
+                    )
+                )
         if rt.in_process:
             rt.start_in_process_workers()
         Listener(rt).run(stop)
     finally:
+        if server is not None:
+            server.shutdown()
         rt.close()
 
 

@@ -27,7 +27,7 @@ from ..support.processes import ORGSYNC, consumers, free_port, service_env, vhos
 from ..support.services import Postgres, RabbitMQ
 
 ROOT = Path(__file__).resolve().parents[2]
-ORGSYNC_SERVICES = {"migrate", "worker-sync", "worker-validation", "scheduler"}
+ORGSYNC_SERVICES = {"migrate", "worker-sync", "worker-validation", "scheduler", "events"}
 INTERPOLATION = re.compile(r"^\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*)|:?\?[^}]*)?\}$")
 
 
@@ -76,6 +76,7 @@ def process_env(service: dict[str, Any], test_env: dict[str, str]) -> dict[str, 
     for name in ("ORGSYNC_DATA_DIR", "ORGSYNC_METRICS_PORT"):
         env[name] = test_env[name]
     env["ORGSYNC_SCHEDULER_METRICS_PORT"] = str(free_port())
+    env["ORGSYNC_EVENTS_METRICS_PORT"] = str(free_port())
     return env
 
 
@@ -144,6 +145,12 @@ def test_every_orgsync_service_of_compose_does_its_job(
     leader.wait_for(": became leader", timeout=60)
     assert leader.stop() == 0
     assert leader.problems() == []
+
+    events = services["events"]
+    listener = start_service("events", command_of(events), process_env(events, test_env))
+    listener.wait_for("events listener: started", timeout=60)
+    assert listener.stop() == 0
+    assert listener.problems() == []
 
 
 def _option_values(command: list[str], option: str) -> list[str]:
