@@ -25,6 +25,7 @@ from .session import CallScope, error_code, error_message
 
 log = logging.getLogger(__name__)
 PAGE = 20
+SCP = "SERVICE_CONTROL_POLICY"
 # the codes of ListTagsForResource for an account not (any more) in the organization, and for a refusal
 ACCOUNT_GONE_CODES = frozenset({"AccountNotFoundException", "TargetNotFoundException"})
 # ...and of ListParents / DescribeOrganizationalUnit for a child or an OU that does not exist (any more)
@@ -146,6 +147,20 @@ class OrganizationsReader:
             return None
         parent = self.parent(unit_id)
         return None if parent is None else OrgUnit(unit_id, found["OrganizationalUnit"]["Name"], parent)
+
+    def policies_for_target(self, target_id: str) -> list[str]:
+        """The ids of the SCPs attached directly to an account, OU or root (ListPoliciesForTarget)."""
+        try:
+            pages = self.pages("list_policies_for_target", "Policies", TargetId=target_id, Filter=SCP)
+            return sorted(str(p["Id"]) for p in pages)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in TAGS_DENIED_CODES:
+                message = f"ListPoliciesForTarget refused: {code}"
+                raise AwsStepFailed("list policies for target", message, code=code) from None
+            raise RetryLater(f"ListPoliciesForTarget failed: {code}") from None
+        except BotoCoreError as exc:
+            raise RetryLater(f"ListPoliciesForTarget failed: {type(exc).__name__}") from None
 
     def _one(self, step: str, operation: str, gone: frozenset[str], **params: Any) -> dict[str, Any] | None:
         """One call; None when `gone` says the resource does not exist, else errors as `account_tags`."""

@@ -266,13 +266,22 @@ class Filters:
         )
 
 
+def _utf8(value: str) -> bool:
+    """Can `value` be stored as UTF-8 (no unpaired surrogate, as undecodable command-line bytes become)?"""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def build_filters(
     exclude_name_prefixes: Iterable[str] = (), limit_to_ou_ids: Iterable[str] = (), auto_remove_suspended: bool = False
 ) -> Filters:
     prefixes: list[str] = []
     for prefix in exclude_name_prefixes:
-        if not prefix or len(prefix) > 128:
-            raise InvalidInput("exclude-name-prefix", "a prefix is 1-128 characters")
+        if not prefix or len(prefix) > 128 or not prefix.isprintable() or not _utf8(prefix):
+            raise InvalidInput("exclude-name-prefix", "a prefix is 1-128 printable characters")
         if prefix not in prefixes:
             prefixes.append(prefix)
     ous: list[str] = []

@@ -302,7 +302,7 @@ def _build(cls: type[Event], data: Mapping[str, Any]) -> Event:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise MalformedMessage(f"{cls.TYPE}: unknown field(s) {', '.join(sorted(unknown))}")
+        raise MalformedMessage(f"{cls.TYPE}: unknown field(s) {', '.join(_show(name) for name in sorted(unknown))}")
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():

@@ -67,7 +67,7 @@ class StateCollector:
                 log.warning("database gauges not available: %s", type(exc).__name__)
 
     def _database_gauges(self, url: str) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         accounts = GaugeMetricFamily("orgsync_accounts", "Accounts (clouds) per status.", labels=["status"])
         age = GaugeMetricFamily(
@@ -75,14 +75,22 @@ class StateCollector:
             "Seconds since the last successful sync of an organization.",
             labels=["org_id", "nickname"],
         )
+        drift = CounterMetricFamily(
+            "orgsync_drift_corrections",
+            "What syncs of organizations with live updates corrected that their events missed, by kind.",
+            labels=["kind"],
+        )
         with self._sessions(url)() as s:
             for status, count in repo.accounts_per_status(s).items():
                 accounts.add_metric([status], count)
+            for kind, total in repo.drift_totals(s).items():
+                drift.add_metric([kind], total)
             now = time.time()
             for last in repo.last_successful_syncs(s):
                 age.add_metric([str(last.org_id), last.nickname], now - last.finished_at.timestamp())
         yield accounts
         yield age
+        yield drift
 
 
 def start(settings: Settings, *, port: int, multiprocess: bool, ready: Probe | None = None) -> Any:

@@ -73,6 +73,7 @@ class OrgRecord:
     partition: str
     credentials: bytes
     filters: dict[str, Any]
+    events_queue_url: str | None = None  # live updates on
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class SyncRecord:
     updated: int = 0
     removed: int = 0
     rows_written: int = 0
+    drift: dict[str, int] | None = None  # an org with live updates: what the sync corrected, by kind
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,12 @@ def _cloud_values(fields: CloudFields) -> dict[str, Any]:
         "org_path_ids": list(fields.org_path_ids),
         "org_path": fields.org_path,
     }
+
+
+def storable(text: str) -> str:
+    """`text` as a Postgres text column holds it: NUL and unpaired surrogates (a message may carry both)
+    written as escapes instead of failing the insert."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def org_lock_key(org_id: UUID) -> int:
@@ -316,6 +324,7 @@ class SqlInventory:
         return self.session.connection().execute(stmt).first() is not None
 
     def mark_failed(self, message_id: UUID, correlation_id: UUID | None, actor_name: str, error: str) -> None:
+        error = storable(error)
         stmt = pg_insert(ProcessedMessage).values(
             message_id=message_id,
             correlation_id=correlation_id,
@@ -357,7 +366,9 @@ class SqlInventory:
         org = self.session.get(Organization, org_id)
         if org is None:
             return None
-        return OrgRecord(org.id, org.cloud_org_id, org.nickname, org.partition, org.credentials, org.filters)
+        return OrgRecord(
+            org.id, org.cloud_org_id, org.nickname, org.partition, org.credentials, org.filters, org.events_queue_url
+        )
 
     def org_ids(self) -> list[UUID]:
         return list(self.session.scalars(select(Organization.id).order_by(Organization.id)))
@@ -383,6 +394,7 @@ class SqlInventory:
                 updated=run.updated,
                 removed=run.removed,
                 rows_written=run.rows_written,
+                drift=run.drift,
             )
         )
         stamp: dict[str, Any] = {

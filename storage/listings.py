@@ -100,6 +100,7 @@ class SyncRunView:
     aws_calls: dict[str, Any]
     throttles: int
     error: str | None
+    drift: dict[str, int] | None  # an org with live updates: what the sync corrected that events missed
 
 
 # -- organizations -------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def latest_sync_run(conn: Connection, org_id: uuid.UUID) -> SyncRunView | None:
             """
             SELECT id, organization_id, kind, message_id, correlation_id, status, started_at, finished_at,
                    duration_ms, accounts_seen, accounts_in_scope, added, updated, removed, rows_written, aws_calls,
-                   throttles, error
+                   throttles, error, drift
             FROM sync_runs WHERE organization_id = %s ORDER BY started_at DESC LIMIT 1
             """,
             (org_id,),

@@ -148,6 +148,8 @@ class SyncRun(Base):
     aws_calls: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     throttles: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # an org with live updates: what this sync corrected that the events missed, by kind (else None)
+    drift: Mapped[dict[str, int] | None] = mapped_column(JSONB(none_as_null=True))
 
 
 class OutboxMessage(Base):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -233,6 +233,17 @@ def list_clouds(
     return listings.list_clouds(
         listings.of_session(session), org_id=org_id, badge=badge, status=status, account_ids=account_ids
     )
+
+
+def drift_totals(session: Session) -> dict[str, int]:
+    """What the syncs of organizations with live updates ever corrected that events missed, by kind."""
+    rows = session.execute(
+        text(
+            "SELECT d.key, sum(d.value::int) FROM sync_runs, jsonb_each_text(drift) AS d(key, value)"
+            " WHERE jsonb_typeof(drift) = 'object' GROUP BY d.key ORDER BY d.key"
+        )
+    ).all()
+    return {kind: int(total) for kind, total in rows}
 
 
 def accounts_per_status(session: Session) -> dict[str, int]:

@@ -45,6 +45,7 @@ class OrgSnapshot:
     nickname: str
     credentials: Credentials
     filters: Filters
+    live: bool = False  # its AWS events update it (an events queue): a sync then corrects only what they missed
 
 
 def load_org(deps: Deps, org_id: uuid.UUID) -> OrgSnapshot:
@@ -54,7 +55,14 @@ def load_org(deps: Deps, org_id: uuid.UUID) -> OrgSnapshot:
     if org is None:
         raise unknown_org(org_id)
     credentials = deps.keyring().open(org.credentials, "organizations", org.id)
-    return OrgSnapshot(org.id, org.cloud_org_id, org.nickname, credentials, Filters.from_json(org.filters))
+    return OrgSnapshot(
+        org.id,
+        org.cloud_org_id,
+        org.nickname,
+        credentials,
+        Filters.from_json(org.filters),
+        live=org.events_queue_url is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,7 @@ def _finish(
         updated=changes.updated,
         removed=changes.removed,
         rows_written=changes.rows + scp_rows,
+        drift=_drift(envelope.event, org, changes, scp_rows),
     )
     inventory.record_sync(run, _report_json(read))
     work.emit(events.OrgSyncCompleted(org.id, run.id, status, len(scope.accounts), run.added, run.removed))
@@ -269,6 +278,22 @@ def _finish(
         run.rows_written,
         clock.stats.total_calls,
     )
+
+
+# the syncs that set a baseline rather than check one: what they change was never the events' to apply
+BASELINE_REASONS = ("organization added", "organization edited")
+
+
+def _drift(
+    event: events.OrgSyncRequested, org: OrgSnapshot, changes: AccountChanges, scp_rows: int
+) -> dict[str, int] | None:
+    """For an org with live updates, what this sync corrected that its events missed (None otherwise)."""
+    if not org.live or event.reason.startswith(BASELINE_REASONS):
+        return None
+    drift = {"added": changes.added, "updated": changes.updated, "removed": changes.removed, "policies": scp_rows}
+    if any(drift.values()):
+        log.warning("org %s: the sync corrected what its events missed: %s", org.id, drift)
+    return drift
 
 
 def _report_json(read: Policies) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from aws.organizations import OrganizationsReader, read_policies
 from aws.permissions import check_management_role
 from domain import events
 from domain.errors import AwsStepFailed, NotFound, PermanentError, RetryLater
-from domain.scp import plan_scps
+from domain.scp import ScpPlan, Target, plan_scps
 from domain.sync import UnitRow, plan_sync, plan_system_badges, plan_units
 from domain.tree import PATH_SEPARATOR, Account, OrgTree, OrgUnit, Scope, accounts_in_scope
 from storage.inventory import Inventory
@@ -94,15 +94,21 @@ def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshD
         org, reader = _org_and_reader(deps, event.org_id)
         account = reader.account(event.account_id)
         units: dict[str, OrgUnit] = {}
+        attached: list[str] | None = None  # the SCPs attached to a new account (AWS attaches its default)
         if account is not None:
             with deps.uow.reading() as inventory:
                 units = _units_up_to_stored(reader, inventory.stored_units(org.id), account.parent_id)
+                new = not inventory.managed_accounts(org.id, [event.account_id])
+            if new:
+                attached = reader.policies_for_target(event.account_id)
     except AwsStepFailed as exc:
         _failed(deps, envelope, actor_name, str(exc))
         return
     with deps.uow.processing(envelope, actor_name, lock=org.id) as work:
         if work is not None:
             _apply_account(work, org, event.account_id, account, units)
+            if account is None or attached is not None:
+                _set_targets(work.inventory, org.id, event.account_id, "ACCOUNT", account, attached or [])
 
 
 def _apply_account(
@@ -157,6 +163,22 @@ def _store_account(work: Work[Inventory], org: OrgSnapshot, tree: OrgTree, scope
     log.info("org %s: account changes applied: +%d ~%d", org.id, len(discovered), len(plan.changed))
 
 
+def _set_targets(
+    inventory: Inventory, org_id: UUID, target_id: str, kind: str, holder: Account | OrgUnit | None, policies: list[str]
+) -> None:
+    """The stored SCP attachments of one account or OU: exactly `policies` (of the stored ones; a policy not
+    stored yet comes with its own event). None for `holder`: it is gone, with its attachments."""
+    stored_policies, stored_targets = inventory.stored_scps(org_id)
+    known = {p.id for p in stored_policies}
+    name = "" if holder is None else holder.name
+    live = {Target(p, target_id, kind, name) for p in policies if p in known}
+    current = {t for t in stored_targets if t.target_id == target_id}
+    add = sorted(live - current, key=lambda t: t.policy_id)
+    drop = sorted(current - live, key=lambda t: t.policy_id)
+    if add or drop:
+        inventory.write_scps(org_id, ScpPlan(add_targets=tuple(add), drop_targets=tuple(drop)))
+
+
 # -- organizational units --------------------------------------------------------------------------
 
 
@@ -169,10 +191,11 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
         org, reader = _org_and_reader(deps, event.org_id)
         unit = reader.unit(event.unit_id)
         units: dict[str, OrgUnit] = {}
+        attached: list[str] | None = None  # the SCPs attached to a new OU (AWS attaches its default)
         if unit is not None:
             with deps.uow.reading() as inventory:
                 stored = dict(inventory.stored_units(org.id))
-            stored.pop(unit.id, None)
+            attached = None if stored.pop(unit.id, None) is not None else reader.policies_for_target(unit.id)
             units = _units_up_to_stored(reader, stored, unit.parent_id)
             units[unit.id] = unit
     except AwsStepFailed as exc:
@@ -186,12 +209,19 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
         if unit is None:
             if event.unit_id in stored:  # AWS deletes only empty OUs: no account is below it
                 inventory.write_units(org.id, (), (event.unit_id,))
+                _set_targets(inventory, org.id, event.unit_id, "ORGANIZATIONAL_UNIT", None, [])
             return
+        if attached is not None:
+            _set_targets(inventory, org.id, unit.id, "ORGANIZATIONAL_UNIT", unit, attached)
         # the OUs below it keep their stored rows; their paths follow from the tree
         tree = OrgTree({**{i: OrgUnit(r.id, r.name, r.parent_id) for i, r in stored.items()}, **units}, ())
         plan = plan_units(tree, stored)
         inventory.write_units(org.id, plan.upsert, ())
         old = stored.get(unit.id)
+        if old is not None and old.name != unit.name:  # its SCP attachments carry its name too
+            _, targets = inventory.stored_scps(org.id)
+            held = [t.policy_id for t in targets if t.target_id == unit.id]
+            _set_targets(inventory, org.id, unit.id, "ORGANIZATIONAL_UNIT", unit, held)
         if old is not None:
             new_path = PATH_SEPARATOR.join(u.name for u in tree.path(unit.id))
             if new_path != old.path:

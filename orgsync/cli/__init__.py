@@ -72,6 +72,17 @@ def main() -> NoReturn:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from typer._click.exceptions import ClickException  # typer bundles its own click
 
+    # bytes that are not UTF-8 arrive as lone surrogates, which nothing can store, and a NUL only from a caller
+    # in this process (a C string ends there); the value itself is never shown: it may be a secret
+    for position, arg in enumerate(sys.argv[1:], start=1):
+        problem = "contains a NUL character" if "\x00" in arg else None
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "is not valid UTF-8"
+        if problem:
+            err.print(error_line(f"argument {position} {problem}"))
+            sys.exit(2)
     try:
         # without standalone mode, click returns the code of a `typer.Exit` instead of raising it
         code = app(standalone_mode=False)

@@ -119,9 +119,11 @@ def read_secret(path: str | None, what: str) -> str | None:
         value = sys.stdin.readline()
     else:
         try:
-            value = Path(path).read_text()
+            value = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidInput(what, f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise InvalidInput(what, f"{path} is not UTF-8 text") from None
     value = value.strip()
     if not value:
         raise InvalidInput(what, "the file is empty")

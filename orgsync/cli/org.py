@@ -198,6 +198,7 @@ def org_show(
                     "rows_written": run.rows_written,
                     "aws_calls": run.aws_calls,
                     "duration_ms": run.duration_ms,
+                    "drift": run.drift,
                 }
             )
     if as_json:
@@ -249,6 +250,10 @@ def _org_show_lines(data: dict[str, Any]) -> list[tuple[str, Any]]:
             ("  AWS calls", sum(calls.values())),
             ("  took", f"{last['duration_ms'] / 1000:.1f}s" if last["duration_ms"] is not None else "-"),
         ]
+        drift = last.get("drift")
+        if drift is not None:  # live updates: what the sync had to correct
+            missed = ", ".join(f"{n} {kind}" for kind, n in drift.items() if n) or "nothing"
+            lines.append(("  events missed", missed))
     return lines
 
 

@@ -363,3 +363,17 @@ def test_org_show_says_the_last_sync_in_words_not_json(capsys, cli_env, aws: Bui
         aws.member_role_name,
     )
     assert "{" not in out
+
+
+def test_an_argument_that_is_not_utf8_is_refused_in_one_line_without_its_value(cli_env):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    orgsync = str(Path(sys.executable).with_name("orgsync"))
+    done = subprocess.run([orgsync, "org", "show", b"secret-\xff"], capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (2, b"", b"error: argument 3 is not valid UTF-8\n")
+
+
+def test_an_argument_with_a_nul_is_refused_in_one_line_without_its_value(capsys, cli_env):
+    assert run(capsys, "org", "show", "secret\x00") == (2, "", "error: argument 3 contains a NUL character\n")

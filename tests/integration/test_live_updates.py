@@ -23,6 +23,7 @@ from orgsync import services
 from orgsync.bootstrap import Runtime
 from orgsync.listener import Counts, Listener
 from storage import listings
+from storage import repository as repo
 
 from ..support.runtime import clouds_by_account, registration, sync
 from .conftest import RuntimeFactory
@@ -97,6 +98,7 @@ def assert_a_full_sync_corrects_nothing(rt: Runtime, org_id: uuid.UUID) -> None:
         run = listings.latest_sync_run(conn, org_id)
     assert run is not None
     assert (run.added, run.updated, run.removed) == (0, 0, 0)
+    assert run.drift == {"added": 0, "updated": 0, "removed": 0, "policies": 0}  # the events missed nothing
     assert inventory(rt) == before
 
 
@@ -172,3 +174,20 @@ def test_duplicated_late_and_reordered_events_end_as_a_full_sync_does(live, aws:
         a.account_id: str(i) for i, a in enumerate(members[:6])
     }
     assert_a_full_sync_corrects_nothing(rt, org_id)
+
+
+def test_a_full_sync_counts_what_the_events_missed(live, aws: BuiltOrg):
+    rt, _, org_id = live
+    trail.configure(None)  # AWS changes, and no event says so
+    member = next(a for a in aws.accounts if a.account_id != aws.management_account_id and a.state == "ACTIVE")
+    unit = organizations().create_organizational_unit(ParentId=aws.root_id, Name="Unseen")["OrganizationalUnit"]["Id"]
+    organizations().move_account(AccountId=member.account_id, SourceParentId=member.parent_id, DestinationParentId=unit)
+
+    assert sync(rt, org_id).ok
+    with rt.reading() as conn:
+        run = listings.latest_sync_run(conn, org_id)
+    # the account's move, and the default SCP AWS attached to the new OU
+    assert run is not None and run.drift == {"added": 0, "updated": 1, "removed": 0, "policies": 1}
+    with rt.sessions() as s:
+        assert repo.drift_totals(s) == {"added": 0, "policies": 1, "removed": 0, "updated": 1}
+    assert clouds_by_account(rt)[member.account_id]["org_path"] == "Root/Unseen"

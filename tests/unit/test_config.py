@@ -317,8 +317,8 @@ def test_default_filters_keep_everything() -> None:
 @pytest.mark.parametrize(
     ("prefixes", "ous", "field", "message"),
     [
-        ([""], [], "exclude-name-prefix", "a prefix is 1-128 characters"),
-        (["p" * 129], [], "exclude-name-prefix", "a prefix is 1-128 characters"),
+        ([""], [], "exclude-name-prefix", "a prefix is 1-128 printable characters"),
+        (["p" * 129], [], "exclude-name-prefix", "a prefix is 1-128 printable characters"),
         ([], ["ou-bad"], "limit-to-ou", "not an organizational unit id (ou-xxxx-xxxxxxxx): 'ou-bad'"),
         ([], ["ou-abcd-12345678", ""], "limit-to-ou", "not an organizational unit id (ou-xxxx-xxxxxxxx): missing"),
     ],
@@ -541,3 +541,10 @@ def test_a_bad_rate_limit_is_named(text: str, message: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_rate_limits(text)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("prefix", ["\x00x", "tab\there", "a\udcff"])
+def test_a_name_prefix_that_is_not_printable_utf8_is_refused(prefix):
+    with pytest.raises(InvalidInput) as caught:
+        build_filters([prefix])
+    assert str(caught.value) == "exclude-name-prefix: a prefix is 1-128 printable characters"

@@ -117,7 +117,7 @@ def test_an_iso_8601_occurred_at_with_a_time_zone_is_kept_as_sent(value: str) ->
         (
             "AccountValidationDue",
             {"cloud_ids": CLOUD},  # version 1's field names in version 2's shape: still version 1
-            "AccountValidationDue: unknown field(s) cloud_ids",
+            "AccountValidationDue: unknown field(s) 'cloud_ids'",
         ),
         (
             "TagRefreshDue",

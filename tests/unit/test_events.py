@@ -199,7 +199,7 @@ def test_decode_fills_defaults_and_accepts_null_for_optional_fields(
         (body(id=12), "OrgSyncRequested: id 12 is not a UUID"),
         (body(id=None), "OrgSyncRequested: id None is not a UUID"),
         (body(data={}), "OrgSyncRequested: missing field 'org_id'"),
-        (body(data={"org_id": ORG, "extra": 1, "another": 2}), "OrgSyncRequested: unknown field(s) another, extra"),
+        (body(data={"org_id": ORG, "extra": 1, "another": 2}), "OrgSyncRequested: unknown field(s) 'another', 'extra'"),
         (body(data={"org_id": None}), "OrgSyncRequested: field 'org_id' must not be null"),
         (body(data={"org_id": ""}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
         (body(data={"org_id": 5}), "OrgSyncRequested: field 'org_id' must be a non-empty string"),
@@ -397,3 +397,10 @@ def test_decode_of_any_json_returns_an_envelope_or_raises_malformed_message(
     else:
         assert isinstance(envelope.event, EVENT_TYPES[str(type_)])
         assert envelope.correlation_id == envelope.id == MID_U
+
+
+def test_an_unknown_field_is_named_by_its_repr_so_the_reason_can_be_stored() -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        decode(body(data={"org_id": ORG, "\x00": 1, "\ud800": 2}))
+    assert str(caught.value) == "OrgSyncRequested: unknown field(s) '\\x00', '\\ud800'"
+    str(caught.value).encode("utf-8")  # a Postgres text column takes it
