@@ -29,6 +29,7 @@ SCP = "SERVICE_CONTROL_POLICY"
 # the codes of ListTagsForResource for an account not (any more) in the organization, and for a refusal
 ACCOUNT_GONE_CODES = frozenset({"AccountNotFoundException", "TargetNotFoundException"})
 # ...and of ListParents / DescribeOrganizationalUnit for a child or an OU that does not exist (any more)
+POLICY_GONE_CODES = frozenset({"PolicyNotFoundException"})
 UNIT_GONE_CODES = frozenset(
     {"OrganizationalUnitNotFoundException", "ChildNotFoundException", "ParentNotFoundException", *ACCOUNT_GONE_CODES}
 )
@@ -147,6 +148,22 @@ class OrganizationsReader:
             return None
         parent = self.parent(unit_id)
         return None if parent is None else OrgUnit(unit_id, found["OrganizationalUnit"]["Name"], parent)
+
+    def policy(self, policy_id: str) -> Policy | None:
+        """An SCP with its document (DescribePolicy), None when it does not exist (any more) or is not an SCP."""
+        found = self._one("describe the policy", "DescribePolicy", POLICY_GONE_CODES, PolicyId=policy_id)
+        if found is None:
+            return None
+        summary = found["Policy"].get("PolicySummary", {})
+        if summary.get("Type", SCP) != SCP:
+            return None
+        return Policy(
+            id=policy_id,
+            name=summary.get("Name", policy_id),
+            description=summary.get("Description", "") or "",
+            aws_managed=bool(summary.get("AwsManaged", False)),
+            content=found["Policy"].get("Content", ""),
+        )
 
     def policies_for_target(self, target_id: str) -> list[str]:
         """The ids of the SCPs attached directly to an account, OU or root (ListPoliciesForTarget)."""

@@ -148,11 +148,15 @@ class UnitRefreshDue(Event):
 
 @dataclass(frozen=True)
 class PolicyRefreshDue(Event):
-    """AWS says the org's policies or their attachments changed: read its SCPs and their targets again."""
+    """AWS says the org's policies or their attachments changed: read again the one policy (`policy_id`)
+    and the one target's attachments (`target_id`) it names, or every SCP when it names neither; then the
+    management role's permissions."""
 
     TYPE: ClassVar[str] = "PolicyRefreshDue"
     org_id: UUID
     cause: str
+    policy_id: str | None = None
+    target_id: str | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -178,6 +182,9 @@ _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 # and fields holding the id of an organizational unit or a root (AWS's patterns)
 UNIT_ID_FIELDS = frozenset({"unit_id"})
 UNIT_ID = re.compile(r"ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32}")
+# ...of a policy, and of what a policy is attached to (an account, an OU or a root)
+POLICY_ID = re.compile(r"p-[0-9A-Za-z_]{8,128}")
+ID_PATTERNS = {"policy_id": POLICY_ID, "target_id": re.compile(rf"[0-9]{{12}}|{UNIT_ID.pattern}")}
 
 # (type, from_version) -> function turning that version's data into the next version's data
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -351,4 +358,6 @@ def _scalar(type_name: str, label: str, name: str, hint: Any, value: Any) -> Any
         return _uuid(type_name, label, value)
     if name in UNIT_ID_FIELDS and not UNIT_ID.fullmatch(value):
         raise MalformedMessage(f"{type_name}: {label} {_show(value)} is not an organizational unit or root id")
+    if name in ID_PATTERNS and not ID_PATTERNS[name].fullmatch(value):
+        raise MalformedMessage(f"{type_name}: {label} {_show(value)} is not a {name.replace('_', ' ')}")
     return _account_id(type_name, label, value) if name in ACCOUNT_ID_FIELDS else value

@@ -266,7 +266,15 @@ def _asks(name: str, detail: dict[str, Any], org_id: UUID) -> list[events.Event]
         return [events.UnitRefreshDue(org_id, unit, name)]
     if name == "CreatePolicy" and params.get("type") not in (None, "SERVICE_CONTROL_POLICY"):
         return "not a service control policy"
-    return [events.PolicyRefreshDue(org_id, name)]
+    policy = params.get("policyId")
+    if name == "CreatePolicy":
+        policy = ((response.get("policy") or {}).get("policySummary") or {}).get("id")
+    target = params.get("targetId") if name in ("AttachPolicy", "DetachPolicy") else None
+    if not (isinstance(policy, str) and events.POLICY_ID.fullmatch(policy)):
+        return [events.PolicyRefreshDue(org_id, name)]  # no id to go by: every SCP
+    if target is not None and not (isinstance(target, str) and events.ID_PATTERNS["target_id"].fullmatch(target)):
+        target = None
+    return [events.PolicyRefreshDue(org_id, name, policy, target)]
 
 
 def _account(name: str, value: object) -> str:

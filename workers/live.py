@@ -25,7 +25,7 @@ from aws.organizations import OrganizationsReader, read_policies
 from aws.permissions import check_management_role
 from domain import events
 from domain.errors import AwsStepFailed, NotFound, PermanentError, RetryLater
-from domain.scp import ScpPlan, Target, plan_scps
+from domain.scp import Policy, ScpPlan, Target, plan_scps
 from domain.sync import UnitRow, plan_sync, plan_system_badges, plan_units
 from domain.tree import PATH_SEPARATOR, Account, OrgTree, OrgUnit, Scope, accounts_in_scope
 from storage.inventory import Inventory
@@ -108,7 +108,8 @@ def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshD
         if work is not None:
             _apply_account(work, org, event.account_id, account, units)
             if account is None or attached is not None:
-                _set_targets(work.inventory, org.id, event.account_id, "ACCOUNT", account, attached or [])
+                name = None if account is None else account.name
+                _set_targets(work.inventory, org.id, event.account_id, "ACCOUNT", name, attached or [])
 
 
 def _apply_account(
@@ -164,14 +165,14 @@ def _store_account(work: Work[Inventory], org: OrgSnapshot, tree: OrgTree, scope
 
 
 def _set_targets(
-    inventory: Inventory, org_id: UUID, target_id: str, kind: str, holder: Account | OrgUnit | None, policies: list[str]
+    inventory: Inventory, org_id: UUID, target_id: str, kind: str, name: str | None, policies: list[str]
 ) -> None:
-    """The stored SCP attachments of one account or OU: exactly `policies` (of the stored ones; a policy not
-    stored yet comes with its own event). None for `holder`: it is gone, with its attachments."""
+    """The stored SCP attachments of one account, OU or root (named `name`): exactly `policies` (of the
+    stored ones; a policy not stored yet comes with its own event). None for `name`: it is gone, with its
+    attachments."""
     stored_policies, stored_targets = inventory.stored_scps(org_id)
     known = {p.id for p in stored_policies}
-    name = "" if holder is None else holder.name
-    live = {Target(p, target_id, kind, name) for p in policies if p in known}
+    live = {Target(p, target_id, kind, name) for p in policies if p in known} if name is not None else set()
     current = {t for t in stored_targets if t.target_id == target_id}
     add = sorted(live - current, key=lambda t: t.policy_id)
     drop = sorted(current - live, key=lambda t: t.policy_id)
@@ -212,7 +213,7 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
                 _set_targets(inventory, org.id, event.unit_id, "ORGANIZATIONAL_UNIT", None, [])
             return
         if attached is not None:
-            _set_targets(inventory, org.id, unit.id, "ORGANIZATIONAL_UNIT", unit, attached)
+            _set_targets(inventory, org.id, unit.id, "ORGANIZATIONAL_UNIT", unit.name, attached)
         # the OUs below it keep their stored rows; their paths follow from the tree
         tree = OrgTree({**{i: OrgUnit(r.id, r.name, r.parent_id) for i, r in stored.items()}, **units}, ())
         plan = plan_units(tree, stored)
@@ -221,7 +222,7 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
         if old is not None and old.name != unit.name:  # its SCP attachments carry its name too
             _, targets = inventory.stored_scps(org.id)
             held = [t.policy_id for t in targets if t.target_id == unit.id]
-            _set_targets(inventory, org.id, unit.id, "ORGANIZATIONAL_UNIT", unit, held)
+            _set_targets(inventory, org.id, unit.id, "ORGANIZATIONAL_UNIT", unit.name, held)
         if old is not None:
             new_path = PATH_SEPARATOR.join(u.name for u in tree.path(unit.id))
             if new_path != old.path:
@@ -233,14 +234,23 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
 
 
 def refresh_policies(deps: Deps, envelope: events.Envelope[events.PolicyRefreshDue], actor_name: str) -> None:
-    """PolicyRefreshDue -> the org's SCPs and targets as AWS has them now, and its permission report."""
+    """PolicyRefreshDue -> the one policy and the one target's attachments it names as AWS has them now (or
+    every SCP when it names neither), and the management role's permissions."""
     event = envelope.event
     if deps.uow.processed(envelope.id):
         return
     try:
         org, reader = _org_and_reader(deps, event.org_id)
         info = reader.describe()
-        policies, targets = read_policies(reader.client, concurrency=deps.walk_concurrency)
+        every: tuple[list[Policy], list[Target]] | None = None
+        policy: Policy | None = None
+        attached: list[str] | None = None
+        if event.policy_id is None:
+            every = read_policies(reader.client, concurrency=deps.walk_concurrency)
+        else:
+            policy = reader.policy(event.policy_id)
+            if event.target_id is not None:
+                attached = reader.policies_for_target(event.target_id)
         management = org.credentials.management
         caller = deps.aws.caller_sts(org.credentials.access_key)
         iam = deps.aws.client(deps.aws.assume_role(caller, management, step="assume the management role"), "iam")
@@ -251,7 +261,29 @@ def refresh_policies(deps: Deps, envelope: events.Envelope[events.PolicyRefreshD
     with deps.uow.processing(envelope, actor_name, lock=org.id) as work:
         if work is None:
             return
-        plan = plan_scps(policies, targets, *work.inventory.stored_scps(org.id))
-        work.inventory.write_scps(org.id, plan)
-        work.inventory.set_permission_report(org.id, report.to_json())
-        log.info("org %s: policies read again, %d rows written", org.id, plan.rows)
+        inventory = work.inventory
+        stored_policies, stored_targets = inventory.stored_scps(org.id)
+        if every is not None:
+            plan = plan_scps(*every, stored_policies, stored_targets)
+        else:
+            current = {p.id: p for p in stored_policies}
+            if policy is None:  # deleted (its attachments go with it), or not an SCP
+                plan = ScpPlan(delete=(event.policy_id,) if event.policy_id in current else ())
+            else:
+                plan = ScpPlan(upsert=(policy,) if current.get(policy.id) != policy else ())
+        inventory.write_scps(org.id, plan)
+        if attached is not None and event.target_id is not None:
+            kind, name = _target(inventory, org.id, event.target_id)
+            _set_targets(inventory, org.id, event.target_id, kind, name, attached)
+        inventory.set_permission_report(org.id, report.to_json())
+        log.info("org %s: policies read again (%s), %d rows written", org.id, event.cause, plan.rows)
+
+
+def _target(inventory: Inventory, org_id: UUID, target_id: str) -> tuple[str, str | None]:
+    """A policy target's type as AWS names it, and its stored name (None: not stored, its attachments too)."""
+    if target_id.startswith(("ou-", "r-")):
+        row = inventory.stored_units(org_id).get(target_id)
+        return ("ROOT" if target_id.startswith("r-") else "ORGANIZATIONAL_UNIT"), None if row is None else row.name
+    stored = inventory.stored_clouds(org_id, [target_id])  # (every cloud of the org comes too)
+    names = [c.name for c in stored if c.organization_id == org_id and c.account_id == target_id]
+    return "ACCOUNT", names[0] if names else None

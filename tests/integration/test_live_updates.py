@@ -191,3 +191,35 @@ def test_a_full_sync_counts_what_the_events_missed(live, aws: BuiltOrg):
     with rt.sessions() as s:
         assert repo.drift_totals(s) == {"added": 0, "policies": 1, "removed": 0, "updated": 1}
     assert clouds_by_account(rt)[member.account_id]["org_path"] == "Root/Unseen"
+
+
+def test_a_policy_created_attached_updated_and_detached_is_read_alone(live, aws: BuiltOrg):
+    rt, listener, org_id = live
+    org = organizations()
+    member = next(a for a in aws.accounts if a.account_id != aws.management_account_id and a.state == "ACTIVE")
+    deny = '{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}'
+    policy = org.create_policy(Content=deny, Description="no s3", Name="NoS3", Type="SERVICE_CONTROL_POLICY")
+    policy_id = policy["Policy"]["PolicySummary"]["Id"]
+    org.attach_policy(PolicyId=policy_id, TargetId=member.account_id)
+    drain(rt, listener)
+
+    with rt.sessions() as s:
+        policies, targets = repo_scps(s, org_id)
+    assert policies[policy_id] == ("NoS3", deny)
+    assert {(t.policy_id, t.target_id) for t in targets if t.policy_id == policy_id} == {(policy_id, member.account_id)}
+
+    allow = deny.replace("Deny", "Allow")
+    org.update_policy(PolicyId=policy_id, Content=allow)
+    org.detach_policy(PolicyId=policy_id, TargetId=member.account_id)
+    drain(rt, listener)
+
+    with rt.sessions() as s:
+        policies, targets = repo_scps(s, org_id)
+    assert policies[policy_id] == ("NoS3", allow)
+    assert [t for t in targets if t.policy_id == policy_id] == []
+    assert_a_full_sync_corrects_nothing(rt, org_id)
+
+
+def repo_scps(session: Any, org_id: uuid.UUID) -> tuple[dict[str, tuple[str, str]], list[Any]]:
+    policies, targets = listings.org_scps(listings.of_session(session), org_id)
+    return {p.id: (p.name, p.content) for p in policies}, targets

@@ -350,7 +350,13 @@ EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
     BadgeReconcileDue: st.builds(BadgeReconcileDue, org_id=_opt_uuid, cloud_ids=_cloud_ids),
     AccountRefreshDue: st.builds(AccountRefreshDue, org_id=_uuid, account_id=_account, cause=_text),
     UnitRefreshDue: st.builds(UnitRefreshDue, org_id=_uuid, unit_id=_unit, cause=_text),
-    PolicyRefreshDue: st.builds(PolicyRefreshDue, org_id=_uuid, cause=_text),
+    PolicyRefreshDue: st.builds(
+        PolicyRefreshDue,
+        org_id=_uuid,
+        cause=_text,
+        policy_id=st.none() | st.from_regex(r"\Ap-[0-9A-Za-z_]{8,20}\Z"),
+        target_id=st.none() | _account | _unit,
+    ),
 }
 
 

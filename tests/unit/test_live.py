@@ -186,6 +186,26 @@ def emitted(body: str) -> list[events.Event]:
         ),
         (aws_event("AttachPolicy", params={"policyId": "p-1"}), [events.PolicyRefreshDue(ORG_U, "AttachPolicy")]),
         (
+            aws_event("AttachPolicy", params={"policyId": "p-abcd1234", "targetId": MEMBER}),
+            [events.PolicyRefreshDue(ORG_U, "AttachPolicy", "p-abcd1234", MEMBER)],
+        ),
+        (
+            aws_event("DetachPolicy", params={"policyId": "p-FullAWSAccess", "targetId": OU}),
+            [events.PolicyRefreshDue(ORG_U, "DetachPolicy", "p-FullAWSAccess", OU)],
+        ),
+        (
+            aws_event("UpdatePolicy", params={"policyId": "p-abcd1234"}),
+            [events.PolicyRefreshDue(ORG_U, "UpdatePolicy", "p-abcd1234")],
+        ),
+        (
+            aws_event(
+                "CreatePolicy",
+                params={"type": "SERVICE_CONTROL_POLICY"},
+                response={"policy": {"policySummary": {"id": "p-abcd1234"}}},
+            ),
+            [events.PolicyRefreshDue(ORG_U, "CreatePolicy", "p-abcd1234")],
+        ),
+        (
             aws_event("CreatePolicy", params={"type": "SERVICE_CONTROL_POLICY"}),
             [events.PolicyRefreshDue(ORG_U, "CreatePolicy")],
         ),
