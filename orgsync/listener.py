@@ -29,6 +29,7 @@ from storage import listings
 from storage.listings import EventsSource
 
 from .bootstrap import Runtime
+from .services import publish_pending
 
 log = logging.getLogger(__name__)
 SEEN = 10_000  # unreadable message ids remembered, so that each is logged once
@@ -108,6 +109,8 @@ class Listener:
                         work.emit(event, message_id=mid)
                         known.add(mid)
                         counts.emitted += 1
+        if counts.emitted and not self.rt.in_process:
+            publish_pending(self.rt)  # at once: the workers' relays would wait for their next round
         if done:
             failed = sqs.delete(client, source.queue_url, done)
             counts.deleted = len(done) - len(failed)

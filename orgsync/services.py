@@ -190,14 +190,15 @@ def wait_for(
         if time.monotonic() - start > timeout:
             return WaitResult(False, progress.failures, time.monotonic() - start)
         if not rt.in_process:
-            _flush_while_waiting(rt)
+            publish_pending(rt)
         time.sleep(poll)
 
 
-def _flush_while_waiting(rt: Runtime) -> None:
-    """Publish what is unsent (the request, or anyone's events) while a command waits. A broker connection
-    lost meanwhile (a node of a cluster gone) is not the command's failure: the rows stay unsent, the next
-    poll reconnects (to another node) and publishes them, and so do the workers' relays."""
+def publish_pending(rt: Runtime) -> None:
+    """Publish what is unsent now (a command's request, anyone's events), rather than at the next relay
+    round. A broker connection lost meanwhile (a node of a cluster gone) is not the caller's failure: the
+    rows stay unsent, the next try reconnects (to another node) and publishes them, and so do the
+    workers' relays."""
     from workers.relay import failure_summary
 
     try:

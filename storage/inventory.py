@@ -147,7 +147,9 @@ class Inventory(Protocol):
     def set_permission_report(self, org_id: UUID, permission_report: dict[str, Any]) -> None: ...
 
     # clouds, OUs, badges and SCPs of an organization
-    def stored_clouds(self, org_id: UUID, account_ids: Sequence[str]) -> list[StoredCloud]: ...
+    def stored_clouds(
+        self, org_id: UUID, account_ids: Sequence[str], *, whole_org: bool = True
+    ) -> list[StoredCloud]: ...
     def insert_clouds(self, org_id: UUID, new: Sequence[NewCloud]) -> dict[str, UUID]: ...
     def update_clouds(self, changed: Sequence[CloudChange]) -> None: ...
     def take_over_clouds(self, org_id: UUID, taken: Sequence[Takeover]) -> None: ...
@@ -414,7 +416,9 @@ class SqlInventory:
 
     # -- clouds ----------------------------------------------------------------------------------
 
-    def stored_clouds(self, org_id: UUID, account_ids: Sequence[str]) -> list[StoredCloud]:
+    def stored_clouds(self, org_id: UUID, account_ids: Sequence[str], *, whole_org: bool = True) -> list[StoredCloud]:
+        """The clouds of the org and any with these account ids (`whole_org=False`: only the latter)."""
+        wanted = Cloud.account_id.in_(list(account_ids))
         rows = self.session.execute(
             select(
                 Cloud.id,
@@ -426,7 +430,7 @@ class SqlInventory:
                 Cloud.parent_id,
                 Cloud.org_path_ids,
                 Cloud.org_path,
-            ).where((Cloud.organization_id == org_id) | Cloud.account_id.in_(list(account_ids)))
+            ).where(((Cloud.organization_id == org_id) | wanted) if whole_org else wanted)
         ).all()
         return [
             StoredCloud(

@@ -126,6 +126,7 @@ class AccountChanges:
     updated: int
     removed: int
     rows: int
+    units: int = 0  # OU rows written or deleted
 
 
 class _Clock:
@@ -229,6 +230,7 @@ def _apply_accounts(work: Work[Inventory], org: OrgSnapshot, tree: OrgTree, scop
         updated=len(plan.changed),
         removed=len(plan.removed),
         rows=plan.rows + units.rows + len(badge_writes),
+        units=units.rows,
     )
 
 
@@ -290,7 +292,13 @@ def _drift(
     """For an org with live updates, what this sync corrected that its events missed (None otherwise)."""
     if not org.live or event.reason.startswith(BASELINE_REASONS):
         return None
-    drift = {"added": changes.added, "updated": changes.updated, "removed": changes.removed, "policies": scp_rows}
+    drift = {
+        "added": changes.added,
+        "updated": changes.updated,
+        "removed": changes.removed,
+        "units": changes.units,
+        "policies": scp_rows,
+    }
     if any(drift.values()):
         log.warning("org %s: the sync corrected what its events missed: %s", org.id, drift)
     return drift

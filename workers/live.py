@@ -17,7 +17,7 @@ leaves what AWS says now.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -60,25 +60,33 @@ def _failed(deps: Deps, envelope: events.Envelope[Any], actor_name: str, error: 
             work.fail(error)
 
 
-def _units_up_to_stored(
-    reader: OrganizationsReader, stored: Mapping[str, UnitRow], start: str | None
-) -> dict[str, OrgUnit]:
-    """The stored units, plus those read from AWS from `start` upwards until a stored one (or a root)."""
-    units = {unit_id: OrgUnit(row.id, row.name, row.parent_id) for unit_id, row in stored.items()}
+def _read_up(reader: OrganizationsReader, stored: Container[str], start: str | None) -> dict[str, OrgUnit]:
+    """The units read from AWS from `start` upwards, until a stored one (or a root): those the inventory
+    does not know yet."""
+    read: dict[str, OrgUnit] = {}
     current: str | None = start
     for _ in range(MAX_DEPTH):
-        if current is None or current in units:
-            return units
+        if current is None or current in stored or current in read:
+            return read
         if current.startswith("r-"):
             roots = {r["Id"]: r.get("Name", "Root") for r in reader.pages("list_roots", "Roots")}
-            units[current] = OrgUnit(current, roots.get(current, "Root"), None)
-            return units
+            read[current] = OrgUnit(current, roots.get(current, "Root"), None)
+            return read
         unit = reader.unit(current)
         if unit is None:  # deleted while we looked: whatever moved the account out of it comes as its own event
             raise RetryLater(f"organizational unit {current} vanished while reading the tree")
-        units[current] = unit
+        read[current] = unit
         current = unit.parent_id
     raise RetryLater(f"no stored organizational unit within {MAX_DEPTH} levels above {start}")
+
+
+def _tree_units(stored: Mapping[str, UnitRow], read: Mapping[str, OrgUnit]) -> dict[str, OrgUnit]:
+    """The tree to apply a change with: the units as stored now (under the org's lock: other events' renames
+    included), plus those read from AWS that are not stored; `read` wins only for units not stored."""
+    units = {unit_id: OrgUnit(row.id, row.name, row.parent_id) for unit_id, row in stored.items()}
+    for unit_id, unit in read.items():
+        units.setdefault(unit_id, unit)
+    return units
 
 
 # -- accounts --------------------------------------------------------------------------------------
@@ -93,11 +101,11 @@ def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshD
     try:
         org, reader = _org_and_reader(deps, event.org_id)
         account = reader.account(event.account_id)
-        units: dict[str, OrgUnit] = {}
+        read: dict[str, OrgUnit] = {}
         attached: list[str] | None = None  # the SCPs attached to a new account (AWS attaches its default)
         if account is not None:
             with deps.uow.reading() as inventory:
-                units = _units_up_to_stored(reader, inventory.stored_units(org.id), account.parent_id)
+                read = _read_up(reader, inventory.stored_units(org.id), account.parent_id)
                 new = not inventory.managed_accounts(org.id, [event.account_id])
             if new:
                 attached = reader.policies_for_target(event.account_id)
@@ -106,6 +114,7 @@ def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshD
         return
     with deps.uow.processing(envelope, actor_name, lock=org.id) as work:
         if work is not None:
+            units = _tree_units(work.inventory.stored_units(org.id), read)
             _apply_account(work, org, event.account_id, account, units)
             if account is None or attached is not None:
                 name = None if account is None else account.name
@@ -116,8 +125,8 @@ def _apply_account(
     work: Work[Inventory], org: OrgSnapshot, account_id: str, account: Account | None, units: dict[str, OrgUnit]
 ) -> None:
     inventory = work.inventory
-    stored = inventory.stored_clouds(org.id, [account_id])
-    mine = [c for c in stored if c.organization_id == org.id and c.account_id == account_id]
+    stored = inventory.stored_clouds(org.id, [account_id], whole_org=False)
+    mine = [c for c in stored if c.organization_id == org.id]
     reason = "no longer in the organization"
     tree = OrgTree(units, () if account is None else (account,), complete=False)
     if account is not None:
@@ -137,7 +146,8 @@ def _apply_account(
 
 def _store_account(work: Work[Inventory], org: OrgSnapshot, tree: OrgTree, scope: Scope) -> None:
     inventory = work.inventory
-    plan = plan_sync(org.id, scope, inventory.stored_clouds(org.id, sorted(scope.account_ids)), complete=False)
+    stored = inventory.stored_clouds(org.id, sorted(scope.account_ids), whole_org=False)
+    plan = plan_sync(org.id, scope, stored, complete=False)
     new_ids = inventory.insert_clouds(org.id, plan.new)
     inventory.update_clouds(plan.changed)
     inventory.take_over_clouds(org.id, plan.taken_over)
@@ -191,14 +201,14 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
     try:
         org, reader = _org_and_reader(deps, event.org_id)
         unit = reader.unit(event.unit_id)
-        units: dict[str, OrgUnit] = {}
+        read: dict[str, OrgUnit] = {}
         attached: list[str] | None = None  # the SCPs attached to a new OU (AWS attaches its default)
         if unit is not None:
             with deps.uow.reading() as inventory:
-                stored = dict(inventory.stored_units(org.id))
-            attached = None if stored.pop(unit.id, None) is not None else reader.policies_for_target(unit.id)
-            units = _units_up_to_stored(reader, stored, unit.parent_id)
-            units[unit.id] = unit
+                known = set(inventory.stored_units(org.id))
+            if unit.id not in known:
+                attached = reader.policies_for_target(unit.id)
+            read = _read_up(reader, known, unit.parent_id)
     except AwsStepFailed as exc:
         _failed(deps, envelope, actor_name, str(exc))
         return
@@ -214,8 +224,8 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
             return
         if attached is not None:
             _set_targets(inventory, org.id, unit.id, "ORGANIZATIONAL_UNIT", unit.name, attached)
-        # the OUs below it keep their stored rows; their paths follow from the tree
-        tree = OrgTree({**{i: OrgUnit(r.id, r.name, r.parent_id) for i, r in stored.items()}, **units}, ())
+        # the unit as AWS has it now; the others as stored now (the OUs below it too: their paths follow)
+        tree = OrgTree({**_tree_units(stored, read), unit.id: unit}, ())
         plan = plan_units(tree, stored)
         inventory.write_units(org.id, plan.upsert, ())
         old = stored.get(unit.id)
@@ -284,6 +294,6 @@ def _target(inventory: Inventory, org_id: UUID, target_id: str) -> tuple[str, st
     if target_id.startswith(("ou-", "r-")):
         row = inventory.stored_units(org_id).get(target_id)
         return ("ROOT" if target_id.startswith("r-") else "ORGANIZATIONAL_UNIT"), None if row is None else row.name
-    stored = inventory.stored_clouds(org_id, [target_id])  # (every cloud of the org comes too)
-    names = [c.name for c in stored if c.organization_id == org_id and c.account_id == target_id]
+    stored = inventory.stored_clouds(org_id, [target_id], whole_org=False)
+    names = [c.name for c in stored if c.organization_id == org_id]
     return "ACCOUNT", names[0] if names else None

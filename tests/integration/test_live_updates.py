@@ -98,7 +98,7 @@ def assert_a_full_sync_corrects_nothing(rt: Runtime, org_id: uuid.UUID) -> None:
         run = listings.latest_sync_run(conn, org_id)
     assert run is not None
     assert (run.added, run.updated, run.removed) == (0, 0, 0)
-    assert run.drift == {"added": 0, "updated": 0, "removed": 0, "policies": 0}  # the events missed nothing
+    assert run.drift == {"added": 0, "updated": 0, "removed": 0, "units": 0, "policies": 0}  # nothing missed
     assert inventory(rt) == before
 
 
@@ -152,6 +152,24 @@ def test_an_ou_renamed_rewrites_the_paths_below_it_without_asking_aws_per_accoun
     assert_a_full_sync_corrects_nothing(rt, org_id)
 
 
+def test_renames_handled_together_do_not_undo_each_other(live, aws: BuiltOrg):
+    rt, listener, org_id = live
+    deep = max(aws.accounts, key=lambda a: len(a.ou_path_ids))
+    chain = deep.ou_path_ids[1:]  # every OU above the deepest account, outermost first
+    org = organizations()
+    for i, unit in enumerate(chain):
+        org.update_organizational_unit(OrganizationalUnitId=unit, Name=f"R{i}")
+
+    drain(rt, listener)
+
+    renamed = "/".join(["Root", *(f"R{i}" for i in range(len(chain)))])
+    assert clouds_by_account(rt)[deep.account_id]["org_path"] == renamed
+    with rt.sessions() as s:
+        paths = dict(s.execute(text("SELECT id, path FROM org_units WHERE id = ANY(:ids)"), {"ids": chain}).all())
+    assert paths[chain[-1]] == renamed
+    assert_a_full_sync_corrects_nothing(rt, org_id)
+
+
 def test_duplicated_late_and_reordered_events_end_as_a_full_sync_does(live, aws: BuiltOrg, queue_url):
     rt, listener, org_id = live
     trail.configure(queue_url, duplicate_rate=0.5, reorder_window=4, delay_ms=20, seed=5)
@@ -186,10 +204,10 @@ def test_a_full_sync_counts_what_the_events_missed(live, aws: BuiltOrg):
     assert sync(rt, org_id).ok
     with rt.reading() as conn:
         run = listings.latest_sync_run(conn, org_id)
-    # the account's move, and the default SCP AWS attached to the new OU
-    assert run is not None and run.drift == {"added": 0, "updated": 1, "removed": 0, "policies": 1}
+    # the account's move, the new OU, and the default SCP AWS attached to it
+    assert run is not None and run.drift == {"added": 0, "updated": 1, "removed": 0, "units": 1, "policies": 1}
     with rt.sessions() as s:
-        assert repo.drift_totals(s) == {"added": 0, "policies": 1, "removed": 0, "updated": 1}
+        assert repo.drift_totals(s) == {"added": 0, "policies": 1, "removed": 0, "units": 1, "updated": 1}
     assert clouds_by_account(rt)[member.account_id]["org_path"] == "Root/Unseen"
 
 

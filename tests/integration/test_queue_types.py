@@ -130,13 +130,13 @@ def test_a_command_waiting_rides_out_its_broker_connection_lost(rabbitmq, vhost,
     rt = make_runtime(broker_url=url, workers=False)
     with rt.uow.transaction() as work:
         work.emit(BadgeReconcileDue())
-    services._flush_while_waiting(rt)  # opens this thread's connection, publishes
+    services.publish_pending(rt)  # opens this thread's connection, publishes
     rabbitmq.rabbitmqctl("close_all_connections", "-p", name, "node gone")
     with rt.uow.transaction() as work:
         work.emit(BadgeReconcileDue())
 
-    services._flush_while_waiting(rt)  # the dead connection: nothing raised, the row stays unsent
-    services._flush_while_waiting(rt)  # a new connection: published
+    services.publish_pending(rt)  # the dead connection: nothing raised, the row stays unsent
+    services.publish_pending(rt)  # a new connection: published
 
     with rt.sessions() as s:
         assert s.execute(text("SELECT count(*), count(sent_at) FROM outbox")).one() == (2, 2)

@@ -234,9 +234,13 @@ class FakeInventory:
 
     # -- clouds ----------------------------------------------------------------------------------
 
-    def stored_clouds(self, org_id: UUID, account_ids: Sequence[str]) -> list[StoredCloud]:
+    def stored_clouds(self, org_id: UUID, account_ids: Sequence[str], *, whole_org: bool = True) -> list[StoredCloud]:
         wanted = set(account_ids)
-        return [c.stored() for c in self.state.clouds.values() if c.organization_id == org_id or c.account_id in wanted]
+        return [
+            c.stored()
+            for c in self.state.clouds.values()
+            if (whole_org and c.organization_id == org_id) or c.account_id in wanted
+        ]
 
     def insert_clouds(self, org_id: UUID, new: Sequence[NewCloud]) -> dict[str, UUID]:
         self._org(org_id)
