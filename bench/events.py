@@ -31,8 +31,9 @@ refresh (`tags refresh --wait`) are measured before the changes; polling is a sy
 ORGSYNC_SCHEDULE_ORG_SYNC_SECONDS and a tag refresh every ORGSYNC_SCHEDULE_TAG_REFRESH_SECONDS; with events
 it is 100 changes an hour at the measured calls per change (the mix above), the SQS requests (one long
 poll per 20 s per listener, a receive and a delete per change), the management role assumed again every
-few minutes in each process at most, and the safety net: a sync and a tag refresh every
-ORGSYNC_SCHEDULE_EVENTS_SAFETY_NET_SECONDS.
+few minutes in each process at most, and the safety net: a sync every
+ORGSYNC_SCHEDULE_EVENTS_SAFETY_NET_SECONDS, whose own org-wide tag refresh also stands for the tag refresh
+job's (the scheduler lets an org rest while such a refresh was sent within the interval).
 
 At the end `orgsync org sync --wait` must correct nothing: its sync run's added / updated / removed, and
 the inventory rows it changed (accounts, OUs, SCPs and their targets, system badges), are printed.
@@ -1194,7 +1195,9 @@ def summarize(
         "sqs": LISTENERS * 3600.0 / WAIT_SECONDS + CHANGES_PER_HOUR * 2 * (deletes / n if n else 0.0),
         # each process reuses the management role's credentials for REUSE_SECONDS (an upper bound)
         "credentials": (opts.processes + LISTENERS) * 3600.0 / REUSE_SECONDS,
-        "safety_net": (sync_calls + tag_calls) * 3600.0 / schedule["safety_net_s"],
+        # the safety net's daily sync ends with an org-wide tag refresh (part of `sync_calls`), which also
+        # stands for the day's tag refresh job (scheduler/jobs.py: an org-wide TagRefreshDue sent lets it rest)
+        "safety_net": sync_calls * 3600.0 / schedule["safety_net_s"],
     }
     polling_total = sum(polling.values())
     events_total = sum(events_h.values())
@@ -1208,8 +1211,8 @@ def summarize(
         "events_total": round(events_total),
         "ratio": round(polling_total / events_total, 1) if events_total else None,
         "target_ratio": TARGET_RATIO,
-        # a poller as fresh as a 15-minute tag refresh is for everything: a full sync and a tag refresh each time
-        "polling_15_min_total": round((sync_calls + tag_calls) * 3600.0 / schedule["tag_refresh_s"]),
+        # a poller as fresh for everything as the tag refresh is: a full sync (it ends with a tag refresh) as often
+        "polling_15_min_total": round(sync_calls * 3600.0 / schedule["tag_refresh_s"]),
     }
     per_hour["ratio_15_min"] = round(per_hour["polling_15_min_total"] / events_total, 1) if events_total else None
     if by_kind_blocks:  # the same without the SCP changes in the mix (they read every SCP's targets)
@@ -1364,10 +1367,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"({h['events']['changes']:,.0f})"
         f" + SQS ({h['events']['sqs']:,.0f}: a 20 s long poll, a receive and a delete per change)"
         f" + credentials (<= {h['events']['credentials']:,.0f})"
-        f" + safety net every {sched['safety_net_s']:g} s ({h['events']['safety_net']:,.0f})"
+        f" + safety net: a sync with its tag refresh every {sched['safety_net_s']:g} s"
+        f" ({h['events']['safety_net']:,.0f})"
         f" = {h['events_total']:,} per hour",
         f"    ratio polling / events: {_n(h['ratio'], 1)}x; target >= {h['target_ratio']}x",
-        f"    polling everything every {sched['tag_refresh_s']:g} s (a sync and a tag refresh each time): "
+        f"    polling everything every {sched['tag_refresh_s']:g} s (a full sync, tags included, each time): "
         f"{h['polling_15_min_total']:,} per hour, ratio {_n(h['ratio_15_min'], 1)}x",
     ]
     if "without_scp_changes" in h:
