@@ -53,11 +53,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -79,7 +77,7 @@ from aws.session import REUSE_SECONDS
 from aws.sqs import WAIT_SECONDS
 from localaws import BuiltOrg
 from measure import connect
-from stack import MEMBER_EXTERNAL_ID, ORGSYNC, BenchError, Deployment, Stack, log, printed, tail
+from stack import MEMBER_EXTERNAL_ID, BenchError, Deployment, Stack, log, orgsync_process, printed, tail
 
 # -- the changes ---------------------------------------------------------------------------------
 
@@ -610,27 +608,8 @@ def events_listener(env: dict[str, str], log_path: Path) -> Iterator[subprocess.
     it cannot collide with another process's); stopped at the end (SIGTERM; SIGKILL after 5 s, since a
     stopping listener finishes its 20 s long poll first, and it holds nothing a kill could lose)."""
     listener_env = {**env, "ORGSYNC_EVENTS_METRICS_PORT": "0"}
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [ORGSYNC, "events"],
-            env=listener_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+    with orgsync_process(listener_env, ["events"], log_path, stop_timeout=5) as proc:
+        yield proc
 
 
 def wait_listening(stack: Stack, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:

@@ -206,9 +206,20 @@ def worker_processes(
     env: dict[str, str], processes: int, threads: int, log_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`orgsync worker` in a session of its own; SIGTERM to the whole group at the end."""
+    args = ["worker", "--processes", str(processes), "--threads", str(threads)]
+    with orgsync_process(env, args, log_path, stop_timeout=30) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def orgsync_process(
+    env: dict[str, str], args: list[str], log_path: Path, *, stop_timeout: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`orgsync ARGS` in a session of its own, its output in `log_path`; at the end SIGTERM to the whole
+    group, SIGKILL after `stop_timeout` seconds."""
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [ORGSYNC, "worker", "--processes", str(processes), "--threads", str(threads)],
+            [ORGSYNC, *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -218,7 +229,7 @@ def worker_processes(
         try:
             yield proc
         finally:
-            stop_group(proc, timeout=30)
+            stop_group(proc, timeout=stop_timeout)
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -229,7 +240,7 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        log("workers did not stop after SIGTERM; killing them")
+        log(f"process group {proc.pid} did not stop after SIGTERM; killing it")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

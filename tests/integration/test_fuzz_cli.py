@@ -56,6 +56,7 @@ from storage import repository as repo
 from storage.models import Base
 from storage.vault import generate_key
 
+from ..support.cli import add_args
 from ..support.services import IN_CI, RUN_ID, Postgres, purge_queues
 
 ADD_CASES, EDIT_CASES, CLOUD_CASES = 200, 150, 150
@@ -156,7 +157,7 @@ class Env:
         if registered == (self.acme is not None):
             return
         if registered:
-            argv = [*add_argv(self.org, "acme"), "--json"]
+            argv = [*add_args(self.org), "--json"]
             done = run_cli(argv, b"")
             assert (done.code, done.err) == (0, ""), done
             self.acme = uuid.UUID(json.loads(done.out)["id"])
@@ -179,23 +180,6 @@ class Env:
                 path.write_bytes(spec.content)
                 paths[token] = str(path)
         return [paths.get(token, token) for token in case.argv]
-
-
-def add_argv(org: BuiltOrg, nickname: str) -> list[str]:
-    return [
-        "org",
-        "add",
-        "--nickname",
-        nickname,
-        "--org-role-arn",
-        org.management_role_arn,
-        "--org-session-name",
-        "orgsync-test",
-        "--member-role-name",
-        org.member_role_name,
-        "--member-session-name",
-        "orgsync-test",
-    ]
 
 
 @pytest.fixture(scope="module")
