@@ -116,14 +116,14 @@ class OrganizationsReader:
 
     # -- one resource at a time (live updates) --
 
-    def account(self, account_id: str) -> Account | None:
-        """The account as AWS describes it now (its parent from ListParents), or None when it is not in
-        the organization (any more). Errors as `account_tags`'."""
+    def account(self, account_id: str, *, parent_id: str | None = None) -> Account | None:
+        """The account as AWS describes it now (its parent from ListParents, unless `parent_id` is known
+        already), or None when it is not in the organization (any more). Errors as `account_tags`'."""
         found = self._one("describe the account", "DescribeAccount", ACCOUNT_GONE_CODES, AccountId=account_id)
         if found is None:
             return None
         a = found["Account"]
-        parent = self.parent(account_id)
+        parent = parent_id or self.parent(account_id)
         if parent is None:
             return None
         return Account(
@@ -140,13 +140,14 @@ class OrganizationsReader:
         parents = [] if found is None else found.get("Parents", [])
         return str(parents[0]["Id"]) if parents else None
 
-    def unit(self, unit_id: str) -> OrgUnit | None:
-        """An OU with its parent (DescribeOrganizationalUnit, ListParents), None when it does not exist."""
+    def unit(self, unit_id: str, *, parent_id: str | None = None) -> OrgUnit | None:
+        """An OU with its parent (DescribeOrganizationalUnit, and ListParents unless `parent_id` is known:
+        AWS cannot move an OU, so a stored OU's parent stays), None when it does not exist."""
         step = "describe the organizational unit"
         found = self._one(step, "DescribeOrganizationalUnit", UNIT_GONE_CODES, OrganizationalUnitId=unit_id)
         if found is None:
             return None
-        parent = self.parent(unit_id)
+        parent = parent_id or self.parent(unit_id)
         return None if parent is None else OrgUnit(unit_id, found["OrganizationalUnit"]["Name"], parent)
 
     def policy(self, policy_id: str) -> Policy | None:

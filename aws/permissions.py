@@ -95,8 +95,8 @@ def _simulate(iam_client: Any, role_arn: str) -> tuple[dict[str, str] | None, st
         )
         return {r["EvalActionName"]: r["EvalDecision"] for r in response.get("EvaluationResults", [])}, None
     except ClientError as exc:
-        return None, f"IAM's policy simulator was not available ({error_code(exc)}); only probe calls were used"
+        return None, f"{rules.SIMULATOR_UNAVAILABLE} ({error_code(exc)}); only probe calls were used"
     except Exception as exc:
         # a second opinion: whatever goes wrong (botocore's ResponseParserError on a non-XML answer is no
         # BotoCoreError; a result without the expected keys) leaves the probes' verdict standing
-        return None, f"IAM's policy simulator was not available ({type(exc).__name__}); only probe calls were used"
+        return None, f"{rules.SIMULATOR_UNAVAILABLE} ({type(exc).__name__}); only probe calls were used"

@@ -53,6 +53,9 @@ DEFAULT_CEILING = 500.0
 # assumed-role credentials are reused for at most this long (a changed trust policy shows within it); AWS's
 # shortest session is 15 minutes, so reused credentials are always valid for 10 more
 REUSE_SECONDS = 300.0
+# what a caller that proves its access with every call (the events listener's SQS polls) may reuse them for:
+# until this long before they expire
+EXPIRY_MARGIN_SECONDS = 300.0
 # clients and assumed-role credentials kept per process, the least recently used dropped first
 CACHED = 64
 
@@ -159,7 +162,8 @@ class AwsGateway:
         self.observers: list[Callable[[str, str], None]] = []
         self._lock = threading.Lock()
         self._clients: OrderedDict[tuple[Identity, str, str], Any] = OrderedDict()
-        self._assumed: OrderedDict[tuple[Any, ...], tuple[Identity, float]] = OrderedDict()
+        # (identity, when got, until when usable) per caller and role
+        self._assumed: OrderedDict[tuple[Any, ...], tuple[Identity, float, float]] = OrderedDict()
         self._session: botocore.session.Session | None = None
         self._client_config: Any = None  # botocore Config, made with the session
         self.totals = CallStats()
@@ -182,26 +186,30 @@ class AwsGateway:
         """An STS client of the caller identity (clients are thread-safe and made once per identity)."""
         return self.client(self.caller(access_key), "sts")
 
-    def assume_role(self, caller: Identity | Any, role: RoleConfig, *, step: str) -> Identity:
+    def assume_role(
+        self, caller: Identity | Any, role: RoleConfig, *, step: str, reuse_seconds: float = REUSE_SECONDS
+    ) -> Identity:
         """The temporary credentials of `role`; AwsStepFailed names `step` on refusal.
 
         `caller` is an Identity or an STS client of the caller (see `caller_sts`). Credentials got here are
-        reused for up to REUSE_SECONDS, so that the many messages of one organization's sync or tag refresh
-        share one AssumeRole and one client per service; whether a role can be assumed at all is checked by
-        `assume_role_credentials`, which always asks AWS.
+        reused for up to `reuse_seconds` (and never within EXPIRY_MARGIN_SECONDS of their expiry), so that
+        the many messages of one organization's sync or tag refresh share one AssumeRole and one client per
+        service; whether a role can be assumed at all is checked by `assume_role_credentials`, which always
+        asks AWS.
         """
         external_id = None if role.external_id is None else role.external_id.reveal()
         key = (caller, role.role_arn, role.session_name, role.duration_seconds, external_id)
         now = time.monotonic()
         with self._lock:
             cached = self._assumed.get(key)
-            if cached is not None and cached[1] > now:
+            if cached is not None and now - cached[1] < reuse_seconds and now < cached[2]:
                 self._assumed.move_to_end(key)
                 return cached[0]
         creds = self.assume_role_credentials(caller, role, step=step)
         identity = Identity(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+        usable = now + max(REUSE_SECONDS, role.duration_seconds - EXPIRY_MARGIN_SECONDS)
         with self._lock:
-            self._assumed[key] = (identity, now + REUSE_SECONDS)
+            self._assumed[key] = (identity, now, usable)
             while len(self._assumed) > CACHED:
                 self._assumed.popitem(last=False)
         return identity

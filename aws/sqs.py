@@ -44,13 +44,18 @@ def check_queue(client: Any, url: str) -> str:
     return str(answer.get("Attributes", {}).get("QueueArn", ""))
 
 
-def receive(client: Any, url: str, *, wait_seconds: int = WAIT_SECONDS) -> list[Received]:
-    """Up to BATCH messages, waiting up to `wait_seconds` for the first (a long poll)."""
+def receive(
+    client: Any, url: str, *, wait_seconds: int = WAIT_SECONDS, visibility_timeout: int | None = None
+) -> list[Received]:
+    """Up to BATCH messages, waiting up to `wait_seconds` for the first (a long poll), hidden from other
+    readers for `visibility_timeout` seconds (None: the queue's own)."""
+    params: dict[str, Any] = {"VisibilityTimeout": visibility_timeout} if visibility_timeout is not None else {}
     answer = client.receive_message(
         QueueUrl=url,
         MaxNumberOfMessages=BATCH,
         WaitTimeSeconds=wait_seconds,
         MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        **params,
     )
     return [
         Received(

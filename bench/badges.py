@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from psycopg import sql
 
@@ -190,13 +189,8 @@ def change_tags(stack: Stack, share: float, seed: int) -> dict[str, Any]:
     accounts = sorted(stack.org.accounts, key=lambda a: a.account_id)
     rng = random.Random(f"orgsync-bench-badges:{seed}")
     chosen = sorted(rng.sample(accounts, round(len(accounts) * share)), key=lambda a: a.account_id)
-    env = aws.env()
-    client = boto3.client(
+    client = aws.client(
         "organizations",
-        endpoint_url=aws.endpoint_url,
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         config=Config(retries={"mode": "standard", "max_attempts": 10}, max_pool_connections=16),
     )
     new_tags = 0

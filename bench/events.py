@@ -30,8 +30,9 @@ AWS calls per hour of a steady org, with and without events: one full sync (`org
 refresh (`tags refresh --wait`) are measured before the changes; polling is a sync every
 ORGSYNC_SCHEDULE_ORG_SYNC_SECONDS and a tag refresh every ORGSYNC_SCHEDULE_TAG_REFRESH_SECONDS; with events
 it is 100 changes an hour at the measured calls per change (the mix above), the SQS requests (one long
-poll per 20 s per listener, a receive and a delete per change), the management role assumed again every
-few minutes in each process at most, and the safety net: a sync every
+poll per 20 s per listener, one more receive per change, and a delete request per DELETE_WITHIN at most),
+the management role assumed again every few minutes in each worker process at most (and in the listener
+shortly before its credentials expire), and the safety net: a sync every
 ORGSYNC_SCHEDULE_EVENTS_SAFETY_NET_SECONDS, whose own org-wide tag refresh also stands for the tag refresh
 job's (the scheduler lets an org rest while such a refresh was sent within the interval).
 
@@ -73,10 +74,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 import harness
 import report
-from aws.session import REUSE_SECONDS
+from aws.session import EXPIRY_MARGIN_SECONDS, REUSE_SECONDS
 from aws.sqs import WAIT_SECONDS
+from domain.config import DEFAULT_SESSION_SECONDS
 from localaws import BuiltOrg
 from measure import connect
+from orgsync.listener import DELETE_WITHIN
 from stack import MEMBER_EXTERNAL_ID, BenchError, Deployment, Stack, log, orgsync_process, printed, tail
 
 # -- the changes ---------------------------------------------------------------------------------
@@ -608,7 +611,7 @@ def events_listener(env: dict[str, str], log_path: Path) -> Iterator[subprocess.
     it cannot collide with another process's); stopped at the end (SIGTERM; SIGKILL after 5 s, since a
     stopping listener finishes its 20 s long poll first, and it holds nothing a kill could lose)."""
     listener_env = {**env, "ORGSYNC_EVENTS_METRICS_PORT": "0"}
-    with orgsync_process(listener_env, ["events"], log_path, stop_timeout=5) as proc:
+    with orgsync_process(listener_env, ["events"], log_path, stop_timeout=30) as proc:
         yield proc
 
 
@@ -626,8 +629,9 @@ def wait_listening(stack: Stack, proc: subprocess.Popen[bytes], log_path: Path, 
 # -- SQL statements --------------------------------------------------------------------------------
 
 
-def statements_counter(url: str) -> tuple[Callable[[], int] | None, str]:
-    """A function counting the SQL statements run in this database so far (pg_stat_statements), or why not."""
+def statements_counter(url: str) -> tuple[Callable[[], tuple[int, int]] | None, str]:
+    """A function counting the SQL statements run in this database so far, and those of them that wrote
+    accounts (UPDATE or INSERT of clouds rows), from pg_stat_statements; or why not."""
     try:
         with connect(url) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -636,13 +640,15 @@ def statements_counter(url: str) -> tuple[Callable[[], int] | None, str]:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, f"pg_stat_statements unavailable ({reason})"
 
-    def count() -> int:
+    def count() -> tuple[int, int]:
         with connect(url) as conn:
             row = conn.execute(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+                "SELECT coalesce(sum(calls), 0),"
+                " coalesce(sum(calls) FILTER (WHERE query ~* '(UPDATE|INSERT INTO) clouds\\M'), 0)"
+                " FROM pg_stat_statements"
                 " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ).fetchone()
-        return int(row[0]) if row else 0
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     return count, "pg_stat_statements"
 
@@ -837,6 +843,7 @@ class Block:
     own: dict[str, int] = field(default_factory=dict)
     unsettled: int = 0
     statements: int | None = None
+    account_writes: int | None = None  # of `statements`, those that wrote clouds rows
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -848,6 +855,7 @@ class Block:
             "own_calls": self.own,
             "messages_unsettled": self.unsettled,
             "sql_statements": self.statements,
+            "sql_account_writes": self.account_writes,
         }
 
 
@@ -881,12 +889,12 @@ def run_block(
     watcher: Watcher,
     block: Block,
     opts: Options,
-    count_sql: Callable[[], int] | None,
+    count_sql: Callable[[], tuple[int, int]] | None,
 ) -> None:
     log(f"{block.label}: {len(block.changes)} changes …")
     url = dep.database_url
     own_before = Counter(mutator.own)
-    sql_before = count_sql() if count_sql is not None else 0
+    sql_before = count_sql() if count_sql is not None else (0, 0)
     watcher_before = watcher.statements
     stack.aws.reset_stats()
     clock = time.monotonic()
@@ -922,7 +930,9 @@ def run_block(
     block.own = {k: v for k, v in own.items() if v}
     block.calls, block.sqs = split_calls(stack.aws.stats()["calls"], own)
     if count_sql is not None:
-        block.statements = count_sql() - sql_before - (watcher.statements - watcher_before)
+        sql_after = count_sql()
+        block.statements = sql_after[0] - sql_before[0] - (watcher.statements - watcher_before)
+        block.account_writes = sql_after[1] - sql_before[1]
     shown_n = sum(1 for c in block.changes if c.seen_at is not None)
     log(
         f"{block.label}: {shown_n}/{len(block.changes)} shown, {block.wall_s:.1f}s, "
@@ -1156,6 +1166,7 @@ def summarize(
         "aws": per_change(big_block.calls, 1) if by_kind_blocks else None,
         "sqs": big_block.sqs if by_kind_blocks else None,
         "sql_statements": big_block.statements if by_kind_blocks else None,
+        "sql_account_writes": big_block.account_writes if by_kind_blocks else None,
         "sql_statements_source": r["config"]["sql_statements_source"],
     }
 
@@ -1167,13 +1178,17 @@ def summarize(
         "tag_refresh": tag_calls * 3600.0 / schedule["tag_refresh_s"],
     }
     per_change_calls = overall["aws"]["per_change"] or 0.0
-    deletes = all_sqs.get("sqs:DeleteMessageBatch", 0) + all_sqs.get("sqs:DeleteMessage", 0)
     events_h = {
         "changes": CHANGES_PER_HOUR * per_change_calls,
-        # a long poll every WAIT_SECONDS per listener; each batch of events read costs a receive and a delete
-        "sqs": LISTENERS * 3600.0 / WAIT_SECONDS + CHANGES_PER_HOUR * 2 * (deletes / n if n else 0.0),
-        # each process reuses the management role's credentials for REUSE_SECONDS (an upper bound)
-        "credentials": (opts.processes + LISTENERS) * 3600.0 / REUSE_SECONDS,
+        # a long poll every WAIT_SECONDS per listener, one more receive per change (its event ends a poll
+        # early), and a delete request per DELETE_WITHIN at most (the messages read meanwhile in one)
+        "sqs": LISTENERS * 3600.0 / WAIT_SECONDS
+        + CHANGES_PER_HOUR
+        + LISTENERS * min(CHANGES_PER_HOUR, 3600.0 / DELETE_WITHIN),
+        # each worker process reuses the management role's credentials for REUSE_SECONDS, the listener until
+        # shortly before they expire (upper bounds)
+        "credentials": opts.processes * 3600.0 / REUSE_SECONDS
+        + LISTENERS * 3600.0 / (DEFAULT_SESSION_SECONDS - EXPIRY_MARGIN_SECONDS),
         # the safety net's daily sync ends with an org-wide tag refresh (part of `sync_calls`), which also
         # stands for the day's tag refresh job (scheduler/jobs.py: an org-wide TagRefreshDue sent lets it rest)
         "safety_net": sync_calls * 3600.0 / schedule["safety_net_s"],
@@ -1323,7 +1338,8 @@ def format_report(r: dict[str, Any]) -> str:
         + f"; target <= {b['target_calls']}; shown after {_s(b['latency_s'])}",
         "    SQL statements: "
         + (
-            f"{b['sql_statements']} (pg_stat_statements, the watcher's own left out)"
+            f"{b['sql_statements']} in all, {b['sql_account_writes']} writing the accounts "
+            "(pg_stat_statements, the watcher's own left out)"
             if b["sql_statements"] is not None
             else f"not measured: {b['sql_statements_source']}"
         )

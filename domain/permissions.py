@@ -23,6 +23,7 @@ REQUIRED_ACTIONS = (
     "organizations:ListTargetsForPolicy",
 )
 ALLOWED, DENIED, UNKNOWN = "allowed", "denied", "unknown"
+SIMULATOR_UNAVAILABLE = "IAM's policy simulator was not available"  # how a report's note on it begins
 GLOBAL_KEY_PREFIXES = ("aws:principal", "aws:sourceip", "aws:sourcevpc", "aws:calledvia", "aws:requestedregion")
 
 
@@ -119,4 +120,29 @@ def assess(
         warnings=tuple(warnings),
         notes=tuple(notes),
         checked_at=checked_at,
+    )
+
+
+def rejudge(stored: Mapping[str, Any] | None, scps: Iterable[tuple[str, str]]) -> PermissionReport | None:
+    """A stored report (`PermissionReport.to_json`) judged again against the SCPs as they are now (name,
+    JSON content), its probe and simulator results as they were; None when nothing was stored to judge."""
+    probes = (stored or {}).get("probes")
+    if stored is None or not isinstance(probes, dict) or not probes:
+        return None
+    simulator = stored.get("simulator")
+    notes = stored.get("notes")
+    note = (
+        next(
+            (n for n in notes if isinstance(n, str) and n.startswith(SIMULATOR_UNAVAILABLE)),
+            None,
+        )
+        if isinstance(notes, list)
+        else None
+    )
+    return assess(
+        probes,
+        simulator if isinstance(simulator, dict) and simulator else None,
+        global_key_scps=scps_with_global_conditions(scps),
+        simulator_note=note,
+        checked_at=str(stored.get("checked_at", "")),
     )

@@ -170,6 +170,21 @@ class LocalAwsServer:
             "AWS_REGION": "us-east-1",
         }
 
+    def client(self, service: str, **options: Any) -> Any:
+        """A boto3 client of `service` calling this local AWS as its test caller (`options`: boto3's,
+        e.g. config)."""
+        import boto3
+
+        env = self.env()
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            **options,
+        )
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if not self.endpoint_url:
             raise LocalAwsError("the server is not started")

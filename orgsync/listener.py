@@ -5,9 +5,11 @@ One thread per queue long-polls SQS (20 s) with the management role's session. E
 becomes the messages `domain.live.read_event` names, written to the outbox in one transaction with ids
 derived from the AWS event's id: a message SQS delivers twice, or that two listeners read at once, is
 written once. SQS messages are deleted only after that commit (at least once; the handlers make a
-second delivery harmless). A message that is not an Organizations event is never deleted: SQS's redrive
-policy moves it to the queue's dead-letter queue after a few receives; it is logged once and counted.
-Events orgsync does not act on are deleted and counted.
+second delivery harmless), and together: the messages read within DELETE_WITHIN go in one request (they
+stay hidden from other readers meanwhile; all are deleted when the listener stops). A message that is not
+an Organizations event is never deleted: SQS's redrive policy moves it to the queue's dead-letter queue
+after a few receives; it is logged once and counted. Events orgsync does not act on are deleted and
+counted.
 
 Run any number of listeners: they share the queues as SQS consumers do. The list of organizations is
 read again every `refresh_seconds`, so an org added or edited starts (or stops) being listened to.
@@ -16,11 +18,14 @@ read again every `refresh_seconds`, so an org added or edited starts (or stops) 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
+from uuid import UUID
 
 from aws import sqs
 from domain.errors import OrgSyncError
@@ -33,6 +38,9 @@ from .services import publish_pending
 
 log = logging.getLogger(__name__)
 SEEN = 10_000  # unreadable message ids remembered, so that each is logged once
+# a message whose updates are written is deleted within this long, with those read meanwhile: at a change
+# every half minute, a delete request per few changes instead of one each
+DELETE_WITHIN = 60.0
 
 
 @dataclass
@@ -56,13 +64,23 @@ class Counts:
 
 
 class Listener:
-    def __init__(self, rt: Runtime, *, wait_seconds: int = sqs.WAIT_SECONDS, refresh_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        wait_seconds: int = sqs.WAIT_SECONDS,
+        refresh_seconds: float = 30.0,
+        delete_within: float = DELETE_WITHIN,
+    ) -> None:
         self.rt = rt
         self.wait_seconds = wait_seconds
         self.refresh_seconds = refresh_seconds
+        self.delete_within = delete_within
         self.counts = Counts()
         self._lock = threading.Lock()
         self._unreadable_seen: dict[str, None] = {}
+        # per org and queue: the messages whose updates are written, waiting to be deleted, and since when
+        self._to_delete: dict[tuple[UUID, str], tuple[float, list[sqs.Received]]] = {}
 
     def sources(self) -> list[EventsSource]:
         with self.rt.reading() as conn:
@@ -73,14 +91,19 @@ class Listener:
         creds = self.rt.keyring.open(source.credentials, "organizations", source.org_id)
         aws = self.rt.aws
         step = "assume the management role"
-        management = aws.assume_role(aws.caller_sts(creds.access_key), creds.management, step=step)
+        # each poll proves the credentials still work: kept until shortly before they expire
+        caller = aws.caller_sts(creds.access_key)
+        management = aws.assume_role(caller, creds.management, step=step, reuse_seconds=math.inf)
         return aws.client(management, "sqs", queue_region(source.queue_url, aws.region))
 
     def poll(self, source: EventsSource, *, wait_seconds: int | None = None) -> Counts:
-        """One receive from the org's queue, applied: the outbox written, then the messages deleted."""
+        """One receive from the org's queue, applied: the outbox written, then the messages deleted (now, or
+        with those of the next polls within `delete_within`)."""
         client = self._client(source)
         wait = self.wait_seconds if wait_seconds is None else wait_seconds
-        received = sqs.receive(client, source.queue_url, wait_seconds=wait)
+        # hidden from other readers until deleted (a poll after the deadline at the latest), with room
+        hidden = math.ceil(self.delete_within + wait + 60) if self.delete_within else None
+        received = sqs.receive(client, source.queue_url, wait_seconds=wait, visibility_timeout=hidden)
         counts = Counts(received=len(received))
         done: list[sqs.Received] = []
         readings: list[Reading] = []
@@ -111,9 +134,7 @@ class Listener:
                         counts.emitted += 1
         if counts.emitted and not self.rt.in_process:
             publish_pending(self.rt)  # at once: the workers' relays would wait for their next round
-        if done:
-            failed = sqs.delete(client, source.queue_url, done)
-            counts.deleted = len(done) - len(failed)
+        counts.deleted = self._delete(client, source, done)
         with self._lock:
             self.counts.add(counts)
         _observe(counts, readings)
@@ -126,6 +147,31 @@ class Listener:
                 ", ".join(sorted({r.event_name for r in readings if r.emits})),
             )
         return counts
+
+    def _delete(self, client: Any, source: EventsSource, done: list[sqs.Received], *, now: bool = False) -> int:
+        """Delete `done` and those waiting of the org's queue once `delete_within` has passed since the
+        oldest of them, BATCH are waiting, or `now`; returns how many were deleted. (One thread per org
+        and queue calls this.)"""
+        key = (source.org_id, source.queue_url)
+        since, waiting = self._to_delete.pop(key, (time.monotonic(), []))
+        waiting += done
+        due = now or len(waiting) >= sqs.BATCH or time.monotonic() - since >= self.delete_within
+        if not waiting or not due:
+            if waiting:
+                self._to_delete[key] = (since, waiting)
+            return 0
+        # those SQS did not delete come back once hidden no more: read again, harmless
+        failed = sqs.delete(client, source.queue_url, waiting)
+        return len(waiting) - len(failed)
+
+    def flush(self, source: EventsSource) -> int:
+        """Delete now what waits to be deleted of the org's queue; how many were."""
+        if (source.org_id, source.queue_url) not in self._to_delete:
+            return 0
+        deleted = self._delete(self._client(source), source, [], now=True)
+        with self._lock:
+            self.counts.deleted += deleted
+        return deleted
 
     def _unreadable(self, source: EventsSource, message: sqs.Received, why: str) -> None:
         with self._lock:
@@ -170,18 +216,24 @@ class Listener:
     def _follow(self, source: EventsSource, stop: threading.Event) -> None:
         """Poll one org's queue until `stop`, or until the org reads another queue (or none)."""
         backoff = 1.0
-        while not stop.is_set():
-            if not self._still_registered(source):
-                log.info("events listener: org %s no longer reads %s", source.nickname, source.queue_url)
-                return
+        try:
+            while not stop.is_set():
+                if not self._still_registered(source):
+                    log.info("events listener: org %s no longer reads %s", source.nickname, source.queue_url)
+                    return
+                try:
+                    self.poll(source)
+                    backoff = 1.0
+                except Exception as exc:  # AWS refusing, throttling or away: try again, more slowly each time
+                    why = str(exc) if isinstance(exc, OrgSyncError) else type(exc).__name__
+                    log.warning("events listener: org %s: %s; trying again in %.0fs", source.nickname, why, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 60.0)
+        finally:
             try:
-                self.poll(source)
-                backoff = 1.0
-            except Exception as exc:  # AWS refusing, throttling or away: try again, more slowly each time
-                why = str(exc) if isinstance(exc, OrgSyncError) else type(exc).__name__
-                log.warning("events listener: org %s: %s; trying again in %.0fs", source.nickname, why, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+                self.flush(source)
+            except Exception as exc:  # they come back once hidden no more: read again, harmless
+                log.warning("events listener: org %s: messages read not deleted (%s)", source.nickname, exc)
 
     def _still_registered(self, source: EventsSource) -> bool:
         try:

@@ -74,6 +74,8 @@ class OrgRecord:
     credentials: bytes
     filters: dict[str, Any]
     events_queue_url: str | None = None  # live updates on
+    management_account_id: str = ""
+    permission_report: dict[str, Any] | None = None  # the last check of the management role's permissions
 
 
 @dataclass(frozen=True)
@@ -369,7 +371,15 @@ class SqlInventory:
         if org is None:
             return None
         return OrgRecord(
-            org.id, org.cloud_org_id, org.nickname, org.partition, org.credentials, org.filters, org.events_queue_url
+            org.id,
+            org.cloud_org_id,
+            org.nickname,
+            org.partition,
+            org.credentials,
+            org.filters,
+            org.events_queue_url,
+            org.management_account_id,
+            org.permission_report,
         )
 
     def org_ids(self) -> list[UUID]:

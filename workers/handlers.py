@@ -46,6 +46,7 @@ class OrgSnapshot:
     credentials: Credentials
     filters: Filters
     live: bool = False  # its AWS events update it (an events queue): a sync then corrects only what they missed
+    management_account_id: str = ""
 
 
 def load_org(deps: Deps, org_id: uuid.UUID) -> OrgSnapshot:
@@ -62,6 +63,7 @@ def load_org(deps: Deps, org_id: uuid.UUID) -> OrgSnapshot:
         credentials,
         Filters.from_json(org.filters),
         live=org.events_queue_url is not None,
+        management_account_id=org.management_account_id,
     )
 
 

@@ -7,11 +7,15 @@ the unit of work, with the sync's follow-up events: an event that arrives late, 
 leaves what AWS says now.
 
 - AccountRefreshDue: DescribeAccount + ListParents (and, for an OU not stored yet, its name and parent up
-  to the first stored one); the account appears, moves, changes state, or leaves the inventory. New
-  accounts get their validation and their tags read (TagRefreshDue of one account).
-- UnitRefreshDue: DescribeOrganizationalUnit + ListParents; the stored tree follows, and a rename rewrites
-  the org path (and its system badge) of every account below it in one statement.
-- PolicyRefreshDue: the SCPs and their targets are read again, and the management role's permissions.
+  to the first stored one); of an account stored already, only what the AWS event can have changed (a
+  move: ListParents; a closing or a removal: DescribeAccount). The account appears, moves, changes state,
+  or leaves the inventory. New accounts get their validation, their tags (TagRefreshDue of one account)
+  and their attached SCPs read.
+- UnitRefreshDue: DescribeOrganizationalUnit (+ ListParents of an OU not stored: AWS never moves an OU);
+  the stored tree follows, and a rename rewrites the org path (and its system badge) of every account
+  below it in one statement.
+- PolicyRefreshDue: the one policy and the one target's attachments are read again, and the management
+  role's permissions judged again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from uuid import UUID
 from aws.organizations import OrganizationsReader, read_policies
 from aws.permissions import check_management_role
 from domain import events
+from domain import permissions as rules
 from domain.errors import AwsStepFailed, NotFound, PermanentError, RetryLater
 from domain.scp import Policy, ScpPlan, Target, plan_scps
 from domain.sync import StoredCloud, UnitRow, plan_sync, plan_system_badges, plan_units
@@ -92,6 +97,12 @@ def _tree_units(stored: Mapping[str, UnitRow], read: Mapping[str, OrgUnit]) -> d
 # -- accounts --------------------------------------------------------------------------------------
 
 
+# what an AWS event can have changed of an account orgsync stores already, by the event's name: a move
+# only its parent, a closing or a removal only its state (or its membership); anything else, all of it
+PARENT_CAUSES = frozenset({"MoveAccount"})
+STATE_CAUSES = frozenset({"CloseAccount", "RemoveAccountFromOrganization"})
+
+
 def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshDue], actor_name: str) -> None:
     """AccountRefreshDue -> the account stored as AWS describes it now (or removed), with AccountDiscovered,
     AccountValidationDue, TagRefreshDue or AccountRemoved as a sync would emit them."""
@@ -100,14 +111,16 @@ def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshD
         return
     try:
         org, reader = _org_and_reader(deps, event.org_id)
-        account = reader.account(event.account_id)
+        with deps.uow.reading() as inventory:
+            units = inventory.stored_units(org.id)
+            rows = inventory.stored_clouds(org.id, [event.account_id], whole_org=False)
+        known = next((c for c in rows if c.organization_id == org.id), None)
+        account = _read_account(reader, event, known)
         read: dict[str, OrgUnit] = {}
-        attached: list[str] | None = None  # the SCPs attached to a new account (AWS attaches its default)
+        attached: list[str] | None = None  # the SCPs attached to an account new here (AWS attaches its default)
         if account is not None:
-            with deps.uow.reading() as inventory:
-                read = _read_up(reader, inventory.stored_units(org.id), account.parent_id)
-                new = not inventory.managed_accounts(org.id, [event.account_id])
-            if new:
+            read = _read_up(reader, units, account.parent_id)
+            if known is None:
                 attached = reader.policies_for_target(event.account_id)
     except AwsStepFailed as exc:
         _failed(deps, envelope, actor_name, str(exc))
@@ -119,6 +132,23 @@ def refresh_account(deps: Deps, envelope: events.Envelope[events.AccountRefreshD
             if account is None or attached is not None:
                 name = None if account is None else account.name
                 _set_targets(work.inventory, org.id, event.account_id, "ACCOUNT", name, attached or [])
+
+
+def _read_account(
+    reader: OrganizationsReader, event: events.AccountRefreshDue, known: StoredCloud | None
+) -> Account | None:
+    """The account as AWS has it now, reading only what `event` can have changed of a stored one (`known`):
+    its parent after a move (ListParents), its state after a closing or a removal (DescribeAccount); an
+    account not stored here, or an event of another kind, is read whole. None: not in the organization."""
+    if known is not None and known.parent_id and known.aws_state and known.email is not None:
+        if event.cause in PARENT_CAUSES:
+            parent = reader.parent(event.account_id)
+            if parent is not None:
+                return Account(event.account_id, known.name, known.email, known.aws_state, parent)
+            # not in the organization any more: read whole below, which says so
+        elif event.cause in STATE_CAUSES:
+            return reader.account(event.account_id, parent_id=known.parent_id)
+    return reader.account(event.account_id)
 
 
 def _apply_account(
@@ -209,13 +239,14 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
         return
     try:
         org, reader = _org_and_reader(deps, event.org_id)
-        unit = reader.unit(event.unit_id)
+        with deps.uow.reading() as inventory:
+            known = inventory.stored_units(org.id)
+        stored_unit = known.get(event.unit_id)
+        unit = reader.unit(event.unit_id, parent_id=None if stored_unit is None else stored_unit.parent_id)
         read: dict[str, OrgUnit] = {}
         attached: list[str] | None = None  # the SCPs attached to a new OU (AWS attaches its default)
         if unit is not None:
-            with deps.uow.reading() as inventory:
-                known = set(inventory.stored_units(org.id))
-            if unit.id not in known:
+            if stored_unit is None:
                 attached = reader.policies_for_target(unit.id)
             read = _read_up(reader, known, unit.parent_id)
     except AwsStepFailed as exc:
@@ -254,13 +285,16 @@ def refresh_unit(deps: Deps, envelope: events.Envelope[events.UnitRefreshDue], a
 
 def refresh_policies(deps: Deps, envelope: events.Envelope[events.PolicyRefreshDue], actor_name: str) -> None:
     """PolicyRefreshDue -> the one policy and the one target's attachments it names as AWS has them now (or
-    every SCP when it names neither), and the management role's permissions."""
+    every SCP when it names neither), and the management role's permissions judged again.
+
+    SCPs never restrict the management account's own roles (AWS's rule), so a management role there keeps
+    the probes' results whatever the SCPs say: its stored report is judged again against the SCPs as stored
+    now, without a call. A role in another account (a delegated administrator) is probed again."""
     event = envelope.event
     if deps.uow.processed(envelope.id):
         return
     try:
         org, reader = _org_and_reader(deps, event.org_id)
-        info = reader.describe()
         every: tuple[list[Policy], list[Target]] | None = None
         policy: Policy | None = None
         attached: list[str] | None = None
@@ -271,9 +305,11 @@ def refresh_policies(deps: Deps, envelope: events.Envelope[events.PolicyRefreshD
             if event.target_id is not None:
                 attached = reader.policies_for_target(event.target_id)
         management = org.credentials.management
-        caller = deps.aws.caller_sts(org.credentials.access_key)
-        iam = deps.aws.client(deps.aws.assume_role(caller, management, step="assume the management role"), "iam")
-        report = check_management_role(reader.client, iam, management.role_arn, info.management_account_id)
+        report: rules.PermissionReport | None = None
+        if management.account_id != org.management_account_id:
+            caller = deps.aws.caller_sts(org.credentials.access_key)
+            iam = deps.aws.client(deps.aws.assume_role(caller, management, step="assume the management role"), "iam")
+            report = check_management_role(reader.client, iam, management.role_arn, org.management_account_id)
     except AwsStepFailed as exc:
         _failed(deps, envelope, actor_name, str(exc))
         return
@@ -294,7 +330,12 @@ def refresh_policies(deps: Deps, envelope: events.Envelope[events.PolicyRefreshD
         if attached is not None and event.target_id is not None:
             kind, name = _target(inventory, org.id, event.target_id)
             _set_targets(inventory, org.id, event.target_id, kind, name, attached)
-        inventory.set_permission_report(org.id, report.to_json())
+        if report is None:
+            record = inventory.org(org.id)
+            scps = [(p.name, p.content) for p in inventory.stored_scps(org.id)[0]]
+            report = rules.rejudge(None if record is None else record.permission_report, scps)
+        if report is not None:
+            inventory.set_permission_report(org.id, report.to_json())
         log.info("org %s: policies read again (%s), %d rows written", org.id, event.cause, plan.rows)
 
 

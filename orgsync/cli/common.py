@@ -116,7 +116,10 @@ def read_secret(path: str | None, what: str) -> str | None:
     if path is None:
         return None
     if path == "-":
-        value = sys.stdin.readline()
+        try:
+            value = sys.stdin.readline()
+        except UnicodeDecodeError:
+            raise InvalidInput(what, "standard input is not UTF-8 text") from None
     else:
         try:
             value = Path(path).read_text(encoding="utf-8")

@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
 from localaws import LocalAwsServer
@@ -55,14 +54,7 @@ def test_a_change_in_aws_reaches_the_inventory_through_orgsync_events(
         listener.wait_for(f"events listener: reading {queue} for org live", timeout=60)
 
         member = next(a for a in server.org.accounts if a.account_id != server.org.management_account_id)
-        local = server.env()
-        aws = boto3.client(
-            "organizations",
-            region_name="us-east-1",
-            endpoint_url=local["AWS_ENDPOINT_URL"],
-            aws_access_key_id=local["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=local["AWS_SECRET_ACCESS_KEY"],
-        )
+        aws = server.client("organizations")
         unit = aws.create_organizational_unit(ParentId=server.org.root_id, Name="Moved")["OrganizationalUnit"]["Id"]
         aws.move_account(AccountId=member.account_id, SourceParentId=member.parent_id, DestinationParentId=unit)
         aws.tag_resource(ResourceId=member.account_id, Tags=[{"Key": "live", "Value": "yes"}])
@@ -82,5 +74,9 @@ def test_a_change_in_aws_reaches_the_inventory_through_orgsync_events(
         assert 'orgsync_events_applied_total{event="TagResource"} 1.0' in metrics
         assert listener.stop() == 0
         assert listener.problems() == []
+        sqs = server.client("sqs")
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        left = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=names)["Attributes"]
+        assert [int(left[n]) for n in names] == [0, 0]  # every message read was deleted, at the latest on stop
     finally:
         stop_workers(workers)

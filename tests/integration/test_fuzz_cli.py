@@ -415,7 +415,9 @@ def prefix_verdict(text: str) -> str:
     if not 0 < len(text) <= 128:
         return BAD
     # NUL or a lone surrogate cannot be stored in the filters' JSON: refused, one way or another
-    return ANY if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text) else OK
+    if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return ANY
+    return OK if text.isprintable() else BAD  # a tab, a line break, an escape: never part of an account name
 
 
 def duration_verdict(text: str, ceiling: int) -> str:

@@ -52,7 +52,7 @@ def live(make_runtime: RuntimeFactory, aws: BuiltOrg, queue_url: str) -> tuple[R
     )
     assert services.wait_for(rt, registered.request_id, timeout=60).ok
     trail.configure(queue_url)
-    return rt, Listener(rt, wait_seconds=0), registered.org_id
+    return rt, Listener(rt, wait_seconds=0, delete_within=0), registered.org_id
 
 
 def drain(rt: Runtime, listener: Listener) -> Counts:
@@ -241,3 +241,111 @@ def test_a_policy_created_attached_updated_and_detached_is_read_alone(live, aws:
 def repo_scps(session: Any, org_id: uuid.UUID) -> tuple[dict[str, tuple[str, str]], list[Any]]:
     policies, targets = listings.org_scps(listings.of_session(session), org_id)
     return {p.id: (p.name, p.content) for p in policies}, targets
+
+
+def test_each_change_reads_from_aws_only_what_it_can_have_changed(live, aws: BuiltOrg):
+    """AWS calls per change, exactly (the listener's SQS requests apart): a stored account's move only its
+    parent, its closing or removal only itself, a tag change only its tags, a rename only the OU, an SCP
+    attached only that policy and that target's attachments (the management role sits in the management
+    account, which SCPs never restrict: its permissions are judged again without a call). A new account
+    is read whole, with its attached SCPs and tags, and validated (the member role assumed once)."""
+    rt, listener, org_id = live
+    org = organizations()
+    members = [a for a in aws.accounts if a.account_id != aws.management_account_id and a.state == "ACTIVE"]
+    moved, tagged, closed, removed, attached_to = members[:5]
+    renamed = next(a for a in aws.accounts if a.ou_path_ids[1:]).ou_path_ids[1]
+    policy = org.create_policy(
+        Content='{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}',
+        Description="no s3",
+        Name="NoS3",
+        Type="SERVICE_CONTROL_POLICY",
+    )["Policy"]["PolicySummary"]["Id"]
+    drain(rt, listener)
+    with rt.sessions() as s:
+        report_before = s.execute(
+            text("SELECT permission_report FROM organizations WHERE id = :id"), {"id": org_id}
+        ).scalar_one()
+
+    def calls_of(change: Any) -> dict[str, int]:
+        before = dict(rt.aws.totals.calls)
+        change()
+        drain(rt, listener)
+        after = rt.aws.totals.calls
+        return {k: v - before.get(k, 0) for k, v in after.items() if not k.startswith("sqs:") and v != before.get(k, 0)}
+
+    o = "organizations:"
+    move = {"AccountId": moved.account_id, "SourceParentId": moved.parent_id, "DestinationParentId": aws.root_id}
+    assert calls_of(lambda: org.move_account(**move)) == {o + "ListParents": 1}
+    assert calls_of(lambda: org.tag_resource(ResourceId=tagged.account_id, Tags=[{"Key": "k", "Value": "v"}])) == {
+        o + "ListTagsForResource": 1
+    }
+    assert calls_of(lambda: org.close_account(AccountId=closed.account_id)) == {o + "DescribeAccount": 1}
+    assert calls_of(lambda: org.remove_account_from_organization(AccountId=removed.account_id)) == {
+        o + "DescribeAccount": 1
+    }
+    assert calls_of(lambda: org.update_organizational_unit(OrganizationalUnitId=renamed, Name="Renamed")) == {
+        o + "DescribeOrganizationalUnit": 1
+    }
+    assert calls_of(lambda: org.attach_policy(PolicyId=policy, TargetId=attached_to.account_id)) == {
+        o + "DescribePolicy": 1,
+        o + "ListPoliciesForTarget": 1,
+    }
+    created: list[str] = []
+    assert calls_of(
+        lambda: created.append(
+            org.create_account(AccountName="fresh", Email="fresh@example.com")["CreateAccountStatus"]["AccountId"]
+        )
+    ) == {
+        o + "DescribeAccount": 1,
+        o + "ListParents": 1,
+        o + "ListPoliciesForTarget": 1,
+        o + "ListTagsForResource": 1,
+        "sts:AssumeRole": 1,  # its validation
+    }
+
+    stored = clouds_by_account(rt)
+    assert stored[moved.account_id]["org_path"] == "Root"
+    assert stored[tagged.account_id]["badges"]["k"] == "v"
+    assert stored[closed.account_id]["aws_state"] in ("SUSPENDED", "PENDING_CLOSURE", "CLOSED")
+    assert removed.account_id not in stored
+    assert stored[created[0]]["name"] == "fresh"
+    with rt.sessions() as s:
+        report_after = s.execute(
+            text("SELECT permission_report FROM organizations WHERE id = :id"), {"id": org_id}
+        ).scalar_one()
+    assert report_after["probes"] == report_before["probes"] and report_after["errors"] == []
+    assert_a_full_sync_corrects_nothing(rt, org_id)
+
+
+def test_messages_read_are_deleted_together_and_all_of_them_when_the_listener_stops(live, aws: BuiltOrg, queue_url):
+    rt, _, _ = live
+    listener = Listener(rt, wait_seconds=0, delete_within=3600)
+    (source,) = listener.sources()
+    members = [a for a in aws.accounts if a.account_id != aws.management_account_id and a.state == "ACTIVE"]
+    sqs = boto3.client("sqs", region_name="us-east-1")
+
+    def tag(accounts: list[Any], value: str) -> None:
+        for account in accounts:
+            organizations().tag_resource(ResourceId=account.account_id, Tags=[{"Key": "wave", "Value": value}])
+        trail.flush()
+
+    def in_queue() -> tuple[int, int]:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+        return int(attributes[names[0]]), int(attributes[names[1]])
+
+    tag(members[:3], "1")
+    first = listener.poll(source)
+    assert (first.received, first.emitted, first.deleted) == (3, 3, 0)
+    assert in_queue() == (0, 3)  # written to the outbox, hidden, deleted with the next ones
+
+    tag(members[3:10], "2")
+    second = listener.poll(source)
+    assert (second.received, second.deleted) == (7, 10)  # ten waiting: one request
+    assert in_queue() == (0, 0)
+
+    tag(members[10:11], "3")
+    assert listener.poll(source).deleted == 0
+    assert listener.flush(source) == 1  # as when `orgsync events` stops
+    assert in_queue() == (0, 0)
+    assert listener.counts.deleted == listener.counts.received == 11

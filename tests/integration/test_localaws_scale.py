@@ -58,13 +58,7 @@ def test_server_with_ten_thousand_accounts() -> None:
     started = time.perf_counter()
     with LocalAwsServer(accounts=10_000, tags_per_account=10) as aws:
         ready = time.perf_counter() - started
-        organizations = boto3.client(
-            "organizations",
-            endpoint_url=aws.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        organizations = aws.client("organizations")
         started = time.perf_counter()
         total = sum(len(p["Accounts"]) for p in organizations.get_paginator("list_accounts").paginate())
         listed = time.perf_counter() - started

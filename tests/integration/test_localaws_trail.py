@@ -482,25 +482,15 @@ def server() -> Iterator[LocalAwsServer]:
         yield aws
 
 
-def _server_client(aws: LocalAwsServer, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=aws.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 @pytest.fixture
 def served(server: LocalAwsServer) -> Iterator[tuple[LocalAwsServer, Any, Any, str]]:
     url = server.events_queue_url
     assert url is not None
-    sqs = _server_client(server, "sqs")
+    sqs = server.client("sqs")
     server.reset_events()
     _drain(sqs, url)
     server.events(url)
-    yield server, sqs, _server_client(server, "organizations"), url
+    yield server, sqs, server.client("organizations"), url
     server.reset_events()
 
 
@@ -508,7 +498,7 @@ def test_the_server_creates_the_queue_and_its_dlq(server: LocalAwsServer) -> Non
     url, dlq_url = server.manifest["events_queue_url"], server.manifest["events_dlq_url"]
     assert url == f"{server.endpoint_url}/{MANAGEMENT}/orgsync-events"
     assert dlq_url == f"{server.endpoint_url}/{MANAGEMENT}/orgsync-events-dlq"
-    sqs = _server_client(server, "sqs")
+    sqs = server.client("sqs")
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
@@ -520,8 +510,8 @@ def test_the_server_emits_events_from_the_start(server: LocalAwsServer) -> None:
     assert settings["queue_url"] == url
     assert server.org is not None
     member = _member(server.org)
-    _tag(_server_client(server, "organizations"), member.account_id, "start")
-    assert _tag_values(_drain(_server_client(server, "sqs"), str(url))) == ["start"]
+    _tag(server.client("organizations"), member.account_id, "start")
+    assert _tag_values(_drain(server.client("sqs"), str(url))) == ["start"]
 
 
 def test_server_mutations_emit_their_events_and_reads_nothing(served: tuple[LocalAwsServer, Any, Any, str]) -> None:

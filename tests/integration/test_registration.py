@@ -122,6 +122,14 @@ def test_org_add_reads_the_secret_key_from_stdin(capsys, cli_env, aws: BuiltOrg,
     assert aws.caller_secret_access_key not in out and "mgmt-external-id-1" not in out
 
 
+def test_org_add_refuses_a_secret_on_stdin_that_is_not_utf8(capsys, cli_env, aws: BuiltOrg, monkeypatch):
+    args = add_args(aws, **{"--org-external-id-file": "-"})
+    code, out, err = run(capsys, *args, stdin=b"\x80mgmt\n", monkeypatch=monkeypatch)
+    assert (code, out) == (1, "")
+    assert err == "error: org-external-id-file: standard input is not UTF-8 text\n"
+    assert counts(cli_env) == (0, 0, 0)
+
+
 def test_org_add_refuses_when_the_management_role_lacks_a_permission(capsys, cli_env):
     actions = [
         "organizations:DescribeOrganization",

@@ -14,9 +14,12 @@ from storage import db
 from storage.models import Cloud, Organization, OutboxMessage
 
 
-def run(capsys, *args: str, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
-    """`orgsync *args` -> (exit code, stdout, stderr); `stdin` needs `monkeypatch`."""
-    if stdin is not None:
+def run(capsys, *args: str, stdin: str | bytes | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    """`orgsync *args` -> (exit code, stdout, stderr); `stdin` (text, or bytes read as UTF-8) needs
+    `monkeypatch`."""
+    if isinstance(stdin, bytes):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+    elif stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     old = sys.argv
     sys.argv = ["orgsync", *args]

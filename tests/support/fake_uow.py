@@ -214,7 +214,7 @@ class FakeInventory:
         org = self.state.orgs.get(org_id)
         if org is None:
             return None
-        return org.record
+        return replace(org.record, permission_report=org.permission_report)
 
     def org_ids(self) -> list[UUID]:
         return sorted(self.state.orgs)

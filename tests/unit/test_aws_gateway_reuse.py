@@ -4,6 +4,7 @@ check that a role can be assumed always asks AWS."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,6 +87,21 @@ def test_credentials_are_reused_for_reuse_seconds_at_most(
     assert gateway.assume_role(caller, management(org), step="assume") is first
     clock[0] += 1
     assert gateway.assume_role(caller, management(org), step="assume") is not first
+    assert gateway.totals.calls[ASSUME] == 2
+
+
+def test_a_longer_reuse_ends_before_the_credentials_expire(
+    gateway: AwsGateway, org: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(aws.session.time, "monotonic", lambda: clock[0])
+    caller = gateway.caller_sts()
+    role = management(org)
+    first = gateway.assume_role(caller, role, step="assume", reuse_seconds=math.inf)
+    clock[0] += role.duration_seconds - aws.session.EXPIRY_MARGIN_SECONDS - 1
+    assert gateway.assume_role(caller, role, step="assume", reuse_seconds=math.inf) is first
+    clock[0] += 1
+    assert gateway.assume_role(caller, role, step="assume", reuse_seconds=math.inf) is not first
     assert gateway.totals.calls[ASSUME] == 2
 
 

@@ -15,6 +15,7 @@ from domain.permissions import (
     UNKNOWN,
     PermissionReport,
     assess,
+    rejudge,
     scps_with_global_conditions,
 )
 
@@ -259,3 +260,54 @@ def test_every_contradicted_action_is_listed_in_one_note() -> None:
         "most likely a false positive of the simulator; SCP(s) with conditions on global keys: ProtectOrg",
     )
     assert report.ok
+
+
+GLOBAL_KEY_SCP = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"StringNotLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/admin"}},
+            }
+        ],
+    }
+)
+
+
+def test_a_stored_report_judged_again_names_the_scps_as_they_are_now() -> None:
+    simulator = {**ALL_ALLOWED, LIST_ROOTS: "implicitDeny"}
+    stored = assess(ALL_ALLOWED, simulator, checked_at="2026-11-30T10:00:00+00:00").to_json()
+    assert stored["notes"] == [_false_positive(LIST_ROOTS, "implicitDeny")]
+
+    again = rejudge(stored, [("Guardrail", GLOBAL_KEY_SCP), ("Plain", "{}")])
+
+    assert again is not None
+    assert again.to_json() == {
+        **stored,
+        "notes": [_false_positive(LIST_ROOTS, "implicitDeny", "SCP(s) with conditions on global keys: Guardrail")],
+    }
+    assert rejudge(again.to_json(), []) == PermissionReport(  # the SCP detached again: the generic reason
+        probes=ALL_ALLOWED,
+        simulator=simulator,
+        notes=(_false_positive(LIST_ROOTS, "implicitDeny"),),
+        checked_at="2026-11-30T10:00:00+00:00",
+    )
+
+
+def test_judging_again_keeps_a_denied_probe_and_the_simulators_absence() -> None:
+    probes = {**ALL_ALLOWED, DESCRIBE_POLICY: DENIED}
+    unavailable = "IAM's policy simulator was not available (AccessDenied); only probe calls were used"
+    stored = assess(probes, None, simulator_note=unavailable).to_json()
+
+    again = rejudge(stored, [("Guardrail", GLOBAL_KEY_SCP)])
+
+    assert again is not None and again.to_json() == stored
+    assert again.errors == (f"the management role is not allowed {DESCRIBE_POLICY} (the probe call was denied)",)
+
+
+@pytest.mark.parametrize("stored", [None, {}, {"probes": {}}, {"probes": "allowed"}])
+def test_nothing_stored_is_nothing_to_judge(stored: dict[str, object] | None) -> None:
+    assert rejudge(stored, [("Guardrail", GLOBAL_KEY_SCP)]) is None
