@@ -53,7 +53,6 @@ error or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import re
 import shutil
@@ -80,6 +79,7 @@ from domain.config import DEFAULT_SESSION_SECONDS
 from localaws import BuiltOrg
 from measure import connect
 from orgsync.listener import DELETE_WITHIN
+from report import percentile
 from stack import MEMBER_EXTERNAL_ID, BenchError, Deployment, Stack, log, orgsync_process, printed, tail
 
 # -- the changes ---------------------------------------------------------------------------------
@@ -776,14 +776,6 @@ def stage_figures(changes: Sequence[Change], timing: dict[int, dict[str, float |
 
 
 # -- figures ---------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank percentile `q` (0-1) of `values`."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def latency_figures(changes: Sequence[Change]) -> dict[str, Any]:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from .errors import InvalidInput
+from .errors import InvalidFields, InvalidInput
+
+T = TypeVar("T")
 
 PARTITIONS = ("aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc")
 _NAME_CHARS = r"[\w+=,.@-]"
@@ -317,6 +320,26 @@ class OrgRegistration:
     events_queue_url: str | None = None  # live updates (domain.live): checked with check_events_queue_url
 
 
+class Checks:
+    """Run every check of one input and raise the errors together (InvalidFields), in check order."""
+
+    def __init__(self) -> None:
+        self.errors: list[InvalidInput] = []
+
+    def __call__(self, check: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return check(*args)
+        except InvalidFields as exc:
+            self.errors.extend(exc.errors)
+        except InvalidInput as exc:
+            self.errors.append(exc)
+        return None
+
+    def done(self) -> None:
+        if self.errors:
+            raise InvalidFields(self.errors)
+
+
 def build_credentials(
     *,
     org_role_arn: str | None,
@@ -330,34 +353,49 @@ def build_credentials(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
 ) -> Credentials:
-    """Check every credential field's format; the first bad field raises InvalidInput."""
-    parse_role_arn(org_role_arn or "", "org-role-arn")
+    """Check every credential field's format; InvalidFields names each bad field (the first one first)."""
+    check = Checks()
+    check(parse_role_arn, org_role_arn or "", "org-role-arn")
+    org_session = check(check_session_name, org_session_name, "org-session-name")
+    org_duration = check(check_duration, org_session_duration, "org-session-duration")
+    org_external = check(check_external_id, org_external_id, "org-external-id")
+    role_name = check(check_role_name, member_role_name, "member-role-name")
+    member_session = check(check_session_name, member_session_name, "member-session-name")
+    member_duration = check(check_duration, member_session_duration, "member-session-duration")
+    member_external = check(check_external_id, member_external_id, "member-external-id")
+    access_key = check(_access_key, access_key_id, secret_access_key)
+    check.done()
+    assert org_session and org_duration and role_name and member_session and member_duration  # checked
     management = RoleConfig(
         role_arn=org_role_arn or "",
-        session_name=check_session_name(org_session_name, "org-session-name"),
-        duration_seconds=check_duration(org_session_duration, "org-session-duration"),
-        external_id=_secret(check_external_id(org_external_id, "org-external-id")),
+        session_name=org_session,
+        duration_seconds=org_duration,
+        external_id=_secret(org_external),
     )
     member = MemberRoleConfig(
-        role_name=check_role_name(member_role_name, "member-role-name"),
-        session_name=check_session_name(member_session_name, "member-session-name"),
-        duration_seconds=check_duration(member_session_duration, "member-session-duration"),
-        external_id=_secret(check_external_id(member_external_id, "member-external-id")),
+        role_name=role_name,
+        session_name=member_session,
+        duration_seconds=member_duration,
+        external_id=_secret(member_external),
     )
-    access_key = None
-    if access_key_id or secret_access_key:
-        if not access_key_id:
-            raise InvalidInput("access-key-id", "required when a secret access key is given")
-        if not ACCESS_KEY_ID_RE.match(access_key_id):
-            raise InvalidInput("access-key-id", f"not an AWS access key id: {access_key_id!r}")
-        if not secret_access_key:
-            raise InvalidInput("secret-access-key-file", "required when an access key id is given")
-        if not SECRET_ACCESS_KEY_RE.match(secret_access_key):
-            raise InvalidInput(
-                "secret-access-key-file", "not an AWS secret access key (16-128 characters, A-Z a-z 0-9 / + =)"
-            )
-        access_key = AccessKey(access_key_id, Secret(secret_access_key))
     return Credentials(management=management, member=member, access_key=access_key)
+
+
+def _access_key(access_key_id: str | None, secret_access_key: str | None) -> AccessKey | None:
+    """The IAM user's key pair, if given (both or neither)."""
+    if not (access_key_id or secret_access_key):
+        return None
+    if not access_key_id:
+        raise InvalidInput("access-key-id", "required when a secret access key is given")
+    if not ACCESS_KEY_ID_RE.match(access_key_id):
+        raise InvalidInput("access-key-id", f"not an AWS access key id: {access_key_id!r}")
+    if not secret_access_key:
+        raise InvalidInput("secret-access-key-file", "required when an access key id is given")
+    if not SECRET_ACCESS_KEY_RE.match(secret_access_key):
+        raise InvalidInput(
+            "secret-access-key-file", "not an AWS secret access key (16-128 characters, A-Z a-z 0-9 / + =)"
+        )
+    return AccessKey(access_key_id, Secret(secret_access_key))
 
 
 # -- AWS call rates (ORGSYNC_AWS_RATE_LIMITS): checked by the settings, used by aws.session --------
@@ -387,3 +425,48 @@ def parse_rate_limits(text: str) -> dict[str, float]:
             raise ValueError(f"{service}: {value!r} is not a number of calls per second above 0")
         limits[service] = rate
     return limits
+
+
+REQUIRED_CREDENTIALS = ("org_role_arn", "org_session_name", "member_role_name", "member_session_name")
+
+
+def credentials_if_given(values: Mapping[str, Any]) -> Credentials | None:
+    """The new credentials of an edit (keyword arguments of `build_credentials`), or None when no credential
+    field is given: stored credentials are one encrypted block, changed as a whole or not at all."""
+    if all(v is None for v in values.values()):
+        return None
+    missing = [name.replace("_", "-") for name in REQUIRED_CREDENTIALS if values.get(name) is None]
+    if missing:
+        raise InvalidFields(
+            [
+                InvalidInput(
+                    name,
+                    "changing credentials needs every credential field again (stored credentials are one "
+                    f"encrypted block); missing: {', '.join('--' + m for m in missing)}",
+                )
+                for name in missing
+            ]
+        )
+    return build_credentials(**values)
+
+
+def build_registration(
+    *,
+    nickname: str | None,
+    credentials: Mapping[str, Any],
+    exclude_name_prefixes: Iterable[str] = (),
+    limit_to_ou_ids: Iterable[str] = (),
+    auto_remove_suspended: bool = False,
+    events_queue_url: str | None = None,
+) -> OrgRegistration:
+    """A whole `org add` request, every field checked; InvalidFields names each bad one."""
+    from .live import check_events_queue_url
+
+    check = Checks()
+    name = check(check_nickname, nickname)
+    creds = check(lambda: build_credentials(**credentials))
+    filters = check(build_filters, exclude_name_prefixes, limit_to_ou_ids, auto_remove_suspended)
+    queue = None if events_queue_url is None else check(check_events_queue_url, events_queue_url)
+    check.done()
+    assert name is not None and creds is not None and filters is not None  # checked
+    return OrgRegistration(name, creds, filters, queue)

@@ -19,6 +19,15 @@ class InvalidInput(OrgSyncError):
         self.message = message
 
 
+class InvalidFields(InvalidInput):
+    """Several fields of one input have the wrong format; it reads as the first of them (one error line
+    on the command line) and lists them all in `errors` (each field beside its error in a form)."""
+
+    def __init__(self, errors: list[InvalidInput]) -> None:
+        super().__init__(errors[0].field, errors[0].message)
+        self.errors = tuple(errors)
+
+
 class NotFound(OrgSyncError):
     """A referenced organization or cloud does not exist."""
 

@@ -41,7 +41,9 @@ def demo_spec(accounts: int, seed: int) -> OrgSpec:
     return generate_org(accounts, seed=seed, suspended=few, missing_role=few, wrong_external_id=few // 2 + few % 2)
 
 
-def run_demo(*, accounts: int, seed: int, console: Console) -> None:
+def run_demo(*, accounts: int, seed: int, console: Console, serve_port: int | None = None) -> None:
+    """The demo; with `serve_port`, the web console and the API stay up on 127.0.0.1:`serve_port` after it
+    (until Ctrl-C), with a one-time admin token printed to sign in with."""
     if importlib.util.find_spec("moto") is None:  # a production install has no local AWS
         raise OrgSyncError("the demo runs on the local AWS, which needs moto: pip install 'orgsync[local]'")
     from localaws.inprocess import local_aws  # the local AWS is only needed here
@@ -95,13 +97,31 @@ def run_demo(*, accounts: int, seed: int, console: Console) -> None:
             console.print(
                 f"\nsync {status}: {result.seconds:.2f}s for the sync, {time.monotonic() - started:.2f}s in all"
             )
-            console.print(
-                f"Explore the demo database afterwards with e.g. ORGSYNC_DATA_DIR={data_dir} orgsync cloud list"
-            )
+            if serve_port is None:
+                console.print(
+                    f"Explore the demo database afterwards with e.g. ORGSYNC_DATA_DIR={data_dir} orgsync cloud list"
+                )
+            else:
+                _serve(rt, serve_port, console)
         finally:
             rt.close()
     if not result.ok:
         raise SystemExit(1)
+
+
+def _serve(rt: Runtime, port: int, console: Console) -> None:
+    """The console and the API over the demo's runtime, with a new admin token (shown once)."""
+    from domain.access import Role
+
+    from . import api
+    from .access import create_token
+
+    _, token = create_token(rt, f"demo-{uuid.uuid4().hex[:8]}", Role.ADMIN)
+    console.print(f"\nweb console: http://127.0.0.1:{port}/ (the API's documentation at /api/docs)")
+    console.print("sign in with this admin token (shown once):")
+    console.print(token, markup=False, highlight=False)
+    console.print("Ctrl-C stops it.")
+    api.serve(rt, "127.0.0.1", port)
 
 
 def _sync_with_progress(rt: Runtime, request_id: uuid.UUID, console: Console) -> services.WaitResult:

@@ -26,6 +26,7 @@ from storage.db import Session
 from storage.models import Cloud
 from storage.vault import row_context
 
+from .audit import audited
 from .bootstrap import Runtime
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def check_events_queue(rt: Runtime, creds: Credentials, url: str) -> None:
     check_queue(rt.aws.client(management, "sqs", queue_region(url, rt.aws.region)), url)
 
 
+@audited("org.add", lambda reg: reg.nickname, lambda r: f"{r.cloud_org_id} as {r.org_id}; sync {r.request_id}")
 def register_org(rt: Runtime, reg: OrgRegistration) -> Registered:
     """Check the management role end to end, then store the org and request its first sync.
 
@@ -115,6 +117,7 @@ def _org_id(session: Session, org_ref: str | uuid.UUID) -> uuid.UUID:
     return org.id
 
 
+@audited("org.sync", lambda org_ref, reason: str(org_ref), lambda r: f"request {r[1]}")
 def request_sync(rt: Runtime, org_ref: str | uuid.UUID, reason: str) -> tuple[uuid.UUID, uuid.UUID]:
     """Write an OrgSyncRequested for the org; returns (org id, request id)."""
     with rt.uow.transaction() as work:
@@ -123,6 +126,7 @@ def request_sync(rt: Runtime, org_ref: str | uuid.UUID, reason: str) -> tuple[uu
     return org_id, request.id
 
 
+@audited("cloud.add", lambda account_id, name, role: account_id, lambda r: f"as {r}")
 def add_cloud(rt: Runtime, account_id: str, name: str, role: RoleConfig) -> uuid.UUID:
     """Register a standalone account after assuming its role; returns the cloud id."""
     if role.account_id != account_id:
@@ -256,6 +260,7 @@ def removable_cloud(rt: Runtime, account_id: str) -> str:
         return cloud.name
 
 
+@audited("cloud.remove", lambda account_id: account_id)
 def remove_cloud(rt: Runtime, account_id: str) -> None:
     with rt.sessions.begin() as s:
         cloud = find_cloud(s, account_id)
@@ -263,6 +268,7 @@ def remove_cloud(rt: Runtime, account_id: str) -> None:
         repo.delete_cloud(s, cloud)
 
 
+@audited("cloud.edit", lambda account_id, role: account_id, lambda _: "role replaced")
 def edit_cloud(rt: Runtime, account_id: str, role: RoleConfig) -> None:
     """Replace a standalone cloud's role settings, after assuming the new role."""
     if role.account_id != account_id:
@@ -277,6 +283,7 @@ def edit_cloud(rt: Runtime, account_id: str, role: RoleConfig) -> None:
         repo.set_cloud_role(s, cloud, blob, CloudStatus.OK, f"assumed {role.role_arn}")
 
 
+@audited("org.remove", lambda org_ref: org_ref, lambda r: f"{r[0]} and its {r[1]} accounts")
 def remove_org(rt: Runtime, org_ref: str) -> tuple[str, int]:
     """Delete an organization and the clouds it manages (their tags, badges, OU tree and runs with them)."""
     with rt.sessions.begin() as s:
@@ -299,6 +306,7 @@ class OrgEdit:
     no_events: bool = False  # stop listening to the org's events
 
 
+@audited("org.edit", lambda org_ref, edit: org_ref, lambda r: ", ".join(r[2]) or "nothing changed")
 def edit_org(rt: Runtime, org_ref: str, edit: OrgEdit) -> tuple[uuid.UUID, uuid.UUID | None, list[str]]:
     """Apply an edit; returns (org id, sync request id or None when nothing changed, changed fields).
 

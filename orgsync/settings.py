@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     scheduler_metrics_port: int = Field(default=9465, ge=0, le=65535)
     events_metrics_port: int = Field(default=9466, ge=0, le=65535)  # `orgsync events`
 
+    # `orgsync api`: where the HTTP API and the console listen (--host / --port override them)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+
     log_format: Literal["auto", "json", "human"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"
 

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 
-from storage.scheduling import LEADER_KEY, LeaderLock, LockConnectionFailed
+from storage.scheduling import LEADER_APPLICATION, LEADER_KEY, LeaderLock, LockConnectionFailed
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class Leader:
             key=key,
             connect_timeout=connect_timeout,
             idle_session_timeout_ms=max(0, int(idle_session_timeout_seconds * 1000)),
+            # what `orgsync api` shows as the leader (pg_stat_activity holds at most 63 bytes of it)
+            application_name=f"{LEADER_APPLICATION} {self.instance_id}"[:63],
         )
         self._leader_pid: int | None = None
         self._unreachable = False  # only to log a lost database once, not every second

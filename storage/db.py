@@ -240,7 +240,7 @@ def schema_revisions(url: str, *, timeout: float = 5.0) -> frozenset[str] | None
 # The revisions of storage/migrations, oldest first: a new migration adds its id here (a test compares
 # this with Alembic's own reading of the scripts). The start-up check reads it instead of importing Alembic,
 # a quarter of a second that every command would pay.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 
 
 def schema_heads() -> frozenset[str]:

@@ -211,16 +211,37 @@ def org_lock_key(org_id: UUID) -> int:
     return zlib.crc32(f"org:{org_id}".encode()) - 2**31
 
 
+HISTORY_KEPT = 50  # status changes kept per account (the newest)
 # Stamps the validations of many clouds and returns the statuses they replaced, in one statement (the
-# rows locked in id order, so that two batches sharing clouds cannot deadlock).
+# rows locked in id order, so that two batches sharing clouds cannot deadlock); a status (or message)
+# that changed goes into the account's history, which keeps its newest HISTORY_KEPT changes.
 _RECORD = text(
-    """
-    UPDATE clouds c SET validated_at = now(), status = v.status, status_message = v.message
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:messages AS text[])) AS v(id, status, message),
-         (SELECT id, status, status_message FROM clouds WHERE id = ANY(CAST(:ids AS uuid[]))
-          ORDER BY id FOR UPDATE) old
-    WHERE c.id = v.id AND old.id = v.id
-    RETURNING c.id, old.status, old.status_message, c.organization_id, c.account_id
+    f"""
+    WITH stamped AS (
+        UPDATE clouds c SET validated_at = now(), status = v.status, status_message = v.message
+        FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:messages AS text[]))
+                 AS v(id, status, message),
+             (SELECT id, status, status_message FROM clouds WHERE id = ANY(CAST(:ids AS uuid[]))
+              ORDER BY id FOR UPDATE) old
+        WHERE c.id = v.id AND old.id = v.id
+        RETURNING c.id, old.status AS old_status, old.status_message AS old_message, c.status, c.status_message,
+                  c.organization_id, c.account_id
+    ), changed AS (
+        SELECT id, status, status_message FROM stamped
+        WHERE (status, coalesce(status_message, '')) IS DISTINCT FROM (old_status, coalesce(old_message, ''))
+    ), noted AS (
+        INSERT INTO cloud_status_history (cloud_id, status, message)
+        SELECT id, status, status_message FROM changed
+    ), trimmed AS (  -- the statement's own insert is not seen here: keep one fewer of the older ones
+        DELETE FROM cloud_status_history h USING changed
+        WHERE h.cloud_id = changed.id AND h.id < (
+            SELECT min(id) FROM (
+                SELECT id FROM cloud_status_history WHERE cloud_id = changed.id
+                ORDER BY id DESC LIMIT {HISTORY_KEPT - 1}
+            ) newest
+        )
+    )
+    SELECT id, old_status AS status, old_message AS status_message, organization_id, account_id FROM stamped
     """
 )
 

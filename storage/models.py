@@ -188,9 +188,13 @@ class ProcessedMessage(Base):
 
 
 __all__ = [
+    "ApiToken",
+    "AuditEntry",
     "BadgeRow",
     "Base",
     "Cloud",
+    "CloudStatusChange",
+    "ConsoleSession",
     "OrgUnitRow",
     "Organization",
     "OutboxMessage",
@@ -230,3 +234,60 @@ class ScpTarget(Base):
     target_id: Mapped[str] = mapped_column(String(68), primary_key=True)
     target_type: Mapped[str] = mapped_column(String(32))
     target_name: Mapped[str] = mapped_column(String(256), default="")
+
+
+class ApiToken(Base):
+    """A token of the HTTP API and the console: its name, role, and the SHA-256 digest of its secret."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the digest of its cookie's secret, the token it signed in with, its CSRF token."""
+
+    __tablename__ = "console_sessions"
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    token_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """One write (or sign-in) by someone: who, what, on what, when, and how it ended. Never a secret."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_client_at", "action", "client", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = _now()
+    actor: Mapped[str] = mapped_column(String(160))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(300))
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    client: Mapped[str | None] = mapped_column(String(64))
+
+
+class CloudStatusChange(Base):
+    """A change of an account's status found by a validation: what it became, with its message, and when."""
+
+    __tablename__ = "cloud_status_history"
+    __table_args__ = (Index("ix_cloud_status_history_cloud_id_id", "cloud_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    cloud_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clouds.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = _now()
+    status: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)

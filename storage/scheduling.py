@@ -30,9 +30,37 @@ log = logging.getLogger(__name__)
 
 LOCK_NAMESPACE = 7292
 LEADER_KEY = 1
+LEADER_APPLICATION = "orgsync-scheduler"  # the lock connection's application_name, then the instance
 
 # does backend `pid` hold the session-level advisory lock (k1, k2) in this database? (psycopg's
 # parameter style: run on the leader's own connection, and as driver SQL inside a job's transaction)
+# who holds the leadership lock now: its backend's application_name names the scheduler instance
+_LEADER = """
+SELECT a.pid, a.application_name, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = %(k1)s AND l.objid = %(k2)s AND l.objsubid = 2
+"""
+
+
+@dataclass(frozen=True)
+class LeaderInfo:
+    instance: str  # hostname:pid of the scheduler that leads
+    backend_pid: int
+    connected_since: datetime
+
+
+def current_leader(session: Session) -> LeaderInfo | None:
+    """The scheduler instance that holds the leadership lock now, if any (read from pg_locks)."""
+    row = session.connection().exec_driver_sql(_LEADER, {"k1": LOCK_NAMESPACE, "k2": LEADER_KEY}).first()
+    if row is None:
+        return None
+    pid, application, since = row
+    instance = str(application or "").removeprefix(LEADER_APPLICATION).strip() or "unknown"
+    return LeaderInfo(instance, int(pid), since)
+
+
 _HOLDS = """
 SELECT EXISTS (
     SELECT 1 FROM pg_locks
@@ -154,7 +182,7 @@ class LeaderLock:
         key: int = LEADER_KEY,
         connect_timeout: int = 5,
         idle_session_timeout_ms: int = 0,
-        application_name: str = "orgsync-scheduler",
+        application_name: str = LEADER_APPLICATION,
     ) -> None:
         self._url = libpq_url(database_url)
         self.key = key

@@ -21,6 +21,8 @@ import typer
 from domain.errors import OrgSyncError
 
 from . import operations
+from .access_cmd import audit_app, tokens_app
+from .api_cmd import api
 from .cloud import cloud_app
 from .common import err, error_line
 from .db import db_app
@@ -37,7 +39,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Keep a cloud inventory in step with AWS Organizations."
 )
 # `--help` lists the commands first, then the groups, each in the order registered here
-for command in (operations.scheduler, operations.worker, operations.queues, demo):
+for command in (operations.scheduler, operations.worker, api, operations.queues, demo):
     app.command()(command)
 app.add_typer(org_app, name="org")
 app.add_typer(cloud_app, name="cloud")
@@ -47,6 +49,8 @@ app.add_typer(dead_app, name="dead-letters")
 app.add_typer(tags_app, name="tags")
 app.add_typer(badges_app, name="badges")
 app.add_typer(events_app, name="events")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
 
 
 def _usage_error(exc: Any) -> str:

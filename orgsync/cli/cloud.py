@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 import typer
@@ -129,17 +128,13 @@ def cloud_validate(
 @cloud_app.command("show")
 def cloud_show(account: Annotated[str, typer.Argument(help="Account id.")], as_json: JsonOpt = False) -> None:
     """One account: state, status, OU path, badges, tags and the SCPs that apply to it."""
-    from storage import listings
+    from ..views import cloud_detail
 
     check_account_id(account, "account")
     with database() as rt, rt.reading() as conn:
-        found = listings.list_clouds(conn, account_ids=[account])
-        if not found:
-            raise OrgSyncError(f"no cloud with account id {account}")
-        data = found[0]
-        cloud_id = uuid.UUID(data["id"])
-        data["tags"] = listings.tags_of(conn, cloud_id)
-        data["service_control_policies"] = listings.scps_for_cloud(conn, cloud_id)
+        data = cloud_detail(conn, account)
+    if data is None:
+        raise OrgSyncError(f"no cloud with account id {account}")
     if as_json:
         print_json(data)
         return

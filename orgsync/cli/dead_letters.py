@@ -15,11 +15,9 @@ dead_app = typer.Typer(no_args_is_help=True, help="Messages that failed for good
 
 
 def _queues_option(queue: str | None) -> tuple[str, ...]:
-    from workers.routes import QUEUES
+    from ..dead_letters import queues_named
 
-    if queue is not None and queue not in QUEUES:
-        fail(f"unknown queue {queue}; orgsync's queues are {', '.join(QUEUES)}")
-    return (queue,) if queue else QUEUES
+    return queues_named(queue)
 
 
 @dead_app.command("list")
@@ -27,19 +25,11 @@ def dead_letters_list(
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None, as_json: JsonOpt = False
 ) -> None:
     """Dead-lettered messages: id, type, org, age, why they failed."""
-    from storage import repository as repo
-
-    from ..broker_admin import peek_dead_letters
+    from ..dead_letters import listing
 
     url = broker_url_or_fail()
-    letters = peek_dead_letters(url, _queues_option(queue))
-    with database() as rt, rt.sessions() as s:
-        reasons = repo.failure_reasons(s, [i for d in letters for i in (d["envelope_id"], d["id"]) if i])
-    for letter in letters:
-        # what the worker recorded when it gave up comes first; else what the message itself tells
-        letter["reason"] = reasons.get(letter["envelope_id"] or "") or reasons.get(letter["id"]) or letter["reason"]
-        letter.pop("body_is_json", None)
-        letter.pop("enqueued_at_ms", None)
+    with database() as rt:
+        letters = listing(rt, url, _queues_option(queue))
     if as_json:
         print_json(letters)
         return
@@ -51,17 +41,9 @@ def dead_letters_list(
 
 
 def _dead_letter_ids(url: str, queues: tuple[str, ...], ids: list[str] | None) -> set[str] | None:
-    """The ids asked for, after checking each names a dead letter (else nothing is done at all)."""
-    if not ids:
-        return None
-    from ..broker_admin import peek_dead_letters
+    from ..dead_letters import checked_ids
 
-    known = {i for d in peek_dead_letters(url, queues) for i in (d["id"], d["message_id"], d["envelope_id"]) if i}
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        where = f" in {queues[0]}.XQ" if len(queues) == 1 else ""
-        fail(f"no dead letter with id {', '.join(unknown)}{where} (see `orgsync dead-letters list`)")
-    return set(ids)
+    return checked_ids(url, queues, ids)
 
 
 @dead_app.command("requeue")
@@ -75,32 +57,20 @@ def dead_letters_requeue(
     Only orgsync's own messages can go back; any other body stays a dead letter (purge it by id).
     Exits 1 when an id given is unknown (nothing is moved) or cannot be requeued.
     """
-    from storage import repository as repo
-
-    from ..broker_admin import requeue_dead_letters
+    from ..dead_letters import requeue
 
     url = broker_url_or_fail()
     queues = _queues_option(queue)
-    wanted = _dead_letter_ids(url, queues, ids)
-    moved: list[tuple[str, str]] = []
-    refused: list[tuple[str, str]] = []
     with database() as rt:
-
-        def forget(message_ids: list[str]) -> None:
-            with rt.sessions.begin() as s:
-                repo.forget_failures(s, message_ids)
-
-        for name in queues:
-            outcome = requeue_dead_letters(url, name, wanted, forget)
-            moved += outcome.moved
-            refused += outcome.refused
+        done = requeue(rt, url, queues, ids)
+    moved, refused = done.moved, done.refused
     if as_json:
         print_json({"requeued": [m for m, _ in moved], "refused": [{"id": i, "reason": why} for i, why in refused]})
     else:
         out.print(f"requeued {len(moved)} messages")
         for message_id, why in refused:
             out.print(f"message {literal(message_id)} cannot be requeued: {literal(why)}")
-    if refused and wanted is not None:
+    if refused and ids:
         fail(f"{len(refused)} of the messages asked for cannot be requeued")
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from domain.config import OrgRegistration, build_credentials, build_filters, check_nickname
+from domain.config import build_filters, build_registration, check_nickname, credentials_if_given
 from domain.errors import InvalidInput
 from domain.live import check_events_queue_url
 
@@ -26,31 +26,6 @@ EventsQueueOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _org_json(org: OrgView) -> dict[str, Any]:
-    report = org.permission_report or {}
-    return {
-        "id": str(org.id),
-        "provider": org.provider,
-        "cloud_org_id": org.cloud_org_id,
-        "nickname": org.nickname,
-        "management_account_id": org.management_account_id,
-        "account_count": org.account_count,
-        "filters": org.filters,
-        "events_queue_url": org.events_queue_url,
-        "warnings": report.get("warnings", []),
-        "notes": report.get("notes", []),
-        "permission_errors": report.get("errors", []),
-        "permissions_checked_at": report.get("checked_at"),
-        "last_sync": {
-            "status": org.last_sync_status,
-            "started_at": org.last_sync_started_at.isoformat() if org.last_sync_started_at else None,
-            "finished_at": org.last_sync_finished_at.isoformat() if org.last_sync_finished_at else None,
-            "error": org.last_sync_error,
-        },
-        "created_at": org.created_at.isoformat(),
-    }
 
 
 @org_app.command("add")
@@ -81,23 +56,26 @@ def org_add(
     from storage import listings
 
     from .. import services
+    from ..views import org_json
 
-    registration = OrgRegistration(
-        nickname=check_nickname(nickname),
-        credentials=build_credentials(
-            org_role_arn=org_role_arn,
-            org_session_name=org_session_name,
-            org_session_duration=org_session_duration,
-            org_external_id=org_external_id or read_secret(org_external_id_file, "org-external-id-file"),
-            member_role_name=member_role_name,
-            member_session_name=member_session_name,
-            member_session_duration=member_session_duration,
-            member_external_id=member_external_id or read_secret(member_external_id_file, "member-external-id-file"),
-            access_key_id=access_key_id,
-            secret_access_key=read_secret(secret_access_key_file, "secret-access-key-file"),
-        ),
-        filters=build_filters(exclude_name_prefix or (), limit_to_ou or (), auto_remove_suspended),
-        events_queue_url=None if events_queue_url is None else check_events_queue_url(events_queue_url),
+    registration = build_registration(
+        nickname=nickname,
+        credentials={
+            "org_role_arn": org_role_arn,
+            "org_session_name": org_session_name,
+            "org_session_duration": org_session_duration,
+            "org_external_id": org_external_id or read_secret(org_external_id_file, "org-external-id-file"),
+            "member_role_name": member_role_name,
+            "member_session_name": member_session_name,
+            "member_session_duration": member_session_duration,
+            "member_external_id": member_external_id or read_secret(member_external_id_file, "member-external-id-file"),
+            "access_key_id": access_key_id,
+            "secret_access_key": read_secret(secret_access_key_file, "secret-access-key-file"),
+        },
+        exclude_name_prefixes=exclude_name_prefix or (),
+        limit_to_ou_ids=limit_to_ou or (),
+        auto_remove_suspended=auto_remove_suspended,
+        events_queue_url=events_queue_url,
     )
     with runtime(workers=True) as rt:
         registered = services.register_org(rt, registration)
@@ -118,7 +96,7 @@ def org_add(
             label="sync",
             wait=wait,
             as_json=as_json,
-            data=lambda: {**_org_json(stored()), "request_id": registered.request_id},
+            data=lambda: {**org_json(stored()), "request_id": registered.request_id},
             text=synced,
             announce=[
                 f"added organization {literal(registered.nickname)} ({registered.cloud_org_id}) as {registered.org_id}",
@@ -133,8 +111,10 @@ def org_list(as_json: JsonOpt = False) -> None:
     """Registered organizations with their account counts and last sync."""
     from storage import listings
 
+    from ..views import org_json
+
     with database() as rt, rt.reading() as conn:
-        rows = [_org_json(org) for org in listings.list_orgs(conn)]
+        rows = [org_json(org) for org in listings.list_orgs(conn)]
     if as_json:
         print_json(rows)
         return
@@ -160,47 +140,12 @@ def org_show(
 ) -> None:
     """One organization: settings (never secrets), filters, warnings, last sync."""
     from storage import listings
-    from storage.vault import CREDENTIALS_UNREADABLE, CredentialsUnreadable
+    from storage.vault import CREDENTIALS_UNREADABLE
+
+    from ..views import org_detail
 
     with database() as rt, rt.reading() as conn:
-        found = listings.org_view(conn, listings.find_org_id(conn, org))
-        data = _org_json(found)
-        unreadable = False
-        try:
-            creds = rt.keyring.open(listings.org_credentials(conn, found.id), "organizations", found.id)
-        except CredentialsUnreadable:  # show the rest (the last sync says the same), then exit 1
-            unreadable = True
-            data.update(management_role=None, member_role=None, credentials_source="unreadable")
-        else:
-            data["management_role"] = {
-                "role_arn": creds.management.role_arn,
-                "session_name": creds.management.session_name,
-                "session_duration": creds.management.duration_seconds,
-                "external_id_set": creds.management.external_id is not None,
-            }
-            data["member_role"] = {
-                "role_name": creds.member.role_name,
-                "session_name": creds.member.session_name,
-                "session_duration": creds.member.duration_seconds,
-                "external_id_set": creds.member.external_id is not None,
-            }
-            data["credentials_source"] = "iam-user" if creds.access_key else "ambient"
-            if creds.access_key:
-                data["access_key_id"] = creds.access_key.access_key_id
-        run = listings.latest_sync_run(conn, found.id)
-        if run is not None:
-            data["last_sync"].update(
-                {
-                    "accounts_in_scope": run.accounts_in_scope,
-                    "added": run.added,
-                    "updated": run.updated,
-                    "removed": run.removed,
-                    "rows_written": run.rows_written,
-                    "aws_calls": run.aws_calls,
-                    "duration_ms": run.duration_ms,
-                    "drift": run.drift,
-                }
-            )
+        data, unreadable = org_detail(rt, conn, listings.find_org_id(conn, org))
     if as_json:
         print_json(data)
     else:
@@ -322,17 +267,7 @@ def org_edit(
         "access_key_id": access_key_id,
         "secret_access_key": read_secret(secret_access_key_file, "secret-access-key-file"),
     }
-    credentials = None
-    if any(v is not None for v in credential_values.values()):
-        required = ("org_role_arn", "org_session_name", "member_role_name", "member_session_name")
-        missing = [name.replace("_", "-") for name in required if credential_values[name] is None]
-        if missing:
-            raise InvalidInput(
-                missing[0],
-                "changing credentials needs every credential field again (stored credentials are one encrypted "
-                f"block); missing: {', '.join('--' + m for m in missing)}",
-            )
-        credentials = build_credentials(**credential_values)  # type: ignore[arg-type]
+    credentials = credentials_if_given(credential_values)
     if exclude_name_prefix and clear_exclude_name_prefix:
         raise InvalidInput("exclude-name-prefix", "give prefixes or --clear-exclude-name-prefix, not both")
     if limit_to_ou and clear_limit_to_ou:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-ORGSYNC_SERVICES = ("migrate", "worker-sync", "worker-validation", "scheduler", "events")
+ORGSYNC_SERVICES = ("migrate", "worker-sync", "worker-validation", "scheduler", "events", "api")
 
 
 def test_compose_file_validates_and_names_every_service():
@@ -30,6 +30,7 @@ def test_compose_file_validates_and_names_every_service():
     )
     assert checked.returncode == 0, checked.stderr
     assert sorted(checked.stdout.split()) == [
+        "api",
         "events",
         "migrate",
         "postgres",

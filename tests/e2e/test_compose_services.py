@@ -11,6 +11,8 @@ import os
 import re
 import shlex
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from ..support.processes import ORGSYNC, consumers, free_port, service_env, vhos
 from ..support.services import Postgres, RabbitMQ
 
 ROOT = Path(__file__).resolve().parents[2]
-ORGSYNC_SERVICES = {"migrate", "worker-sync", "worker-validation", "scheduler", "events"}
+ORGSYNC_SERVICES = {"migrate", "worker-sync", "worker-validation", "scheduler", "events", "api"}
 INTERPOLATION = re.compile(r"^\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*)|:?\?[^}]*)?\}$")
 
 
@@ -66,7 +68,8 @@ def process_env(service: dict[str, Any], test_env: dict[str, str]) -> dict[str, 
             env[name] = test_env[name]
             continue
         match = INTERPOLATION.match(value or "")
-        defaulted = match is not None and match["default"] is not None  # e.g. ORGSYNC_QUEUE_TYPE: quorum
+        # a value as such (ORGSYNC_API_HOST: 0.0.0.0) or a default (ORGSYNC_QUEUE_TYPE: ${...:-quorum})
+        defaulted = match is None or match["default"] is not None
         assert name.startswith("AWS_") or defaulted, f"{name} has no value for the test; add it to service_env"
         if match is None:
             env[name] = value or ""
@@ -151,6 +154,25 @@ def test_every_orgsync_service_of_compose_does_its_job(
     listener.wait_for("events listener: started", timeout=60)
     assert listener.stop() == 0
     assert listener.problems() == []
+
+    api = services["api"]
+    port = free_port()
+    server = start_service("api", command_of(api), process_env(api, {**test_env, "ORGSYNC_API_PORT": str(port)}))
+    server.wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 200, timeout=60, what="the API's /healthz")
+    assert _get(f"http://127.0.0.1:{port}/readyz") == 200
+    assert _get(f"http://127.0.0.1:{port}/api/v1/orgs") == 401  # a token first
+    assert server.stop() == 0
+    assert server.problems() == []
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (http to the test's own server)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except urllib.error.URLError:
+        return 0
 
 
 def _option_values(command: list[str], option: str) -> list[str]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
+import urllib.error
+import urllib.request
 
 from domain.status import SyncStatus
 from orgsync.demo import demo_spec
 
-from ..support.processes import ORGSYNC
+from ..support.processes import ORGSYNC, free_port
 
 
 def test_demo_runs_on_embedded_defaults_and_leaves_a_browsable_inventory(tmp_path):
@@ -38,3 +42,35 @@ def test_demo_runs_on_embedded_defaults_and_leaves_a_browsable_inventory(tmp_pat
     orgs = subprocess.run([ORGSYNC, "org", "list", "--json"], env=env, capture_output=True, text=True, timeout=120)
     [org] = json.loads(orgs.stdout)
     assert (org["nickname"], org["account_count"], org["last_sync"]["status"]) == ("demo-org", 31, SyncStatus.SUCCEEDED)
+
+
+def test_demo_serve_keeps_the_console_up_with_a_one_time_admin_token(tmp_path, start_service):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORGSYNC_", "AWS_"))}
+    env["ORGSYNC_DATA_DIR"] = str(tmp_path)
+    port = free_port()
+    demo = start_service("demo", ["demo", "--accounts", "12", "--seed", "5", "--serve", "--port", str(port)], env)
+    demo.wait_for("Ctrl-C stops it.", timeout=240)
+    lines = demo.lines()
+    token = lines[lines.index("sign in with this admin token (shown once):") + 1].strip()
+    assert f"web console: http://127.0.0.1:{port}/ (the API's documentation at /api/docs)" in lines
+
+    def get(path: str, **headers: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the demo's own server)
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except urllib.error.URLError:  # not listening yet
+            return 0, ""
+
+    deadline = time.monotonic() + 30
+    while get("/healthz")[0] != 200:
+        assert time.monotonic() < deadline, "the console never answered"
+        time.sleep(0.2)
+    assert get("/api/v1/orgs")[0] == 401
+    status, body = get("/api/v1/orgs", Authorization=f"Bearer {token}")
+    assert status == 200
+    [org] = json.loads(body)
+    assert (org["nickname"], org["account_count"], org["last_sync"]["status"]) == ("demo-org", 13, SyncStatus.SUCCEEDED)
+    assert demo.stop(signal.SIGINT) == 0

@@ -831,12 +831,20 @@ def cloud_add_cases(draw: st.DrawFn, env: Env) -> Case:
 # -- running a case ---------------------------------------------------------------------------------
 
 
-def attempt(env: Env, case: Case) -> tuple[Outcome, dict[str, int]]:
-    """Run the case; check what every case must do; return the outcome and the row counts' changes."""
+def attempt(env: Env, case: Case, action: str) -> tuple[Outcome, dict[str, int]]:
+    """Run the case; check what every case must do; return the outcome and the row counts' changes (the
+    audit trail's apart: a request the service took leaves one entry for `action`, whatever its end)."""
     before, stored = env.counts(), (env.orgs(), env.clouds())
+    last_entry = env.conn.execute("SELECT coalesce(max(id), 0) FROM audit_log").fetchone()
     done = run_cli(env.materialize(case), case.stdin)
     after = env.counts()
     moved = {table: after[table] - before[table] for table in TABLES if after[table] != before[table]}
+    moved.pop("audit_log", None)
+    entries = env.conn.execute(
+        "SELECT action, target, outcome, detail FROM audit_log WHERE id > %s ORDER BY id",
+        (last_entry[0] if last_entry else 0,),
+    ).fetchall()
+    assert [m for m in case.secrets if m in repr(entries)] == [], "a secret was recorded in the audit trail"
     # what refused it: the field or step the error line names first (`error: org-role-arn: ...`)
     said = "" if done.code == 0 else ": " + re.split(r"[:'(]", done.err.removeprefix("error: "), maxsplit=1)[0][:40]
     event(f"{'accepted' if done.code == 0 else 'refused'} ({case.verdict}){said}")
@@ -846,6 +854,7 @@ def attempt(env: Env, case: Case) -> tuple[Outcome, dict[str, int]]:
     if done.code == 0:
         assert case.verdict != BAD, f"accepted although: {case.because(BAD)}; {done}"
         assert done.err == ""
+        assert [(a, o) for a, _, o, _ in entries] == [(action, "ok")]
     else:
         assert case.verdict != OK, f"refused although every value is good; {done}"
         assert done.code in (1, 2), done
@@ -853,6 +862,8 @@ def attempt(env: Env, case: Case) -> tuple[Outcome, dict[str, int]]:
         assert not done.err.startswith("error: unexpected "), f"refused by the catch-all, not by a check: {done}"
         assert done.out == ""
         assert moved == {}, f"refused, yet stored: {moved}"
+        # refused by a format check before the service (nothing to record), or by the service, which says so
+        assert [(a, o) for a, _, o, _ in entries] in ([], [(action, "refused")]), entries
         assert (env.orgs(), env.clouds()) == stored, "refused, yet a stored row changed"
     return done, moved
 
@@ -875,7 +886,7 @@ def test_org_add_takes_good_input_and_refuses_the_rest_in_one_line(env: Env, dat
     env.use_acme(False)
     case = data.draw(org_add_cases(env.org))
     try:
-        done, moved = attempt(env, case)
+        done, moved = attempt(env, case, "org.add")
         if done.code == 0:
             assert moved == {"organizations": 1, "outbox": 1}
             row = new_row(env, "organizations")
@@ -896,7 +907,7 @@ def test_org_edit_takes_good_input_and_refuses_the_rest_in_one_line(env: Env, da
     env.use_acme(True)
     case = data.draw(org_edit_cases(env))
     try:
-        done, moved = attempt(env, case)
+        done, moved = attempt(env, case, "org.edit")
         if done.code == 0:
             changed = case.expect["changed"]
             assert moved == ({"outbox": 1} if changed else {})
@@ -921,7 +932,7 @@ def test_org_edit_takes_good_input_and_refuses_the_rest_in_one_line(env: Env, da
 def test_cloud_add_takes_good_input_and_refuses_the_rest_in_one_line(env: Env, data: st.DataObject):
     case = data.draw(cloud_add_cases(env))
     try:
-        done, moved = attempt(env, case)
+        done, moved = attempt(env, case, "cloud.add")
         if done.code == 0:
             assert moved == {"clouds": 1}
             row = new_row(env, "clouds")

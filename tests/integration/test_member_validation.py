@@ -10,16 +10,17 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from domain.tree import SUSPENDED_STATES
 from localaws import faults, set_member_role
 from localaws.builder import BuiltOrg
 from localaws.generator import generate_org
 from localaws.inprocess import local_aws
 from orgsync import services
+from orgsync.views import cloud_detail
+from storage import inventory
 from storage.models import Organization, OutboxMessage, ProcessedMessage, SyncRun
 
 from ..support.cli import run
-from ..support.runtime import add_and_sync, clouds_by_account, registration
+from ..support.runtime import add_and_sync, clouds_by_account, expected_statuses, registration
 
 MEMBER_EXTERNAL_ID = "member-ext-7f3a"
 MANAGEMENT_EXTERNAL_ID = "mgmt-ext-91c2"
@@ -30,17 +31,6 @@ def aws():
     spec = generate_org(24, seed=9, suspended=3, missing_role=2, wrong_external_id=2)
     with local_aws(spec, member_external_id=MEMBER_EXTERNAL_ID, management_external_id=MANAGEMENT_EXTERNAL_ID) as org:
         yield org
-
-
-def expected_statuses(org: BuiltOrg) -> dict[str, str]:
-    def status(account) -> str:
-        if account.state in SUSPENDED_STATES:
-            return "account_suspended"
-        if account.member_role in ("missing", "wrong_external_id"):
-            return "assume_role_denied"
-        return "ok"
-
-    return {a.account_id: status(a) for a in org.accounts}
 
 
 def statuses(rt) -> dict[str, str]:
@@ -117,6 +107,39 @@ def test_cloud_validate_checks_again_on_demand(rt, aws: BuiltOrg, capsys, cli_en
     assert {c["account_id"] for c in json.loads(out)} == {
         k for k, v in expected_statuses(aws).items() if v == "assume_role_denied"
     } - {missing.account_id}
+
+
+def test_each_account_keeps_the_changes_of_its_status_newest_first(rt, aws: BuiltOrg, monkeypatch):
+    add_and_sync(rt, aws)
+    missing = aws.accounts_with(member_role="missing")[0]
+    healthy = next(a for a in aws.accounts if expected_statuses(aws)[a.account_id] == "ok")
+
+    def history(account_id: str) -> list[str]:
+        with rt.reading() as conn:
+            return [h["status"] for h in cloud_detail(conn, account_id)["status_history"]]  # type: ignore[index]
+
+    def validate(account_id: str) -> None:
+        request_id, _ = services.request_validation(rt, org_ref=None, account_ids=[account_id])
+        assert services.wait_for(rt, request_id, timeout=60).ok
+
+    assert (history(missing.account_id), history(healthy.account_id)) == (["assume_role_denied"], ["ok"])
+    validate(healthy.account_id)  # the same outcome again: no change to note
+    assert history(healthy.account_id) == ["ok"]
+    set_member_role(aws, missing.account_id, "ok")
+    validate(missing.account_id)
+    assert history(missing.account_id) == ["ok", "assume_role_denied"]
+
+    monkeypatch.setattr(inventory, "_RECORD", _record_statement(4))  # built at import: rebuilt keeping 4
+    for n in range(5):
+        set_member_role(aws, missing.account_id, "missing" if n % 2 == 0 else "ok")
+        validate(missing.account_id)
+    assert history(missing.account_id) == ["assume_role_denied", "ok", "assume_role_denied", "ok"]
+
+
+def _record_statement(kept: int):
+    from sqlalchemy import text
+
+    return text(inventory._RECORD.text.replace(f"LIMIT {inventory.HISTORY_KEPT - 1}", f"LIMIT {kept - 1}"))
 
 
 def test_no_secret_in_outputs_messages_or_logs(rt, aws: BuiltOrg, capsys, cli_env, caplog):

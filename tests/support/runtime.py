@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from domain.config import OrgRegistration, build_credentials, build_filters
-from localaws.builder import BuiltOrg
+from domain.tree import SUSPENDED_STATES
+from localaws.builder import BuiltAccount, BuiltOrg
 from localaws.generator import OrgSpec, generate_org
 from orgsync import services
 from orgsync.bootstrap import Runtime
@@ -74,3 +75,16 @@ def stored_accounts(rt: Runtime, org_id: uuid.UUID | None = None) -> set[str]:
 def clouds_by_account(rt: Runtime) -> dict[str, dict[str, Any]]:
     with rt.sessions() as s:
         return {r["account_id"]: r for r in repo.list_clouds(s)}
+
+
+def expected_statuses(org: BuiltOrg) -> dict[str, str]:
+    """The status each account of a local AWS org must get from its validation."""
+
+    def status(account: BuiltAccount) -> str:
+        if account.state in SUSPENDED_STATES:
+            return "account_suspended"
+        if account.member_role in ("missing", "wrong_external_id"):
+            return "assume_role_denied"
+        return "ok"
+
+    return {a.account_id: status(a) for a in org.accounts}
