@@ -109,7 +109,9 @@ def classify_assume_role_error(code: str | None, message: str, role_arn: str, du
     if code == "RegionDisabledException":
         return Outcome(
             CloudStatus.REGION_DISABLED,
-            "STS is not activated in this region for the account; activate it in the account's IAM settings or use "
-            "the global STS endpoint",
+            f"AWS refused AssumeRole on {role_arn} because STS is not active in a region it involves; in the account "
+            "of orgsync's caller identity, open IAM → Account settings → Security Token Service (STS) and make the "
+            "session tokens of the Global endpoint valid in all AWS Regions (AWS's guide: \"Managing AWS STS in an "
+            'AWS Region"), or activate the region there',
         )
     return Outcome(CloudStatus.AWS_ERROR, f"AssumeRole on {role_arn} failed: {code or 'error'}: {message}".strip())

@@ -6,9 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from domain.templates import members_template_command
 from storage import listings
 
 if TYPE_CHECKING:
+    from domain.config import MemberRoleConfig
     from storage.access import AuditView
     from storage.listings import Connection, OrgView
 
@@ -40,9 +42,19 @@ def org_json(org: OrgView) -> dict[str, Any]:
     }
 
 
+def member_template_command(conn: Connection, org_id: uuid.UUID, member: MemberRoleConfig) -> str | None:
+    """The `orgsync roles template members` command of the organization's member role when some of its accounts
+    could not assume that role (missing, trusting another caller or external id, or a shorter maximum session);
+    None when none failed so."""
+    if not listings.member_role_failures(conn, org_id):
+        return None
+    return members_template_command(member.role_name, member.duration_seconds, member.external_id is not None)
+
+
 def org_detail(rt: DatabaseRuntime, conn: Connection, org_id: uuid.UUID) -> tuple[dict[str, Any], bool]:
-    """`org_json` with its roles' settings (whether an external id is set, never the id) and its last sync
-    run's figures; and whether the stored credentials could not be read (the rest is shown regardless)."""
+    """`org_json` with its roles' settings (whether an external id is set, never the id), the command that makes
+    a template of its member role when accounts could not assume it, and its last sync run's figures; and
+    whether the stored credentials could not be read (the rest is shown regardless)."""
     from storage.vault import CredentialsUnreadable
 
     found = listings.org_view(conn, org_id)
@@ -52,7 +64,9 @@ def org_detail(rt: DatabaseRuntime, conn: Connection, org_id: uuid.UUID) -> tupl
         creds = rt.keyring.open(listings.org_credentials(conn, found.id), "organizations", found.id)
     except CredentialsUnreadable:
         unreadable = True
-        data.update(management_role=None, member_role=None, credentials_source="unreadable")
+        data.update(
+            management_role=None, member_role=None, credentials_source="unreadable", member_template_command=None
+        )
     else:
         data["management_role"] = {
             "role_arn": creds.management.role_arn,
@@ -66,6 +80,7 @@ def org_detail(rt: DatabaseRuntime, conn: Connection, org_id: uuid.UUID) -> tupl
             "session_duration": creds.member.duration_seconds,
             "external_id_set": creds.member.external_id is not None,
         }
+        data["member_template_command"] = member_template_command(conn, found.id, creds.member)
         data["credentials_source"] = "iam-user" if creds.access_key else "ambient"
         if creds.access_key:
             data["access_key_id"] = creds.access_key.access_key_id

@@ -35,6 +35,7 @@ __all__ = [
     "latest_sync_run",
     "list_clouds",
     "list_orgs",
+    "member_role_failures",
     "of_session",
     "org_credentials",
     "org_scps",
@@ -193,6 +194,19 @@ def latest_sync_run(conn: Connection, org_id: uuid.UUID) -> SyncRunView | None:
 
 
 # -- clouds --------------------------------------------------------------------------------------
+
+# the statuses of accounts whose member role is missing or not as the organization is configured
+MEMBER_ROLE_FAILURES = (CloudStatus.ASSUME_ROLE_DENIED, CloudStatus.DURATION_EXCEEDED)
+
+
+def member_role_failures(conn: Connection, org_id: uuid.UUID) -> int:
+    """How many accounts of an organization could not assume its member role as configured."""
+    with conn.cursor() as cur:
+        row = cur.execute(
+            "SELECT count(*) FROM clouds WHERE organization_id = %s AND status = ANY(%s)",
+            (org_id, [s.value for s in MEMBER_ROLE_FAILURES]),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 _BADGES_OF = (

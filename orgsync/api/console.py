@@ -104,14 +104,17 @@ STATUS_HINTS = {
     CloudStatus.OK: "Nothing to do.",
     CloudStatus.ASSUME_ROLE_DENIED: (
         "Create the member role in this account under the organization's role name, let its trust policy trust "
-        "orgsync's caller, and match the member external id."
+        "orgsync's caller, and match the member external id (orgsync roles template members writes it)."
     ),
     CloudStatus.SCP_DENIED: "Allow sts:AssumeRole for orgsync's caller in the service control policies that apply.",
     CloudStatus.DURATION_EXCEEDED: (
         "Raise the role's maximum session duration, or lower the organization's member session duration."
     ),
     CloudStatus.ACCOUNT_SUSPENDED: "Reinstate the account in AWS, or turn on auto-remove suspended accounts.",
-    CloudStatus.REGION_DISABLED: "Activate STS in the account's region, or use the global STS endpoint.",
+    CloudStatus.REGION_DISABLED: (
+        "In the caller's account, make the STS global endpoint's session tokens valid in all AWS Regions (IAM, "
+        "Account settings), or activate the region."
+    ),
     CloudStatus.AWS_ERROR: "Read the message; if AWS was only briefly unavailable, press Sync now.",
     CloudStatus.CREDENTIALS_UNREADABLE: (
         "Enter the organization's credentials again (Edit), or restore the encryption key they were sealed with."

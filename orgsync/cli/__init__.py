@@ -31,6 +31,7 @@ from .demo_cmd import demo
 from .events_cmd import events_app
 from .keys_cmd import keys_app
 from .org import org_app
+from .roles_cmd import roles_app
 from .tags import badges_app, tags_app
 
 __all__ = ["app", "main"]
@@ -49,6 +50,7 @@ app.add_typer(dead_app, name="dead-letters")
 app.add_typer(tags_app, name="tags")
 app.add_typer(badges_app, name="badges")
 app.add_typer(events_app, name="events")
+app.add_typer(roles_app, name="roles")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 

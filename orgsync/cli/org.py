@@ -56,7 +56,7 @@ def org_add(
     from storage import listings
 
     from .. import services
-    from ..views import org_json
+    from ..views import member_template_command, org_json
 
     registration = build_registration(
         nickname=nickname,
@@ -85,10 +85,17 @@ def org_add(
             with rt.reading() as conn:
                 return listings.org_view(conn, registered.org_id)
 
+        def template_command() -> str | None:
+            """The template of the member role, when accounts could not assume it after the sync."""
+            with rt.reading() as conn:
+                return member_template_command(conn, registered.org_id, registration.credentials.member)
+
         def synced(result: services.WaitResult | None) -> str | None:
             if result is None or not result.ok:
                 return None
-            return f"synced: {stored().account_count} accounts in {result.seconds:.1f}s"
+            command = template_command()
+            hint = "" if command is None else "\n" + member_template_note(command)
+            return f"synced: {stored().account_count} accounts in {result.seconds:.1f}s{hint}"
 
         follow(
             rt,
@@ -96,7 +103,11 @@ def org_add(
             label="sync",
             wait=wait,
             as_json=as_json,
-            data=lambda: {**org_json(stored()), "request_id": registered.request_id},
+            data=lambda: {
+                **org_json(stored()),
+                "request_id": registered.request_id,
+                "member_template_command": template_command(),
+            },
             text=synced,
             announce=[
                 f"added organization {literal(registered.nickname)} ({registered.cloud_org_id}) as {registered.org_id}",
@@ -157,8 +168,15 @@ def org_show(
             out.print(f"warning: {literal(warning)}")
         for note in data["notes"]:
             out.print(f"note: {literal(note)}")
+        if data["member_template_command"]:
+            out.print(member_template_note(data["member_template_command"]))
     if unreadable:
         fail(f"the stored {CREDENTIALS_UNREADABLE}: `org edit` them with every credential option")
+
+
+def member_template_note(command: str) -> str:
+    """The line that gives the command making a template of the member role some accounts could not assume."""
+    return f"note: some accounts could not assume the member role; its CloudFormation template: {literal(command)}"
 
 
 def _org_show_lines(data: dict[str, Any]) -> list[tuple[str, Any]]:
