@@ -576,6 +576,7 @@ def _form_page(
         request,
         "org_form.html",
         session,
+        template_links=_template_links(values),
         status=status,
         section="orgs",
         title=title,
@@ -586,6 +587,74 @@ def _form_page(
         summary=[{"fields": fields, "message": message} for message, fields in fields_of.items()],
         org=org,
         action="/orgs/new" if mode == "add" else f"/orgs/{org['id'] if org else ''}/edit",
+    )
+
+
+def _duration(value: Any) -> int:
+    """A role's maximum session for a form's session duration: at least what IAM allows, 3600."""
+    try:
+        return max(DEFAULT_SESSION_SECONDS, int(str(value or DEFAULT_SESSION_SECONDS).strip()))
+    except ValueError:
+        return DEFAULT_SESSION_SECONDS
+
+
+def _template_links(values: dict[str, Any]) -> dict[str, str]:
+    """The download links of the two roles' templates for what the form holds (the script keeps them in step
+    as it changes): external ids as stored or entered (never their values), durations, the member role name."""
+    management = {"max_session_duration": str(_duration(values.get("org_session_duration")))}
+    if values.get("org_external_id_set") or values.get("org_external_id"):
+        management["external_id"] = "1"
+    members = {
+        "role_name": str(values.get("member_role_name") or "OrgSyncMember"),
+        "max_session_duration": str(_duration(values.get("member_session_duration"))),
+    }
+    if values.get("member_external_id_set") or values.get("member_external_id"):
+        members["external_id"] = "1"
+    return {
+        "management": "/templates/management.yaml?" + urlencode(management),
+        "members": "/templates/members.yaml?" + urlencode(members),
+    }
+
+
+@router.get("/templates/{kind}.yaml")
+def role_template(
+    request: Request,
+    kind: str,
+    session: Reader,
+    role_name: str = "OrgSyncMember",
+    max_session_duration: int = DEFAULT_SESSION_SECONDS,
+    external_id: bool = False,
+) -> Response:
+    """A role's CloudFormation template, as `orgsync roles template` prints it, to download."""
+    from domain import templates
+
+    from ..cfn import render
+
+    if kind == "management":
+        template = templates.management_template(
+            caller_arn=None, external_id=external_id, max_session_duration=max_session_duration
+        )
+        comments = [
+            "orgsync's role in the management account; create a stack of it there (capability CAPABILITY_NAMED_IAM)"
+        ]
+    elif kind == "members":
+        template = templates.members_template(
+            role_name=role_name,
+            caller_arn=None,
+            external_id=external_id,
+            max_session_duration=max_session_duration,
+            managed_policy_arns=(),
+        )
+        comments = [
+            "orgsync's member role: deploy it with a service-managed StackSet (auto-deployment on), and as a stack",
+            "in the management account itself; `orgsync roles template members --help` says more",
+        ]
+    else:
+        raise Refused(404, "Not found", f"There is no {kind!r} template: management or members.")
+    return Response(
+        render(template, comments),
+        media_type="application/yaml",
+        headers={"Content-Disposition": f'attachment; filename="orgsync-{kind}.yaml"'},
     )
 
 

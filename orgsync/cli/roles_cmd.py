@@ -85,17 +85,9 @@ def _create_stack(kind: str, parameters: str) -> str:
 
 
 def _print(template: dict[str, Any], comments: list[str]) -> None:
-    """The template as YAML, after `comments`; a multi-line string (a nested template) as a literal block."""
-    import yaml
+    from ..cfn import render
 
-    dumper: Any = type("TemplateDumper", (yaml.SafeDumper,), {})  # its own representers, not SafeDumper's
-
-    def string(representer: Any, value: str) -> Any:
-        return representer.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-    dumper.add_representer(str, string)
-    text = yaml.dump(template, Dumper=dumper, sort_keys=False, width=120, allow_unicode=True)
-    sys.stdout.write("".join(f"# {line}\n" for line in comments) + text)
+    sys.stdout.write(render(template, comments))
 
 
 @template_app.command("management")

@@ -335,3 +335,34 @@ def test_an_edit_keeps_the_stored_credentials_unless_all_of_them_are_given_again
         org = listings.org_view(conn, org_id)
         assert listings.org_credentials(conn, org_id) == sealed
     assert (org.nickname, org.filters["exclude_name_prefixes"]) == ("acme-2", ["zz-"])
+
+
+def test_the_org_form_offers_the_roles_templates_as_orgsync_will_assume_them(client: TestClient, admin_token: str):
+    import yaml
+
+    from domain import templates
+
+    sign_in(client, admin_token)
+    links = re.findall(
+        r'id="(management|members)-template" data-template="\w+" href="([^"]+)"', client.get("/orgs/new").text
+    )
+    assert links == [
+        ("management", "/templates/management.yaml?max_session_duration=3600"),
+        ("members", "/templates/members.yaml?role_name=OrgSyncMember&amp;max_session_duration=3600"),
+    ]
+    answer = client.get("/templates/members.yaml", params={"role_name": "security/Harvest", "external_id": "1"})
+    assert answer.status_code == 200
+    assert answer.headers["content-disposition"] == 'attachment; filename="orgsync-members.yaml"'
+    assert yaml.safe_load(answer.text) == templates.members_template(
+        role_name="security/Harvest",
+        caller_arn=None,
+        external_id=True,
+        max_session_duration=3600,
+        managed_policy_arns=(),
+    )
+    management = client.get("/templates/management.yaml", params={"max_session_duration": "7200"})
+    assert yaml.safe_load(management.text) == templates.management_template(
+        caller_arn=None, external_id=False, max_session_duration=7200
+    )
+    assert client.get("/templates/members.yaml", params={"role_name": "bad name!"}).status_code == 422
+    assert client.get("/templates/other.yaml").status_code == 404

@@ -106,9 +106,37 @@ function focusProblems() {
   if (problems) problems.focus();
 }
 
+// the template download links follow what the form holds (never an external id's value: only whether one is given)
+function templateLinks() {
+  const links = document.querySelectorAll("a[data-template]");
+  if (!links.length) return;
+  const value = (id) => (document.getElementById(id) || { value: "" }).value.trim();
+  const duration = (id) => String(Math.max(3600, parseInt(value(id), 10) || 3600));
+  const update = () => {
+    for (const link of links) {
+      const url = new URL(link.href, window.location.origin);
+      if (link.dataset.template === "members") {
+        url.searchParams.set("role_name", value("member_role_name") || "OrgSyncMember");
+        url.searchParams.set("max_session_duration", duration("member_session_duration"));
+        if (value("member_external_id")) url.searchParams.set("external_id", "1");
+      } else {
+        url.searchParams.set("max_session_duration", duration("org_session_duration"));
+        if (value("org_external_id")) url.searchParams.set("external_id", "1");
+      }
+      link.href = url.pathname + url.search;
+    }
+  };
+  for (const id of ["member_role_name", "member_session_duration", "member_external_id", "org_session_duration",
+                    "org_external_id"]) {
+    const field = document.getElementById(id);
+    if (field) field.addEventListener("input", update);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   revealers();
   arnPreview();
+  templateLinks();
   confirmations();
   singleSubmit();
   followSyncs();
