@@ -116,6 +116,7 @@ def _serve(rt: Runtime, port: int, console: Console) -> None:
     from . import api
     from .access import create_token
 
+    api.check_listenable("127.0.0.1", port)
     _, token = create_token(rt, f"demo-{uuid.uuid4().hex[:8]}", Role.ADMIN)
     console.print(f"\nweb console: http://127.0.0.1:{port}/ (the API's documentation at /api/docs)")
     console.print("sign in with this admin token (shown once):")

@@ -78,3 +78,18 @@ def serve(rt: Any, host: str, port: int) -> None:
 
     config = uvicorn.Config(create_app(rt), host=host, port=port, log_level="warning", access_log=False)
     Server(config).run()
+
+
+def check_listenable(host: str, port: int) -> None:
+    """OrgSyncError naming the address when nothing can listen there (taken, or not this host's)."""
+    import socket
+
+    from domain.errors import OrgSyncError
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise OrgSyncError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -38,6 +38,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     from .. import api
     from ..bootstrap import Runtime
 
+    api.check_listenable(host, port)  # before anything starts: one line, exit 1
     rt = Runtime.open(settings, migrate=False)
     try:
         if rt.in_process:
