@@ -1,15 +1,28 @@
-"""Dead letters (the messages that failed for good, in <queue>.XQ) as the CLI and the API show and requeue
-them: RabbitMQ holds them, Postgres says why each failed."""
+"""orgsync's queues as the CLI, the API and the console show them: their depths, and the dead letters (the
+messages that failed for good, in <queue>.XQ) with their requeue. RabbitMQ holds them, Postgres says why
+each failed."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.errors import NotFound
 from storage import repository as repo
 
 from .audit import HasSessions, audited
-from .broker_admin import Requeued, peek_dead_letters, requeue_dead_letters
+from .broker_admin import Requeued, peek_dead_letters, queue_counts, requeue_dead_letters
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+
+def queue_depths(settings: Settings, url: str) -> list[dict[str, Any]]:
+    """Message counts of each of orgsync's queues on the RabbitMQ at `url` (unacknowledged ones from its
+    management API)."""
+    from workers.routes import QUEUES
+
+    api = settings.broker_management_url.get_secret_value() if settings.broker_management_url else None
+    return queue_counts(url, QUEUES, api)
 
 
 def queues_named(queue: str | None) -> tuple[str, ...]:

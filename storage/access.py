@@ -17,7 +17,7 @@ from domain.access import Outcome, Principal, Role
 
 from .inventory import storable, utcnow
 from .models import ApiToken, AuditEntry, ConsoleSession
-from .repository import _flush
+from .repository import flush_or_duplicate
 
 TOUCH_EVERY = timedelta(minutes=1)  # a token's last use is written at most this often
 
@@ -64,7 +64,7 @@ def add_token(session: Session, *, name: str, role: Role, digest: bytes, hint: s
     """Store a new token (Duplicate if the name is taken, also by a revoked one)."""
     row = ApiToken(id=uuid.uuid4(), name=name, role=str(role), digest=digest, hint=hint)
     session.add(row)
-    _flush(session, f"a token named {name!r} exists already")
+    flush_or_duplicate(session, f"a token named {name!r} exists already")
     session.refresh(row)
     return _token(row)
 

@@ -55,6 +55,7 @@ __all__ = [
     "delete_org",
     "failure_reasons",
     "find_org",
+    "flush_or_duplicate",
     "forget_failures",
     "get_org",
     "last_successful_syncs",
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 
-def _flush(session: Session, duplicate: str) -> None:
+def flush_or_duplicate(session: Session, duplicate: str) -> None:
     """Write what is pending now, so that a broken uniqueness rule raises Duplicate(`duplicate`) here."""
     try:
         session.flush()
@@ -147,7 +148,7 @@ def add_org(
             events_queue_url=events_queue_url,
         )
     )
-    _flush(session, f"organization {cloud_org_id} or nickname {nickname!r} is already registered")
+    flush_or_duplicate(session, f"organization {cloud_org_id} or nickname {nickname!r} is already registered")
 
 
 def update_org(
@@ -173,7 +174,7 @@ def update_org(
         org.events_queue_url = events_queue_url
     org.filters = filters
     org.updated_at = utcnow()
-    _flush(session, f"the nickname {nickname!r} is taken")
+    flush_or_duplicate(session, f"the nickname {nickname!r} is taken")
 
 
 def delete_org(session: Session, org_id: uuid.UUID) -> None:
@@ -292,7 +293,7 @@ def add_cloud(
             credentials=credentials,
         )
     )
-    _flush(session, f"account {account_id} is already registered")
+    flush_or_duplicate(session, f"account {account_id} is already registered")
 
 
 def set_cloud_role(session: Session, cloud: Cloud, credentials: bytes, status: CloudStatus, message: str) -> None:

@@ -984,13 +984,11 @@ def operations_page(request: Request, session: Reader) -> HTMLResponse:
     letters: list[dict[str, Any]] = []
     problems: list[str] = []
     if not settings.in_process_broker:
-        from ..broker_admin import queue_counts
-        from ..dead_letters import listing
+        from ..dead_letters import listing, queue_depths
 
         url = str(settings.external_broker_url)
-        api = settings.broker_management_url.get_secret_value() if settings.broker_management_url else None
         try:
-            queues = queue_counts(url, QUEUES, api)
+            queues = queue_depths(settings, url)
             letters = listing(rt, url, QUEUES)
         except OrgSyncError as exc:
             problems.append(str(exc))

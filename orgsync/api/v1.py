@@ -228,15 +228,12 @@ def _broker_url(request: Request) -> str:
 
 @router.get("/queues", summary="Message counts of orgsync's queues")
 def queues(request: Request, _: Reader) -> dict[str, Any]:
-    from workers.routes import QUEUES
-
-    from ..broker_admin import queue_counts
+    from ..dead_letters import queue_depths
 
     settings = _rt(request).settings
     if settings.in_process_broker:
         return {"mode": "in-process", "queues": []}
-    api = settings.broker_management_url.get_secret_value() if settings.broker_management_url else None
-    return {"mode": "rabbitmq", "queues": queue_counts(_broker_url(request), QUEUES, api)}
+    return {"mode": "rabbitmq", "queues": queue_depths(settings, _broker_url(request))}
 
 
 @router.get("/scheduler", summary="Which scheduler instance leads (holds the leadership lock), if any")

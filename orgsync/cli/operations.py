@@ -63,7 +63,6 @@ def worker(
 
 def queues(as_json: JsonOpt = False) -> None:
     """Message counts of orgsync's queues (ready, delayed, dead letters)."""
-    from workers.routes import QUEUES
 
     from ..settings import get_settings
 
@@ -75,11 +74,9 @@ def queues(as_json: JsonOpt = False) -> None:
             "note": "no ORGSYNC_BROKER_URL: messages live inside each command",
         }
     else:
-        from ..broker_admin import queue_counts
+        from ..dead_letters import queue_depths
 
-        url = broker_url_or_fail()
-        api = settings.broker_management_url.get_secret_value() if settings.broker_management_url else None
-        data = {"mode": "rabbitmq", "queues": queue_counts(url, QUEUES, api)}
+        data = {"mode": "rabbitmq", "queues": queue_depths(settings, broker_url_or_fail())}
     if as_json:
         print_json(data)
         return

@@ -28,6 +28,23 @@ EventsQueueOpt = Annotated[
 ]
 
 
+def _credential_values(
+    *,
+    org_external_id_file: str | None,
+    member_external_id_file: str | None,
+    secret_access_key_file: str | None,
+    **given: Any,
+) -> dict[str, Any]:
+    """The credential options as `build_credentials` takes them, the secrets read from their files."""
+    return {
+        **given,
+        "org_external_id": given["org_external_id"] or read_secret(org_external_id_file, "org-external-id-file"),
+        "member_external_id": given["member_external_id"]
+        or read_secret(member_external_id_file, "member-external-id-file"),
+        "secret_access_key": read_secret(secret_access_key_file, "secret-access-key-file"),
+    }
+
+
 @org_app.command("add")
 def org_add(
     nickname: Annotated[str, typer.Option(help="A name for the organization (becomes a badge).")],
@@ -60,18 +77,20 @@ def org_add(
 
     registration = build_registration(
         nickname=nickname,
-        credentials={
-            "org_role_arn": org_role_arn,
-            "org_session_name": org_session_name,
-            "org_session_duration": org_session_duration,
-            "org_external_id": org_external_id or read_secret(org_external_id_file, "org-external-id-file"),
-            "member_role_name": member_role_name,
-            "member_session_name": member_session_name,
-            "member_session_duration": member_session_duration,
-            "member_external_id": member_external_id or read_secret(member_external_id_file, "member-external-id-file"),
-            "access_key_id": access_key_id,
-            "secret_access_key": read_secret(secret_access_key_file, "secret-access-key-file"),
-        },
+        credentials=_credential_values(
+            org_role_arn=org_role_arn,
+            org_session_name=org_session_name,
+            org_session_duration=org_session_duration,
+            org_external_id=org_external_id,
+            org_external_id_file=org_external_id_file,
+            member_role_name=member_role_name,
+            member_session_name=member_session_name,
+            member_session_duration=member_session_duration,
+            member_external_id=member_external_id,
+            member_external_id_file=member_external_id_file,
+            access_key_id=access_key_id,
+            secret_access_key_file=secret_access_key_file,
+        ),
         exclude_name_prefixes=exclude_name_prefix or (),
         limit_to_ou_ids=limit_to_ou or (),
         auto_remove_suspended=auto_remove_suspended,
@@ -273,19 +292,22 @@ def org_edit(
     """Change an organization. Credentials change as a whole; filters alone keep the stored credentials."""
     from .. import services
 
-    credential_values = {
-        "org_role_arn": org_role_arn,
-        "org_session_name": org_session_name,
-        "org_session_duration": org_session_duration,
-        "org_external_id": org_external_id or read_secret(org_external_id_file, "org-external-id-file"),
-        "member_role_name": member_role_name,
-        "member_session_name": member_session_name,
-        "member_session_duration": member_session_duration,
-        "member_external_id": member_external_id or read_secret(member_external_id_file, "member-external-id-file"),
-        "access_key_id": access_key_id,
-        "secret_access_key": read_secret(secret_access_key_file, "secret-access-key-file"),
-    }
-    credentials = credentials_if_given(credential_values)
+    credentials = credentials_if_given(
+        _credential_values(
+            org_role_arn=org_role_arn,
+            org_session_name=org_session_name,
+            org_session_duration=org_session_duration,
+            org_external_id=org_external_id,
+            org_external_id_file=org_external_id_file,
+            member_role_name=member_role_name,
+            member_session_name=member_session_name,
+            member_session_duration=member_session_duration,
+            member_external_id=member_external_id,
+            member_external_id_file=member_external_id_file,
+            access_key_id=access_key_id,
+            secret_access_key_file=secret_access_key_file,
+        )
+    )
     if exclude_name_prefix and clear_exclude_name_prefix:
         raise InvalidInput("exclude-name-prefix", "give prefixes or --clear-exclude-name-prefix, not both")
     if limit_to_ou and clear_limit_to_ou:
