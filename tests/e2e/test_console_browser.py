@@ -25,7 +25,6 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from localaws import LocalAwsServer
@@ -170,6 +169,26 @@ return {lang: document.documentElement.lang, h1: document.querySelectorAll("h1")
 """
 
 
+def node_gone(exc: WebDriverException) -> bool:
+    """Does the error say the element's node is no longer in the page? (chromium says so in two ways)"""
+    return isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+
+
+def left(page: Any) -> Any:
+    """A wait condition: the browser has left the page whose root element is `page`."""
+
+    def check(_: WebDriver) -> bool:
+        try:
+            page.is_enabled()
+        except WebDriverException as exc:
+            if node_gone(exc):
+                return True
+            raise
+        return False
+
+    return check
+
+
 class Console:
     """The browser on the console: every page it shows is kept (to look for secrets in) and can be saved."""
 
@@ -207,7 +226,7 @@ class Console:
         else:
             raise AssertionError("the token field cannot be reached with the Tab key")
         self.driver.switch_to.active_element.send_keys(token + Keys.ENTER)
-        WebDriverWait(self.driver, 30).until(staleness_of(page))
+        WebDriverWait(self.driver, 30).until(left(page))
         WebDriverWait(self.driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
         self.keep()
 
@@ -246,10 +265,9 @@ class Console:
         except WebDriverException as exc:
             # chromium may report the clicked node as gone when the click itself already led to the next
             # page; the wait below tells (a click that did not happen never leaves the page)
-            gone = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
-            if not gone:
+            if not node_gone(exc):
                 raise
-        WebDriverWait(self.driver, 30).until(staleness_of(page))
+        WebDriverWait(self.driver, 30).until(left(page))
         WebDriverWait(self.driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
         self.keep()
 
